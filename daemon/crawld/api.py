@@ -1,0 +1,258 @@
+"""The HTTP API: scrapy-do's endpoints, same paths, parameters and keys, on Klein.
+
+Each route parses its input, calls one service method and encodes JSON. Errors from the
+CrawldError tree become ``{"status": "error", "msg": ...}`` with their HTTP code, in one
+place; anything else is a 500 whose traceback goes to the daemon's log only.
+"""
+from __future__ import annotations
+
+import json
+import re
+from datetime import datetime
+from functools import wraps
+from typing import Any, Callable, Optional
+
+from klein import Klein
+from twisted.internet.defer import inlineCallbacks, maybeDeferred
+from twisted.logger import Logger
+from werkzeug.exceptions import MethodNotAllowed as RouteMethodNotAllowed
+from werkzeug.exceptions import NotFound as RouteNotFound
+
+from . import logs
+from .errors import BadRequest, CrawldError, NotFound, TooLarge
+from .model import Job, JobStatus
+
+log = Logger(namespace="crawld.api")
+
+ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"]
+UUID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+LOG_NAME_RE = re.compile(rf"({UUID_RE.pattern})\.(out|err)")
+
+
+def iso(ts: Optional[float]) -> Optional[str]:
+    """ISO 8601 local time with its UTC offset, or None."""
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts).astimezone().isoformat(timespec="seconds")
+
+
+def job_dict(job: Job) -> dict[str, Any]:
+    """A job as list-jobs.json shows it: scrapy-do's keys first, then crawld's."""
+    signal_name = None
+    if job.signal is not None:
+        import signal as signals
+        try:
+            signal_name = signals.Signals(job.signal).name
+        except ValueError:
+            signal_name = str(job.signal)
+    return {
+        "identifier": job.id,
+        "status": job.status.value,
+        "actor": job.actor.value,
+        "schedule": job.schedule,
+        "project": job.project,
+        "spider": job.spider,
+        "description": job.description,
+        "payload": job.payload,
+        "timestamp": str(datetime.fromtimestamp(job.updated)),
+        "duration": job.duration,
+        "created": iso(job.created),
+        "started": iso(job.started),
+        "finished": iso(job.finished),
+        "exit-code": job.exit_code,
+        "signal": signal_name,
+        "reason": job.reason,
+        "parent": job.parent,
+        "next-run": iso(job.next_fire) if job.status is JobStatus.SCHEDULED else None,
+    }
+
+
+def write_json(request: Any, code: int, body: dict[str, Any]) -> bytes:
+    data = (json.dumps(body, ensure_ascii=False) + "\n").encode("utf-8")
+    request.setResponseCode(code)
+    request.setHeader(b"Content-Type", b"application/json")
+    request.setHeader(b"Cache-Control", b"no-store")
+    return data
+
+
+def error_body(request: Any, code: int, msg: str) -> bytes:
+    return write_json(request, code, {"status": "error", "msg": msg})
+
+
+def arg(request: Any, name: str, required: bool = True, default: Optional[str] = None
+        ) -> Optional[str]:
+    """One request parameter (query string or form body) as text."""
+    values = request.args.get(name.encode())
+    if not values:
+        if required:
+            raise BadRequest(f"missing parameter {name!r}")
+        return default
+    try:
+        return values[0].decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadRequest(f"parameter {name!r} is not valid UTF-8") from None
+
+
+def int_arg(request: Any, name: str, default: int, minimum: int = 0) -> int:
+    text = arg(request, name, required=False)
+    if text is None:
+        return default
+    if not re.fullmatch(r"\d+", text) or int(text) < minimum:
+        raise BadRequest(f"parameter {name!r} must be a whole number >= {minimum}")
+    return int(text)
+
+
+def endpoint(*methods: str) -> Callable:
+    """Wrap a route: method check (405), body size check (413), JSON success body."""
+    def decorate(fn: Callable) -> Callable:
+        @wraps(fn)
+        def wrapper(self: "Api", request: Any, *args: Any, **kwargs: Any) -> Any:
+            method = request.method.decode("ascii", "replace")
+            if method not in methods:
+                request.setHeader(b"Allow", ", ".join(methods).encode())
+                return error_body(request, 405, f"method {method} not allowed; use "
+                                  f"{' or '.join(methods)}")
+            if getattr(request, "body_too_large", False):
+                raise TooLarge(f"request body over the {self.max_body} byte limit "
+                               "(max-archive-size)")
+            d = maybeDeferred(fn, self, request, *args, **kwargs)
+            return d.addCallback(
+                lambda result: result if isinstance(result, bytes) or result is None
+                else write_json(request, 200, {"status": "ok", **result}))
+        return wrapper
+    return decorate
+
+
+class Api:
+    """Klein routes over the services. ``Api(...).app.resource()`` is the root resource."""
+
+    app = Klein()
+
+    def __init__(self, reactor: Any, jobs: Any, projects: Any, supervisor: Any,
+                 status: Any, log_dir: str, max_body: int, max_archive: int) -> None:
+        self.reactor = reactor
+        self.jobs = jobs
+        self.projects = projects
+        self.supervisor = supervisor
+        self.status_report = status
+        self.log_dir = log_dir
+        self.max_body = max_body
+        self.max_archive = max_archive
+
+    # -- errors -----------------------------------------------------------------------
+    @app.handle_errors(CrawldError)
+    def crawld_error(self, request: Any, failure: Any) -> bytes:
+        return error_body(request, failure.value.code, failure.value.msg)
+
+    @app.handle_errors(RouteNotFound)
+    def not_found(self, request: Any, failure: Any) -> bytes:
+        return error_body(request, 404, f"no such endpoint: {request.path.decode('latin-1')}")
+
+    @app.handle_errors(RouteMethodNotAllowed)
+    def bad_method(self, request: Any, failure: Any) -> bytes:
+        return error_body(request, 405, "method not allowed")
+
+    @app.handle_errors(Exception)
+    def internal(self, request: Any, failure: Any) -> bytes:
+        log.failure("unhandled error on {path}", failure, path=request.path)
+        return error_body(request, 500, "internal error; see the daemon's log")
+
+    # -- scrapy-do endpoints ----------------------------------------------------------
+    @app.route("/status.json", methods=ALL_METHODS)
+    @endpoint("GET")
+    def status(self, request: Any) -> dict[str, Any]:
+        return self.status_report.build(self.jobs.counters, len(self.jobs.scheduler),
+                                        len(self.projects.cache),
+                                        self.projects.spider_count())
+
+    @app.route("/push-project.json", methods=ALL_METHODS)
+    @endpoint("POST")
+    @inlineCallbacks
+    def push_project(self, request: Any):
+        values = request.args.get(b"archive")
+        if not values:
+            raise BadRequest("missing parameter 'archive' (a zip, as a file or form field)")
+        project = yield self.projects.push(values[0], self.max_archive)
+        return {"name": project.name, "spiders": list(project.spiders)}
+
+    @app.route("/list-projects.json", methods=ALL_METHODS)
+    @endpoint("GET")
+    def list_projects(self, request: Any) -> dict[str, Any]:
+        return {"projects": self.projects.names()}
+
+    @app.route("/list-spiders.json", methods=ALL_METHODS)
+    @endpoint("GET")
+    def list_spiders(self, request: Any) -> dict[str, Any]:
+        name = arg(request, "project")
+        return {"project": name, "spiders": list(self.projects.get(name).spiders)}
+
+    @app.route("/schedule-job.json", methods=ALL_METHODS)
+    @endpoint("POST")
+    @inlineCallbacks
+    def schedule_job(self, request: Any):
+        job = yield self.jobs.schedule(
+            arg(request, "project"), arg(request, "spider"), arg(request, "when"),
+            description=arg(request, "description", required=False, default=""),
+            payload=arg(request, "payload", required=False))
+        return {"identifier": job.id}
+
+    @app.route("/list-jobs.json", methods=ALL_METHODS)
+    @endpoint("GET")
+    @inlineCallbacks
+    def list_jobs(self, request: Any):
+        job_id = arg(request, "id", required=False)
+        if job_id is not None:
+            job = yield self._job(job_id)
+            return {"jobs": [job_dict(job)]}
+        status = arg(request, "status", required=False)
+        if status is None:
+            raise BadRequest("give 'status' (SCHEDULED, PENDING, RUNNING, SUCCESSFUL, "
+                             "FAILED, CANCELED, ACTIVE, COMPLETED) or 'id'")
+        jobs = yield self.jobs.list(status, limit=int_arg(request, "limit", -1, 1),
+                                    offset=int_arg(request, "offset", 0),
+                                    project=arg(request, "project", required=False),
+                                    spider=arg(request, "spider", required=False))
+        return {"jobs": [job_dict(job) for job in jobs]}
+
+    @app.route("/cancel-job.json", methods=ALL_METHODS)
+    @endpoint("POST")
+    @inlineCallbacks
+    def cancel_job(self, request: Any):
+        job = yield self._job(arg(request, "id"))
+        job = yield self.jobs.cancel(job.id)
+        return {"identifier": job.id, "job-status": job.status.value}
+
+    @app.route("/remove-project.json", methods=ALL_METHODS)
+    @endpoint("POST")
+    @inlineCallbacks
+    def remove_project(self, request: Any):
+        yield self.projects.remove(arg(request, "name"))
+        return {}
+
+    @app.route("/get-log/<string:anything>/<string:filename>", methods=ALL_METHODS)
+    @endpoint("GET")
+    @inlineCallbacks
+    def get_log(self, request: Any, anything: str, filename: str):
+        m = LOG_NAME_RE.fullmatch(filename)
+        if not m:
+            raise NotFound(f"no such log {filename!r}; logs are <job-id>.out or .err")
+        job = yield self._job(m.group(1))
+        try:
+            fh = open(logs.path(self.log_dir, job.id, m.group(2)), "rb")
+        except FileNotFoundError:
+            raise NotFound(f"job {job.id} has no {m.group(2)} log "
+                           f"({'it has not started' if job.started is None else 'removed'})"
+                           ) from None
+        request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
+        request.setHeader(b"Cache-Control", b"no-store")
+        follower = logs.Follower(self.reactor, request, fh,
+                                 lambda: self.supervisor.is_running(job.id))
+        yield follower.done
+        return None
+
+    # -- helpers ----------------------------------------------------------------------
+    @inlineCallbacks
+    def _job(self, job_id: str):
+        if not UUID_RE.fullmatch(job_id or ""):
+            raise NotFound(f"unknown job {job_id!r}")
+        return (yield self.jobs.get(job_id))

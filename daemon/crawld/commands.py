@@ -1,0 +1,67 @@
+"""Pure functions from a job to the command that runs it: argv, environment, directory.
+
+Kept free of I/O so the exact command line is unit-testable, and so nothing about a job's
+process is decided anywhere else.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Mapping
+
+from .model import Job
+
+#: Runs inside the job's interpreter: a session of its own (so cancel reaches the whole
+#: process group) and then Scrapy's command line in the same process. No crawld import,
+#: so any interpreter with Scrapy installed can run jobs.
+CHILD_BOOTSTRAP = ("import os, sys; os.setsid(); from scrapy.cmdline import execute; "
+                   "execute(['scrapy'] + sys.argv[1:])")
+
+#: Settings forced on every job. RemoteControl (Scrapy 2.19) opens a local port that runs
+#: code, the telnet console opens another: neither may be reachable on a shared host.
+FORCED_SETTINGS = {
+    "TELNETCONSOLE_ENABLED": "0",
+    "REMOTE_CONTROL_ENABLED": "0",
+}
+
+
+@dataclass(frozen=True)
+class Command:
+    """Everything spawnProcess needs; ``args[0]`` is the executable."""
+
+    args: tuple[str, ...]
+    env: Mapping[str, str]
+    cwd: str
+
+    @property
+    def executable(self) -> str:
+        return self.args[0]
+
+
+def job_env(base: Mapping[str, str], job: Job) -> dict[str, str]:
+    """The daemon's environment plus what tells the child which job it is."""
+    env = dict(base)
+    env.update(CRAWLD_JOB_ID=job.id, CRAWLD_PROJECT=job.project, CRAWLD_SPIDER=job.spider)
+    return env
+
+
+def crawl_command(job: Job, project_dir: str, python: str,
+                  base_env: Mapping[str, str]) -> Command:
+    """``scrapy crawl <spider>`` for a job, run from the project's unpacked version.
+
+    The payload goes to the spider as ``-a payload=<json>`` unless it is the empty object,
+    exactly as scrapy-do passes it.
+    """
+    args = [python, "-c", CHILD_BOOTSTRAP, "crawl", job.spider]
+    for name, value in FORCED_SETTINGS.items():
+        args += ["-s", f"{name}={value}"]
+    if job.payload and json.loads(job.payload) != {}:
+        args += ["-a", f"payload={job.payload}"]
+    return Command(tuple(args), job_env(base_env, job), project_dir)
+
+
+def list_command(project_dir: str, python: str, base_env: Mapping[str, str]) -> Command:
+    """``scrapy list`` in an unpacked project, to discover its spiders."""
+    env = dict(base_env)
+    args = (python, "-c", CHILD_BOOTSTRAP, "list")
+    return Command(args, env, project_dir)

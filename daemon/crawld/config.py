@@ -1,0 +1,154 @@
+"""Settings: embedded defaults, overridden by an INI file, overridden by command-line flags.
+
+Every option is validated here, once, so a bad value stops start-up with a message that
+names the option instead of failing later inside a running daemon.
+"""
+from __future__ import annotations
+
+import configparser
+import os
+import re
+import sys
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Optional
+
+from .errors import ConfigError
+
+DEFAULT_PORT = 7654
+
+
+@dataclass(frozen=True)
+class Listen:
+    """One address the API listens on."""
+
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The validated configuration of one daemon."""
+
+    data_dir: str = "./crawld-data"
+    listen: tuple[Listen, ...] = (Listen("127.0.0.1", DEFAULT_PORT),)
+    job_slots: int = 0  # 0 means 4 per CPU, resolved by ``slots``
+    kill_grace: float = 10.0
+    completed_cap: int = 1000
+    completed_max_age_days: float = 30.0
+    list_timeout: float = 60.0
+    max_archive_size: int = 50 * 1024 * 1024
+    max_archive_files: int = 10000
+    max_unpacked_size: int = 500 * 1024 * 1024
+    python: str = field(default_factory=lambda: sys.executable)
+    log_level: str = "info"
+
+    @property
+    def slots(self) -> int:
+        """How many jobs may run at once: the configured number, or 4 per CPU."""
+        return self.job_slots or 4 * (os.cpu_count() or 1)
+
+    @property
+    def data_path(self) -> str:
+        return os.path.abspath(self.data_dir)
+
+
+def parse_listen(text: str) -> Listen:
+    """Parse ``HOST:PORT`` (``[v6]:PORT`` for IPv6) into a Listen."""
+    m = re.fullmatch(r"\[([0-9a-fA-F:.]+)\]:(\d{1,5})|([^:\s]+):(\d{1,5})", text.strip())
+    if not m:
+        raise ValueError(f"expected HOST:PORT, got {text!r}")
+    host = m.group(1) or m.group(3)
+    port = int(m.group(2) or m.group(4))
+    if port > 65535:
+        raise ValueError(f"port {port} is out of range")
+    return Listen(host, port)
+
+
+_SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "kb": 1024, "m": 1024**2, "mb": 1024**2,
+               "g": 1024**3, "gb": 1024**3}
+
+
+def parse_size(text: str) -> int:
+    """Parse a byte size such as ``500``, ``64KB``, ``50 MB`` or ``1G`` (binary units)."""
+    m = re.fullmatch(r"(\d+)\s*([a-zA-Z]*)", text.strip())
+    if not m or m.group(2).lower() not in _SIZE_UNITS:
+        raise ValueError(f"expected a size such as 50MB, got {text!r}")
+    return int(m.group(1)) * _SIZE_UNITS[m.group(2).lower()]
+
+
+def _positive(kind: Callable[[str], Any], allow_zero: bool = False) -> Callable[[str], Any]:
+    def convert(text: str) -> Any:
+        value = kind(text)
+        if value < 0 or (value == 0 and not allow_zero):
+            raise ValueError(f"must be {'zero or more' if allow_zero else 'more than zero'}")
+        return value
+    return convert
+
+
+def _log_level(text: str) -> str:
+    level = text.strip().lower()
+    if level not in ("debug", "info", "warn", "error"):
+        raise ValueError("must be one of debug, info, warn, error")
+    return level
+
+
+def _listen_list(text: str) -> tuple[Listen, ...]:
+    items = [t for t in re.split(r"[,\s]+", text) if t]
+    if not items:
+        raise ValueError("needs at least one HOST:PORT")
+    return tuple(parse_listen(t) for t in items)
+
+
+#: INI (section, option) -> (Settings field, converter). The single list of options.
+OPTIONS: dict[tuple[str, str], tuple[str, Callable[[str], Any]]] = {
+    ("crawld", "data-dir"): ("data_dir", str),
+    ("crawld", "job-slots"): ("job_slots", _positive(int, allow_zero=True)),
+    ("crawld", "kill-grace"): ("kill_grace", _positive(float, allow_zero=True)),
+    ("crawld", "completed-cap"): ("completed_cap", _positive(int, allow_zero=True)),
+    ("crawld", "completed-max-age-days"): ("completed_max_age_days", _positive(float)),
+    ("crawld", "list-timeout"): ("list_timeout", _positive(float)),
+    ("crawld", "max-archive-size"): ("max_archive_size", _positive(parse_size)),
+    ("crawld", "max-archive-files"): ("max_archive_files", _positive(int)),
+    ("crawld", "max-unpacked-size"): ("max_unpacked_size", _positive(parse_size)),
+    ("crawld", "python"): ("python", str),
+    ("crawld", "log-level"): ("log_level", _log_level),
+    ("web", "listen"): ("listen", _listen_list),
+}
+
+
+def load(path: Optional[str] = None, overrides: Optional[Mapping[str, Any]] = None) -> Settings:
+    """Build Settings from the defaults, an optional INI file and flag overrides.
+
+    Raises ConfigError naming the option (``[section] option``) for any bad value,
+    unknown option or unreadable file.
+    """
+    values: dict[str, Any] = {}
+    if path is not None:
+        parser = configparser.ConfigParser(interpolation=None)
+        try:
+            with open(path, encoding="utf-8") as fh:
+                parser.read_file(fh)
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+        except configparser.Error as exc:
+            raise ConfigError(f"config file {path} is not valid INI: {exc}") from exc
+        for section in parser.sections():
+            for option, raw in parser.items(section):
+                key = (section, option)
+                if key not in OPTIONS:
+                    raise ConfigError(f"[{section}] {option}: unknown option in {path}")
+                name, convert = OPTIONS[key]
+                try:
+                    values[name] = convert(raw)
+                except ValueError as exc:
+                    raise ConfigError(f"[{section}] {option} = {raw!r}: {exc}") from exc
+    for name, value in (overrides or {}).items():
+        if value is not None:
+            values[name] = value
+    settings = Settings(**values)
+    if not settings.python or not os.path.exists(settings.python):
+        raise ConfigError(f"[crawld] python = {settings.python!r}: no such interpreter")
+    return settings

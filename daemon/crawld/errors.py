@@ -1,0 +1,56 @@
+"""One exception tree for everything a client can be told; each class knows its HTTP code.
+
+The API converts these to ``{"status": "error", "msg": ...}`` in one place; anything that
+is not a CrawldError is a bug and becomes a 500 with the traceback in the daemon's log.
+"""
+from __future__ import annotations
+
+
+class CrawldError(Exception):
+    """Base of every error whose message is meant for the client."""
+
+    code = 400
+
+    @property
+    def msg(self) -> str:
+        return str(self.args[0]) if self.args else self.__class__.__name__
+
+
+class BadRequest(CrawldError):
+    """A parameter is missing or malformed (400)."""
+
+    code = 400
+
+
+class NotFound(CrawldError):
+    """An unknown project, spider, job or log (404)."""
+
+    code = 404
+
+
+class MethodNotAllowed(CrawldError):
+    """The path exists but not for this HTTP method (405)."""
+
+    code = 405
+
+
+class Conflict(CrawldError):
+    """The request contradicts the current state, e.g. removing a project in use (409)."""
+
+    code = 409
+
+
+class TooLarge(CrawldError):
+    """The request body or archive is over its configured limit (413)."""
+
+    code = 413
+
+
+class ProjectError(CrawldError):
+    """The pushed archive is not a usable project (400): bad zip, bad layout, failing list."""
+
+    code = 400
+
+
+class ConfigError(Exception):
+    """A configuration value is invalid; the message names the option. Stops start-up."""

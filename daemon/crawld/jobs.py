@@ -1,0 +1,171 @@
+"""The jobs service: schedule, list, cancel, counters and retention.
+
+It is what the API calls; it turns requests into store rows and hands them to the
+scheduler (templates) or the supervisor (PENDING jobs), and keeps the persistent
+counters mirrored in memory so that status.json never waits on the database.
+"""
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any, Optional
+
+from twisted.internet.defer import inlineCallbacks
+from twisted.internet.threads import deferToThread
+from twisted.logger import Logger
+
+from . import logs, spec as specs
+from .errors import BadRequest, Conflict, NotFound
+from .model import Actor, Job, JobStatus, STATUS_GROUPS
+from .projects import Projects
+from .scheduler import Scheduler
+from .store import COUNTERS, Store
+from .supervisor import Supervisor
+
+log = Logger(namespace="crawld.jobs")
+
+PURGE_DELAY = 1.0          # batch retention work after a burst of finished jobs
+PURGE_PERIOD = 3600.0      # and check ages hourly even when nothing finishes
+
+
+def normalize_payload(payload: Optional[str]) -> str:
+    """Validate a JSON payload and re-encode it compactly, as scrapy-do does."""
+    if payload is None or payload == "":
+        return "{}"
+    try:
+        return json.dumps(json.loads(payload), ensure_ascii=False)
+    except ValueError as exc:
+        raise BadRequest(f"payload is not valid JSON: {exc}") from None
+
+
+class Jobs:
+    """Job operations for the API, and the glue between scheduler and supervisor."""
+
+    def __init__(self, reactor: Any, store: Store, projects: Projects, log_dir: str,
+                 completed_cap: int, max_age_days: float, to_thread: Any = deferToThread) -> None:
+        self.reactor = reactor
+        self.store = store
+        self.projects = projects
+        self.log_dir = log_dir
+        self.completed_cap = completed_cap
+        self.max_age = max_age_days * 86400
+        self.to_thread = to_thread
+        self.counters: dict[str, int] = {name: 0 for name in COUNTERS}
+        self.scheduler: Optional[Scheduler] = None
+        self.supervisor: Optional[Supervisor] = None
+        self.purge_call: Any = None
+
+    def attach(self, scheduler: Scheduler, supervisor: Supervisor) -> None:
+        self.scheduler, self.supervisor = scheduler, supervisor
+
+    # -- start-up ---------------------------------------------------------------------
+    @inlineCallbacks
+    def start(self):
+        """Settle orphans, refill the queue and the scheduler from the store."""
+        running = yield self.store.call("list_jobs", [JobStatus.RUNNING])
+        yield self.supervisor.recover(running)
+        for job in (yield self.store.call("list_jobs", [JobStatus.SCHEDULED])):
+            try:
+                self.scheduler.add(job)
+            except BadRequest as exc:
+                log.error("schedule {id} cannot be loaded: {exc}", id=job.id, exc=exc)
+        for job in (yield self.store.call("pending_in_order")):
+            self.supervisor.enqueue(job.id)
+        yield self.refresh_counters()
+        self.purge()
+
+    def stop(self) -> None:
+        if self.purge_call is not None and self.purge_call.active():
+            self.purge_call.cancel()
+
+    # -- schedule ---------------------------------------------------------------------
+    @inlineCallbacks
+    def schedule(self, project: str, spider: str, when: str, description: str = "",
+                 payload: Optional[str] = None):
+        """Create a job: PENDING for ``now``, else a SCHEDULED template. Returns the Job."""
+        known = self.projects.get(project)
+        if spider not in known.spiders:
+            raise NotFound(f"unknown spider {project}/{spider}")
+        spec = specs.parse(when)
+        payload = normalize_payload(payload)
+        now = self.reactor.seconds()
+        job = Job(id=str(uuid.uuid4()), status=JobStatus.PENDING, actor=Actor.USER,
+                  schedule="now", project=project, spider=spider, description=description,
+                  payload=payload, created=now, updated=now)
+        if not spec.is_now:
+            job = job.evolve(status=JobStatus.SCHEDULED, schedule=when,
+                             next_fire=self.scheduler.first_fire(spec))
+        job = yield self.store.call("add_job", job)
+        self.launch(job) if spec.is_now else self.scheduler.add(job)
+        log.info("job {id} scheduled: {project}/{spider} when={when!r}", id=job.id,
+                 project=project, spider=spider, when=when)
+        return job
+
+    def launch(self, job: Job) -> None:
+        """Hand a PENDING job to the supervisor."""
+        self.supervisor.enqueue(job.id)
+
+    # -- read -------------------------------------------------------------------------
+    @inlineCallbacks
+    def get(self, job_id: str):
+        job = yield self.store.call("get_job", job_id)
+        if job is None:
+            raise NotFound(f"unknown job {job_id!r}")
+        return job
+
+    def list(self, status: str, limit: int = -1, offset: int = 0,
+             project: Optional[str] = None, spider: Optional[str] = None):
+        """Jobs by status name or group (ACTIVE, COMPLETED), newest change first."""
+        try:
+            statuses = STATUS_GROUPS[status.upper()]
+        except KeyError:
+            raise BadRequest(f"unknown status {status!r}; one of "
+                             f"{', '.join(STATUS_GROUPS)}") from None
+        return self.store.call("list_jobs", statuses, limit, offset, project, spider)
+
+    # -- cancel -----------------------------------------------------------------------
+    @inlineCallbacks
+    def cancel(self, job_id: str):
+        """Cancel a scheduled, pending or running job; returns the final Job."""
+        for _ in range(3):  # a job may change status under us; look again
+            job = yield self.get(job_id)
+            now = self.reactor.seconds()
+            if job.status in (JobStatus.SCHEDULED, JobStatus.PENDING):
+                done = yield self.store.call("transition", job_id, [job.status],
+                                             JobStatus.CANCELED, now, finished=now,
+                                             reason="canceled by user", next_fire=None)
+                if done is not None:
+                    if job.status is JobStatus.SCHEDULED:
+                        self.scheduler.remove(job_id)
+                    self.job_changed(done)
+                    return done
+            elif job.status is JobStatus.RUNNING:
+                waiting = self.supervisor.cancel(job_id)
+                if waiting is not None:
+                    return (yield waiting)
+            else:
+                raise Conflict(f"job {job_id} is not active (it is {job.status.value})")
+        raise Conflict(f"job {job_id} changed status while being canceled; try again")
+
+    # -- counters and retention -------------------------------------------------------
+    def job_changed(self, job: Job) -> None:
+        """Called when a job starts or ends: refresh counters, plan retention."""
+        self.refresh_counters()
+        if job.status.completed and (self.purge_call is None or not self.purge_call.active()):
+            self.purge_call = self.reactor.callLater(PURGE_DELAY, self.purge)
+
+    @inlineCallbacks
+    def refresh_counters(self):
+        self.counters = yield self.store.call("counters")
+
+    @inlineCallbacks
+    def purge(self):
+        """Drop completed jobs beyond completed-cap or older than the max age, with logs."""
+        if self.purge_call is not None and self.purge_call.active():
+            self.purge_call.cancel()
+        self.purge_call = self.reactor.callLater(PURGE_PERIOD, self.purge)
+        cutoff = self.reactor.seconds() - self.max_age
+        removed = yield self.store.call("purge", self.completed_cap, cutoff)
+        if removed:
+            yield self.to_thread(lambda: [logs.remove(self.log_dir, i) for i in removed])
+            log.info("retention: removed {n} completed job(s) and their logs", n=len(removed))

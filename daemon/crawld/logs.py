@@ -1,0 +1,112 @@
+"""Job log files: where they live, how the child gets them, and following them over HTTP.
+
+The child process owns the writing (it inherits the file descriptors), so the daemon
+does no per-byte work while a spider runs. Readers stream the file in bounded chunks,
+never the whole log in memory, and follow it like ``tail -f`` while the job runs.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Callable, Optional
+
+from twisted.internet.defer import Deferred
+
+EXTENSIONS = ("out", "err")
+CHUNK = 64 * 1024
+FOLLOW_INTERVAL = 0.2
+
+
+def path(log_dir: str, job_id: str, ext: str) -> str:
+    """``<log_dir>/<job_id>.<out|err>``; callers validate ``job_id`` and ``ext`` first."""
+    if ext not in EXTENSIONS:
+        raise ValueError(f"unknown log type {ext!r}")
+    return os.path.join(log_dir, f"{job_id}.{ext}")
+
+
+def open_for_child(log_dir: str, job_id: str) -> tuple[int, int]:
+    """Create (truncate) both log files and return their descriptors for the child."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND | os.O_CLOEXEC
+    out_fd = os.open(path(log_dir, job_id, "out"), flags, 0o640)
+    try:
+        err_fd = os.open(path(log_dir, job_id, "err"), flags, 0o640)
+    except OSError:
+        os.close(out_fd)
+        raise
+    return out_fd, err_fd
+
+
+def remove(log_dir: str, job_id: str) -> None:
+    """Delete a job's log files, if they exist (blocking: call from a thread)."""
+    for ext in EXTENSIONS:
+        try:
+            os.unlink(path(log_dir, job_id, ext))
+        except FileNotFoundError:
+            pass
+
+
+class Follower:
+    """Streams a file to a Twisted request, following it while ``still_running()``.
+
+    It is a streaming producer: when the client reads slowly, the transport pauses it,
+    so a multi-gigabyte log never sits in memory. ``done`` fires when the response is
+    complete or the client went away.
+    """
+
+    def __init__(self, reactor: Any, request: Any, fh: Any,
+                 still_running: Callable[[], bool], interval: float = FOLLOW_INTERVAL) -> None:
+        self.reactor = reactor
+        self.request = request
+        self.fh = fh
+        self.still_running = still_running
+        self.interval = interval
+        self.done: Deferred = Deferred()
+        self.paused = False
+        self.finished = False
+        self.timer: Optional[Any] = None
+        request.notifyFinish().addBoth(self._gone)
+        request.registerProducer(self, True)
+        self.reactor.callLater(0, self._pump)
+
+    def _pump(self) -> None:
+        self.timer = None
+        while not self.paused and not self.finished:
+            running = self.still_running()  # read before the data: no lost tail
+            data = self.fh.read(CHUNK)
+            if data:
+                self.request.write(data)
+                continue
+            if running:
+                self.timer = self.reactor.callLater(self.interval, self._pump)
+            else:
+                self._finish()
+            return
+
+    def _finish(self) -> None:
+        if self.finished:
+            return
+        self.finished = True
+        self.fh.close()
+        self.request.unregisterProducer()
+        self.request.finish()
+        self.done.callback(None)
+
+    def _gone(self, _: Any) -> None:
+        if not self.finished:
+            self.finished = True
+            self.fh.close()
+            if self.timer is not None and self.timer.active():
+                self.timer.cancel()
+            self.done.callback(None)
+
+    # IPushProducer
+    def pauseProducing(self) -> None:
+        self.paused = True
+
+    def resumeProducing(self) -> None:
+        if self.paused and not self.finished:
+            self.paused = False
+            if self.timer is None:
+                self.reactor.callLater(0, self._pump)
+
+    def stopProducing(self) -> None:
+        self._gone(None)

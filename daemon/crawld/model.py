@@ -1,0 +1,99 @@
+"""The nouns of crawld: jobs, their statuses and actors, and projects.
+
+Plain data with no I/O, so every other module can share them without cycles.
+"""
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field, replace
+from typing import Optional
+
+
+class JobStatus(enum.Enum):
+    """Where a job is in its life; names are the scrapy-do wire values."""
+
+    SCHEDULED = "SCHEDULED"
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    SUCCESSFUL = "SUCCESSFUL"
+    FAILED = "FAILED"
+    CANCELED = "CANCELED"
+
+    @property
+    def active(self) -> bool:
+        return self in ACTIVE
+
+    @property
+    def completed(self) -> bool:
+        return self in COMPLETED
+
+
+ACTIVE = (JobStatus.SCHEDULED, JobStatus.PENDING, JobStatus.RUNNING)
+COMPLETED = (JobStatus.SUCCESSFUL, JobStatus.FAILED, JobStatus.CANCELED)
+
+#: The status filters list-jobs.json accepts, as scrapy-do defines them.
+STATUS_GROUPS: dict[str, tuple[JobStatus, ...]] = {
+    "ACTIVE": ACTIVE,
+    "COMPLETED": COMPLETED,
+    **{s.value: (s,) for s in JobStatus},
+}
+
+
+class Actor(enum.Enum):
+    """Who created a job: a user through the API, or the scheduler firing a template."""
+
+    USER = "USER"
+    SCHEDULER = "SCHEDULER"
+
+
+@dataclass(frozen=True)
+class Job:
+    """One row of the jobs table.
+
+    A SCHEDULED job is a template: it never runs itself, each firing creates a PENDING
+    child whose ``parent`` names the template. Times are epoch seconds (floats).
+    """
+
+    id: str
+    status: JobStatus
+    actor: Actor
+    schedule: str
+    project: str
+    spider: str
+    created: float
+    updated: float
+    description: str = ""
+    payload: str = "{}"
+    parent: Optional[str] = None
+    started: Optional[float] = None
+    finished: Optional[float] = None
+    exit_code: Optional[int] = None
+    signal: Optional[int] = None
+    reason: Optional[str] = None
+    pid: Optional[int] = None
+    pid_started: Optional[float] = None
+    next_fire: Optional[float] = None
+    seq: int = 0
+
+    @property
+    def duration(self) -> Optional[int]:
+        """Whole seconds the job ran (all of them, days included), or None if it never ran."""
+        if self.started is None:
+            return None
+        end = self.finished if self.finished is not None else self.updated
+        return max(0, int(end - self.started))
+
+    def evolve(self, **changes) -> "Job":
+        """A copy with some fields changed (jobs are immutable values)."""
+        return replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class Project:
+    """A pushed project: its current version and the spiders ``scrapy list`` found in it."""
+
+    name: str
+    version: int
+    path: str
+    spiders: tuple[str, ...] = field(default_factory=tuple)
+    pushed: float = 0.0

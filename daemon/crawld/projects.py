@@ -1,0 +1,172 @@
+"""Projects: push (validate, stage, list spiders, store a new version), look up, remove.
+
+Each push is unpacked once, into ``<data>/projects/<name>/<version>``; jobs run from
+there and never unpack anything. Old versions are deleted once no running job uses them.
+Nothing is stored when any step fails.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import signal as signals
+import uuid
+from typing import Any, Callable, Mapping, Optional
+
+from twisted.internet.defer import DeferredLock, inlineCallbacks
+from twisted.internet.threads import deferToThread
+from twisted.logger import Logger
+
+from . import archive, tree
+from .commands import list_command
+from .errors import Conflict, NotFound, ProjectError, TooLarge
+from .model import Project
+from .process import CollectingProtocol
+from .store import Store
+
+log = Logger(namespace="crawld.projects")
+
+LIST_FAILED = ("'scrapy list' failed ({how}); this usually means the project has an error "
+               "or needs packages the server does not have. Its stderr ends with:\n{tail}")
+
+
+class Projects:
+    """The set of pushed projects, cached in memory and persisted in the store."""
+
+    def __init__(self, reactor: Any, store: Store, root: str, python: str,
+                 limits: archive.Limits, list_timeout: float,
+                 in_use: Callable[[], set[str]], base_env: Optional[Mapping[str, str]] = None,
+                 to_thread: Callable[..., Any] = deferToThread) -> None:
+        self.reactor = reactor
+        self.store = store
+        self.root = root
+        self.python = python
+        self.limits = limits
+        self.list_timeout = list_timeout
+        self.in_use = in_use  # directories of running jobs
+        self.base_env = dict(os.environ if base_env is None else base_env)
+        self.to_thread = to_thread
+        self.cache: dict[str, Project] = {}
+        self.lock = DeferredLock()
+
+    @inlineCallbacks
+    def load(self):
+        """Read the projects from the store (at start-up)."""
+        for project in (yield self.store.call("projects")):
+            self.cache[project.name] = project
+
+    # -- reads ------------------------------------------------------------------------
+    def names(self) -> list[str]:
+        return sorted(self.cache)
+
+    def get(self, name: str) -> Project:
+        try:
+            return self.cache[name]
+        except KeyError:
+            raise NotFound(f"unknown project {name!r}") from None
+
+    def path(self, name: str) -> Optional[str]:
+        project = self.cache.get(name)
+        return project.path if project else None
+
+    def spider_count(self) -> int:
+        return sum(len(p.spiders) for p in self.cache.values())
+
+    # -- push -------------------------------------------------------------------------
+    def push(self, data: bytes, max_size: Optional[int] = None):
+        """Validate, unpack and list an archive; store it as the project's new version."""
+        if max_size is not None and len(data) > max_size:
+            raise TooLarge(f"the archive is {len(data)} bytes; max-archive-size is {max_size}")
+        return self.lock.run(self._push, data)
+
+    @inlineCallbacks
+    def _push(self, data: bytes):
+        inspected = yield self.to_thread(archive.inspect, data, self.limits)
+        name = inspected.name
+        staging = os.path.join(self.root, ".staging", uuid.uuid4().hex)
+        try:
+            yield self.to_thread(archive.unpack, data, inspected, staging)
+            spiders = yield self._list_spiders(staging)
+            wanted = yield self.store.call("scheduled_spiders", name)
+            missing = sorted(set(wanted) - set(spiders))
+            if missing:
+                raise Conflict(f"spider(s) {', '.join(missing)} would be removed but have "
+                               "scheduled jobs; cancel those jobs first")
+            old = self.cache.get(name)
+            version = old.version + 1 if old else 1
+            final = os.path.join(self.root, name, str(version))
+            yield self.to_thread(_move, staging, final)
+        except BaseException:
+            yield self.to_thread(shutil.rmtree, staging, True)
+            raise
+        project = Project(name, version, final, tuple(spiders), self.reactor.seconds())
+        yield self.store.call("put_project", project)
+        self.cache[name] = project
+        log.info("project {name} version {version} pushed with spiders {spiders}",
+                 name=name, version=version, spiders=", ".join(spiders) or "(none)")
+        yield self.collect(name)
+        return project
+
+    @inlineCallbacks
+    def _list_spiders(self, project_dir: str):
+        cmd = list_command(project_dir, self.python, self.base_env)
+        proto = CollectingProtocol()
+        self.reactor.spawnProcess(proto, cmd.executable, list(cmd.args), env=dict(cmd.env),
+                                  path=cmd.cwd, childFDs={0: "w", 1: "r", 2: "r"})
+        proto.transport.closeStdin()
+        pid = proto.transport.pid
+        timer = self.reactor.callLater(self.list_timeout, tree.signal_tree, pid, signals.SIGKILL)
+        exit = yield proto.ended
+        if timer.active():
+            timer.cancel()
+            how = None if exit.ok else (f"exit code {exit.code}" if exit.code is not None
+                                        else f"signal {exit.signal}")
+        else:
+            how = f"timed out after {self.list_timeout:g} s (list-timeout)"
+        tree.kill_tree(pid)
+        if how:
+            tail = bytes(proto.err).decode("utf-8", "replace").strip()[-2000:]
+            raise ProjectError(LIST_FAILED.format(how=how, tail=tail or "(nothing)"))
+        return [line.strip() for line in bytes(proto.out).decode("utf-8", "replace").splitlines()
+                if line.strip()]
+
+    # -- remove -----------------------------------------------------------------------
+    @inlineCallbacks
+    def remove(self, name: str):
+        """Remove a project and all its stored versions; refused while jobs need it."""
+        self.get(name)
+        yield self.lock.acquire()
+        try:
+            active = yield self.store.call("active_project_names")
+            if name in active:
+                raise Conflict(f"project {name!r} has scheduled, pending or running jobs; "
+                               "cancel them first")
+            yield self.store.call("delete_project", name)
+            self.cache.pop(name, None)
+            yield self.to_thread(shutil.rmtree, os.path.join(self.root, name), True)
+            log.info("project {name} removed", name=name)
+        finally:
+            self.lock.release()
+
+    def collect(self, name: str):
+        """Delete versions of a project that are neither current nor used by a running job."""
+        current = self.path(name)
+        keep = set(self.in_use()) | ({current} if current else set())
+        return self.to_thread(_collect, os.path.join(self.root, name), keep)
+
+
+def _move(src: str, dest: str) -> None:
+    os.makedirs(os.path.dirname(dest), exist_ok=True)
+    if os.path.exists(dest):  # a leftover of an interrupted push of this version
+        shutil.rmtree(dest)
+    os.rename(src, dest)
+
+
+def _collect(project_root: str, keep: set[str]) -> None:
+    try:
+        entries = os.listdir(project_root)
+    except FileNotFoundError:
+        return
+    for entry in entries:
+        path = os.path.join(project_root, entry)
+        if path not in keep:
+            shutil.rmtree(path, ignore_errors=True)

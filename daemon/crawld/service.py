@@ -1,0 +1,125 @@
+"""The composition root: builds store, projects, jobs, scheduler, supervisor and API.
+
+``Daemon.start()`` brings them up in dependency order (store, projects, orphans, queue,
+scheduler, listening ports); ``Daemon.stop()`` takes them down in reverse, letting running
+jobs end within the grace period, so SIGTERM leaves every status recorded.
+"""
+from __future__ import annotations
+
+import fcntl
+import os
+from typing import Any, Optional
+
+from twisted.internet import endpoints
+from twisted.internet.defer import inlineCallbacks
+from twisted.logger import Logger
+
+from . import archive
+from .api import Api
+from .config import Listen, Settings
+from .errors import ConfigError
+from .jobs import Jobs
+from .projects import Projects
+from .scheduler import Scheduler
+from .status import StatusReport
+from .store import Store
+from .supervisor import Supervisor
+from .web import make_site
+
+log = Logger(namespace="crawld")
+
+
+class Daemon:
+    """One crawld: every service wired together over one data directory."""
+
+    def __init__(self, settings: Settings, reactor: Any) -> None:
+        self.settings = settings
+        self.reactor = reactor
+        self.root = settings.data_path
+        self.log_dir = os.path.join(self.root, "logs")
+        self.ports: list[Any] = []
+        self.addresses: list[str] = []
+        self.lock_fd: Optional[int] = None
+        self.store: Optional[Store] = None
+
+    def _prepare_dirs(self) -> None:
+        for path in (self.root, self.log_dir, os.path.join(self.root, "projects")):
+            os.makedirs(path, mode=0o750, exist_ok=True)
+        self.lock_fd = os.open(os.path.join(self.root, "crawld.lock"),
+                               os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o640)
+        try:
+            fcntl.flock(self.lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ConfigError(f"[crawld] data-dir = {self.root}: another crawld is using "
+                              "this data directory") from None
+
+    def _build(self) -> None:
+        s = self.settings
+        self.store = Store(os.path.join(self.root, "crawld.db"), self.reactor)
+        self.supervisor = Supervisor(self.reactor, self.store, self.log_dir, s.slots,
+                                     s.kill_grace, s.python, self._project_dir,
+                                     on_change=self._job_changed)
+        self.projects = Projects(self.reactor, self.store, os.path.join(self.root, "projects"),
+                                 s.python, archive.Limits(s.max_archive_files,
+                                                          s.max_unpacked_size),
+                                 s.list_timeout, self.supervisor.dirs_in_use)
+        self.jobs = Jobs(self.reactor, self.store, self.projects, self.log_dir,
+                         s.completed_cap, s.completed_max_age_days)
+        self.scheduler = Scheduler(self.reactor, self.store, self.jobs.launch)
+        self.jobs.attach(self.scheduler, self.supervisor)
+        self.api = Api(self.reactor, self.jobs, self.projects, self.supervisor,
+                       StatusReport(self.reactor, self.reactor.seconds()), self.log_dir,
+                       # scrapy-do-cl url-encodes the zip: up to 3 bytes per byte
+                       max_body=3 * s.max_archive_size + 64 * 1024,
+                       max_archive=s.max_archive_size)
+
+    def _project_dir(self, name: str) -> Optional[str]:
+        return self.projects.path(name)
+
+    def _job_changed(self, job: Any) -> None:
+        self.jobs.job_changed(job)
+        if job.status.completed:
+            self.projects.collect(job.project)
+
+    @inlineCallbacks
+    def start(self):
+        """Open everything and start listening; fires with the listening addresses."""
+        self._prepare_dirs()
+        self._build()
+        yield self.store.ready()
+        yield self.projects.load()
+        yield self.jobs.start()
+        site = make_site(self.api.app.resource(), self.api.max_body)
+        for listen in self.settings.listen:
+            port = yield self._listen(listen, site)
+            self.ports.append(port)
+            host = port.getHost()
+            address = str(Listen(host.host, host.port))
+            self.addresses.append(address)
+            log.info("crawld listening on http://{address}", address=address)
+        log.info("crawld ready: data in {root}, {slots} job slot(s), {n} schedule(s)",
+                 root=self.root, slots=self.settings.slots, n=len(self.scheduler))
+        return self.addresses
+
+    def _listen(self, listen: Listen, site: Any):
+        if ":" in listen.host:
+            endpoint = endpoints.TCP6ServerEndpoint(self.reactor, listen.port,
+                                                    interface=listen.host)
+        else:
+            endpoint = endpoints.TCP4ServerEndpoint(self.reactor, listen.port,
+                                                    interface=listen.host)
+        return endpoint.listen(site)
+
+    @inlineCallbacks
+    def stop(self):
+        """Graceful stop: no new firings or requests, end running jobs, close the store."""
+        log.info("crawld stopping")
+        if self.store is None:
+            return
+        self.scheduler.stop()
+        self.jobs.stop()
+        for port in self.ports:
+            yield port.stopListening()
+        yield self.supervisor.stop()
+        yield self.store.close()
+        log.info("crawld stopped")

@@ -1,0 +1,200 @@
+"""The ``when`` grammar: parse a schedule once, then ask it for fire times (pure).
+
+Accepted (case-insensitive), as scrapy-do accepts them:
+
+- ``now``
+- ``every [N] second(s)|minute(s)|hour(s)|day(s)|week(s)``
+- ``every N to M second(s)|minute(s)|...``: a random interval, drawn anew per firing
+- ``every [N] day(s) at HH:MM[:SS]``, ``every [N] hour(s) at :MM`` / ``at MM:SS``,
+  ``every [N] minute(s) at :SS``
+- ``every monday..sunday [at HH:MM[:SS]]`` (00:00 when no time is given)
+
+Wall-clock arithmetic happens in ``tz`` (None: the system's local time), so "at 10:30"
+stays 10:30 across daylight-saving changes. Times in and out are epoch seconds.
+"""
+from __future__ import annotations
+
+import random
+import re
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta, tzinfo
+from typing import Optional
+
+from .errors import BadRequest
+
+ACCEPTED = ('accepted: "now", "every [N] seconds|minutes|hours|days|weeks", '
+            '"every N to M minutes" (or any unit), "every [N] days at HH:MM", '
+            '"every monday..sunday [at HH:MM]"')
+
+UNITS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400, "week": 7 * 86400}
+WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+
+
+class SpecError(BadRequest):
+    """A ``when`` that is not in the grammar; the message says what is accepted."""
+
+    def __init__(self, text: str, why: str) -> None:
+        super().__init__(f"invalid when {text!r}: {why}; {ACCEPTED}")
+
+
+@dataclass(frozen=True)
+class Spec:
+    """A parsed schedule. ``now`` is a one-off; everything else recurs."""
+
+    text: str
+    unit: str = ""                      # "second" .. "week"; "" for now
+    low: int = 0                        # interval (in units), or the low end of N to M
+    high: int = 0                       # high end of N to M (== low when fixed)
+    at: Optional[time] = None           # wall-clock anchor within the unit
+    weekday: Optional[int] = None       # 0=monday, for "every monday"
+
+    @property
+    def is_now(self) -> bool:
+        return self.unit == ""
+
+    def _interval(self, rng: random.Random) -> int:
+        n = self.low if self.high == self.low else rng.randint(self.low, self.high)
+        return n * UNITS[self.unit]
+
+    def first(self, now: float, tz: Optional[tzinfo] = None,
+              rng: Optional[random.Random] = None) -> float:
+        """The first fire time of a schedule created at ``now`` (strictly after it)."""
+        rng = rng or random.Random()
+        if self.is_now:
+            return now
+        if self.weekday is not None:
+            return _next_weekday(now, self.weekday, self.at or time(0), tz)
+        if self.at is not None:
+            return _next_anchor(now, self.unit, self.at, tz)
+        return now + self._interval(rng)
+
+    def following(self, due: float, now: float, tz: Optional[tzinfo] = None,
+                  rng: Optional[random.Random] = None) -> float:
+        """The fire time after the one due at ``due``, never at or before ``now``.
+
+        Missed firings are not replayed one by one: if the daemon was down past several
+        of them, the series continues from ``now``.
+        """
+        rng = rng or random.Random()
+        if self.is_now:
+            raise ValueError("a 'now' spec does not recur")
+        if self.weekday is not None:
+            nxt = _shift_days(due, 7 * self.low, self.at or time(0), tz)
+        elif self.at is not None and self.unit in ("day", "week"):
+            nxt = _shift_days(due, self.low * UNITS[self.unit] // 86400, self.at, tz)
+        else:
+            nxt = due + self._interval(rng)
+        return nxt if nxt > now else self.first(now, tz, rng)
+
+
+def _local(ts: float, tz: Optional[tzinfo]) -> datetime:
+    return datetime.fromtimestamp(ts, tz)
+
+
+def _at(day: date, at: time, tz: Optional[tzinfo]) -> float:
+    return datetime.combine(day, at, tzinfo=tz).timestamp()
+
+
+def _next_anchor(now: float, unit: str, at: time, tz: Optional[tzinfo]) -> float:
+    """The next wall-clock instant after ``now`` matching ``at`` within a day/hour/minute."""
+    here = _local(now, tz)
+    if unit in ("day", "week"):
+        candidate = _at(here.date(), at, tz)
+        return candidate if candidate > now else _at(here.date() + timedelta(days=1), at, tz)
+    if unit == "hour":
+        base = here.replace(minute=at.minute, second=at.second, microsecond=0)
+        step = timedelta(hours=1)
+    else:
+        base = here.replace(second=at.second, microsecond=0)
+        step = timedelta(minutes=1)
+    candidate = base.timestamp()
+    return candidate if candidate > now else (base + step).timestamp()
+
+
+def _next_weekday(now: float, weekday: int, at: time, tz: Optional[tzinfo]) -> float:
+    here = _local(now, tz)
+    for ahead in range(0, 8):
+        day = here.date() + timedelta(days=ahead)
+        if day.weekday() == weekday:
+            candidate = _at(day, at, tz)
+            if candidate > now:
+                return candidate
+    raise AssertionError("unreachable: a weekday recurs within 8 days")
+
+
+def _shift_days(due: float, days: int, at: time, tz: Optional[tzinfo]) -> float:
+    return _at(_local(due, tz).date() + timedelta(days=days), at, tz)
+
+
+def _parse_at(text: str, value: str, unit: str) -> time:
+    """Parse the argument of ``at`` for a unit: HH:MM[:SS] for days, :MM|MM:SS for hours."""
+    parts = value.split(":")
+    if unit in ("day", "week"):
+        if not re.fullmatch(r"\d{1,2}:\d{2}(:\d{2})?", value):
+            raise SpecError(text, f'"at" expects HH:MM, got {value!r}')
+        h, m, s = (int(p) for p in (parts + ["0"])[:3])
+    elif unit == "hour":
+        if not re.fullmatch(r"\d{0,2}:\d{2}", value):
+            raise SpecError(text, f'"at" for hours expects :MM or MM:SS, got {value!r}')
+        h, m, s = (0, int(parts[1]), 0) if parts[0] == "" else (0, int(parts[0]), int(parts[1]))
+    elif unit == "minute":
+        if not re.fullmatch(r":\d{2}", value):
+            raise SpecError(text, f'"at" for minutes expects :SS, got {value!r}')
+        h, m, s = 0, 0, int(parts[1])
+    else:
+        raise SpecError(text, f'"at" cannot be used with {unit}s')
+    if h > 23 or m > 59 or s > 59:
+        raise SpecError(text, f'"at {value}" is not a valid time of day')
+    return time(h, m, s)
+
+
+def _number(text: str, token: str) -> int:
+    if not re.fullmatch(r"[+-]?\d+", token):
+        raise SpecError(text, f"expected a number, got {token!r}")
+    n = int(token)
+    if n <= 0:
+        raise SpecError(text, f"the interval must be a positive number, got {n}")
+    return n
+
+
+def parse(text: str) -> Spec:
+    """Parse a ``when`` string; raise SpecError (a 400) with what is accepted."""
+    if not isinstance(text, str) or not text.strip():
+        raise SpecError(str(text), "it is empty")
+    words = text.strip().lower().split()
+    if words == ["now"]:
+        return Spec(text="now")
+    if words[0] != "every" or len(words) < 2:
+        raise SpecError(text, 'a schedule is "now" or starts with "every"')
+    rest = words[1:]
+    low = high = 1
+    explicit = False
+    if re.fullmatch(r"[+-]?\d+", rest[0]):
+        low = high = _number(text, rest[0])
+        explicit = True
+        rest = rest[1:]
+        if len(rest) >= 2 and rest[0] == "to":
+            high = _number(text, rest[1])
+            if high < low:
+                raise SpecError(text, f'"{low} to {high}": the upper bound is below the lower')
+            rest = rest[2:]
+    if not rest:
+        raise SpecError(text, "a unit is missing")
+    word, rest = rest[0], rest[1:]
+    at_value: Optional[str] = None
+    if rest:
+        if rest[0] != "at" or len(rest) != 2:
+            raise SpecError(text, f"unexpected {' '.join(rest)!r}")
+        at_value = rest[1]
+    if word in WEEKDAYS:
+        if explicit:
+            raise SpecError(text, "a weekday cannot take a number (use 'every monday')")
+        at = _parse_at(text, at_value, "day") if at_value else None
+        return Spec(text=text, unit="week", low=1, high=1, at=at, weekday=WEEKDAYS.index(word))
+    unit = word[:-1] if word.endswith("s") else word
+    if unit not in UNITS:
+        raise SpecError(text, f"unknown unit {word!r}")
+    at = _parse_at(text, at_value, unit) if at_value else None
+    if at is not None and high != low:
+        raise SpecError(text, '"at" cannot be combined with a random "N to M" interval')
+    return Spec(text=text, unit=unit, low=low, high=high, at=at)

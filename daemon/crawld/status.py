@@ -1,0 +1,51 @@
+"""The daemon's status report (status.json), built from memory only, never the database."""
+from __future__ import annotations
+
+import os
+import socket
+import time
+from datetime import datetime
+from typing import Any
+
+import psutil
+
+from . import __version__
+
+
+def format_uptime(seconds: float) -> str:
+    """scrapy-do's uptime format: ``1d 2h 12m 24s``, zero parts omitted but the seconds."""
+    seconds = int(max(0, seconds))
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    parts = [f"{v}{u}" for v, u in ((days, "d"), (hours, "h"), (minutes, "m")) if v]
+    return " ".join(parts + [f"{secs}s"])
+
+
+class StatusReport:
+    """Collects what status.json reports; one psutil handle so cpu-usage is a delta."""
+
+    def __init__(self, reactor: Any, started: float) -> None:
+        self.reactor = reactor
+        self.started = started
+        self.process = psutil.Process(os.getpid())
+        self.process.cpu_percent()  # prime: the next call measures since now
+        self.hostname = socket.gethostname()
+
+    def build(self, counters: dict[str, int], scheduled: int, projects: int,
+              spiders: int) -> dict[str, Any]:
+        now = self.reactor.seconds()
+        return {
+            "memory-usage": self.process.memory_info().rss / 1024.0 / 1024.0,
+            "cpu-usage": self.process.cpu_percent(),
+            "time": str(datetime.fromtimestamp(now)),
+            "timezone": f"{time.tzname[0]}; {time.tzname[1]}",
+            "hostname": self.hostname,
+            "uptime": format_uptime(now - self.started),
+            **{name: counters.get(name, 0) for name in
+               ("jobs-run", "jobs-successful", "jobs-failed", "jobs-canceled")},
+            "jobs-scheduled": scheduled,
+            "projects": projects,
+            "spiders": spiders,
+            "daemon-version": __version__,
+        }

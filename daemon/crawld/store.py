@@ -1,0 +1,306 @@
+"""SQLite persistence: the schema, its migrations and every SQL string of crawld.
+
+All methods of ``Database`` are synchronous and run on one dedicated thread (see
+``Store``), so SQLite has exactly one writer and the reactor never waits on disk.
+State changes that must not be split (fire a template, finish a job and count it) are
+single transactions here, which is what makes restarts neither lose nor double work.
+"""
+from __future__ import annotations
+
+import json
+import sqlite3
+from typing import Any, Callable, Iterable, Optional, Sequence, TypeVar
+
+from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.threads import deferToThreadPool
+from twisted.python.threadpool import ThreadPool
+
+from .model import Actor, Job, JobStatus, Project
+
+SCHEMA_VERSION = 1
+
+_MIGRATIONS: dict[int, Sequence[str]] = {
+    1: (
+        "CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL)",
+        """CREATE TABLE projects (
+               name TEXT PRIMARY KEY, version INTEGER NOT NULL, path TEXT NOT NULL,
+               spiders TEXT NOT NULL, pushed REAL NOT NULL)""",
+        """CREATE TABLE jobs (
+               seq INTEGER PRIMARY KEY AUTOINCREMENT,
+               id TEXT NOT NULL UNIQUE, status TEXT NOT NULL, actor TEXT NOT NULL,
+               schedule TEXT NOT NULL, project TEXT NOT NULL, spider TEXT NOT NULL,
+               description TEXT NOT NULL, payload TEXT NOT NULL, parent TEXT,
+               created REAL NOT NULL, updated REAL NOT NULL, started REAL, finished REAL,
+               exit_code INTEGER, signal INTEGER, reason TEXT, pid INTEGER,
+               pid_started REAL, next_fire REAL)""",
+        "CREATE INDEX jobs_by_status ON jobs (status, updated)",
+        "CREATE INDEX jobs_by_parent ON jobs (parent, status)",
+        "CREATE INDEX jobs_by_finished ON jobs (finished)",
+    ),
+}
+
+COUNTERS = ("jobs-run", "jobs-successful", "jobs-failed", "jobs-canceled")
+_COUNTER_FOR = {JobStatus.SUCCESSFUL: "jobs-successful", JobStatus.FAILED: "jobs-failed",
+                JobStatus.CANCELED: "jobs-canceled"}
+
+_JOB_COLUMNS = ("seq", "id", "status", "actor", "schedule", "project", "spider",
+                "description", "payload", "parent", "created", "updated", "started",
+                "finished", "exit_code", "signal", "reason", "pid", "pid_started", "next_fire")
+_SELECT_JOB = f"SELECT {', '.join(_JOB_COLUMNS)} FROM jobs"
+
+
+def _row_to_job(row: Sequence[Any]) -> Job:
+    data = dict(zip(_JOB_COLUMNS, row))
+    data["status"] = JobStatus(data["status"])
+    data["actor"] = Actor(data["actor"])
+    return Job(**data)
+
+
+def _marks(values: Iterable[Any]) -> str:
+    return ", ".join("?" for _ in values)
+
+
+class Database:
+    """The synchronous SQL layer. Use it from one thread only (Store sees to that)."""
+
+    def __init__(self, path: str) -> None:
+        self.conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self.conn.execute("PRAGMA journal_mode=WAL")
+        self.conn.execute("PRAGMA synchronous=NORMAL")
+        self.conn.execute("PRAGMA foreign_keys=ON")
+        self._migrate()
+
+    # -- schema -----------------------------------------------------------------------
+    def _migrate(self) -> None:
+        version = self.conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise RuntimeError(f"database schema {version} is newer than this crawld "
+                               f"({SCHEMA_VERSION}); upgrade crawld")
+        for target in range(version + 1, SCHEMA_VERSION + 1):
+            with self._transaction():
+                for statement in _MIGRATIONS[target]:
+                    self.conn.execute(statement)
+                self.conn.execute(f"PRAGMA user_version = {target}")
+
+    def schema_version(self) -> int:
+        return self.conn.execute("PRAGMA user_version").fetchone()[0]
+
+    def _transaction(self) -> "_Tx":
+        return _Tx(self.conn)
+
+    def close(self) -> None:
+        self.conn.close()
+
+    # -- counters ---------------------------------------------------------------------
+    def counters(self) -> dict[str, int]:
+        found = dict(self.conn.execute("SELECT name, value FROM counters").fetchall())
+        return {name: found.get(name, 0) for name in COUNTERS}
+
+    def _bump(self, name: str) -> None:
+        self.conn.execute("INSERT INTO counters (name, value) VALUES (?, 1) "
+                          "ON CONFLICT(name) DO UPDATE SET value = value + 1", (name,))
+
+    # -- projects ---------------------------------------------------------------------
+    def projects(self) -> list[Project]:
+        rows = self.conn.execute(
+            "SELECT name, version, path, spiders, pushed FROM projects ORDER BY name")
+        return [Project(n, v, p, tuple(json.loads(s)), t) for n, v, p, s, t in rows]
+
+    def put_project(self, project: Project) -> None:
+        self.conn.execute(
+            "INSERT INTO projects (name, version, path, spiders, pushed) VALUES (?,?,?,?,?) "
+            "ON CONFLICT(name) DO UPDATE SET version=excluded.version, path=excluded.path, "
+            "spiders=excluded.spiders, pushed=excluded.pushed",
+            (project.name, project.version, project.path, json.dumps(list(project.spiders)),
+             project.pushed))
+
+    def delete_project(self, name: str) -> None:
+        self.conn.execute("DELETE FROM projects WHERE name = ?", (name,))
+
+    def scheduled_spiders(self, project: str) -> list[str]:
+        """Spiders of a project that SCHEDULED templates still name."""
+        rows = self.conn.execute("SELECT DISTINCT spider FROM jobs WHERE project = ? "
+                                 "AND status = 'SCHEDULED'", (project,))
+        return [r[0] for r in rows]
+
+    def active_project_names(self) -> set[str]:
+        """Projects with jobs that are scheduled, pending or running."""
+        rows = self.conn.execute("SELECT DISTINCT project FROM jobs WHERE status IN "
+                                 "('SCHEDULED', 'PENDING', 'RUNNING')")
+        return {r[0] for r in rows}
+
+    # -- jobs: reads ------------------------------------------------------------------
+    def get_job(self, job_id: str) -> Optional[Job]:
+        row = self.conn.execute(f"{_SELECT_JOB} WHERE id = ?", (job_id,)).fetchone()
+        return _row_to_job(row) if row else None
+
+    def list_jobs(self, statuses: Sequence[JobStatus], limit: int = -1, offset: int = 0,
+                  project: Optional[str] = None, spider: Optional[str] = None) -> list[Job]:
+        """Jobs in any of ``statuses``, most recently changed first (as scrapy-do orders)."""
+        where = [f"status IN ({_marks(statuses)})"]
+        args: list[Any] = [s.value for s in statuses]
+        for column, value in (("project", project), ("spider", spider)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                args.append(value)
+        sql = (f"{_SELECT_JOB} WHERE {' AND '.join(where)} "
+               "ORDER BY updated DESC, seq DESC LIMIT ? OFFSET ?")
+        return [_row_to_job(r) for r in self.conn.execute(sql, (*args, limit, offset))]
+
+    def pending_in_order(self) -> list[Job]:
+        """PENDING jobs, first in first out."""
+        return [_row_to_job(r) for r in
+                self.conn.execute(f"{_SELECT_JOB} WHERE status = 'PENDING' ORDER BY seq")]
+
+    def count_jobs(self, status: JobStatus) -> int:
+        return self.conn.execute("SELECT COUNT(*) FROM jobs WHERE status = ?",
+                                 (status.value,)).fetchone()[0]
+
+    # -- jobs: writes -----------------------------------------------------------------
+    def add_job(self, job: Job) -> Job:
+        columns = [c for c in _JOB_COLUMNS if c != "seq"]
+        values = [getattr(job, c) for c in columns]
+        values[columns.index("status")] = job.status.value
+        values[columns.index("actor")] = job.actor.value
+        with self._transaction():
+            cur = self.conn.execute(
+                f"INSERT INTO jobs ({', '.join(columns)}) VALUES ({_marks(columns)})", values)
+        return job.evolve(seq=cur.lastrowid)
+
+    def transition(self, job_id: str, allowed: Sequence[JobStatus], status: JobStatus,
+                   now: float, **fields: Any) -> Optional[Job]:
+        """Move a job to ``status`` only if it is in one of ``allowed`` (compare and set).
+
+        Reaching a completed status counts it in the persistent counters in the same
+        transaction, and so does reaching RUNNING (jobs-run). Returns the new job, or
+        None when the job is gone or in another status.
+        """
+        sets = ["status = ?", "updated = ?"] + [f"{k} = ?" for k in fields]
+        with self._transaction():
+            cur = self.conn.execute(
+                f"UPDATE jobs SET {', '.join(sets)} WHERE id = ? "
+                f"AND status IN ({_marks(allowed)})",
+                (status.value, now, *fields.values(), job_id, *(s.value for s in allowed)))
+            if cur.rowcount != 1:
+                return None
+            if status is JobStatus.RUNNING:
+                self._bump("jobs-run")
+            if status in _COUNTER_FOR:
+                self._bump(_COUNTER_FOR[status])
+        return self.get_job(job_id)
+
+    def update_job(self, job_id: str, **fields: Any) -> None:
+        """Set fields of a job without changing its status (e.g. the pid once known)."""
+        sets = ", ".join(f"{k} = ?" for k in fields)
+        with self._transaction():
+            self.conn.execute(f"UPDATE jobs SET {sets} WHERE id = ?", (*fields.values(), job_id))
+
+    def fire_template(self, template_id: str, child: Optional[Job], next_fire: float,
+                      now: float) -> tuple[Optional[Job], str]:
+        """Fire a SCHEDULED template: maybe insert its child, and move its next fire time.
+
+        One transaction, so a crash leaves either both or neither. The child is not added
+        (and the reason returned) when the template is no longer SCHEDULED or a previous
+        child is still PENDING or RUNNING.
+        """
+        with self._transaction():
+            row = self.conn.execute("SELECT status FROM jobs WHERE id = ?",
+                                    (template_id,)).fetchone()
+            if row is None or row[0] != JobStatus.SCHEDULED.value:
+                return None, "template is no longer scheduled"
+            self.conn.execute("UPDATE jobs SET next_fire = ? WHERE id = ?",
+                              (next_fire, template_id))
+            if child is None:
+                return None, "no child requested"
+            busy = self.conn.execute(
+                "SELECT id FROM jobs WHERE parent = ? AND status IN ('PENDING', 'RUNNING') "
+                "LIMIT 1", (template_id,)).fetchone()
+            if busy:
+                return None, f"previous run {busy[0]} is still active"
+            self.conn.execute("UPDATE jobs SET updated = ? WHERE id = ?", (now, template_id))
+        return self.add_job(child), ""
+
+    def purge(self, cap: int, older_than: float) -> list[str]:
+        """Delete completed jobs past the newest ``cap`` or finished before ``older_than``."""
+        done = "status IN ('SUCCESSFUL', 'FAILED', 'CANCELED')"
+        ids = [r[0] for r in self.conn.execute(
+            f"SELECT id FROM jobs WHERE {done} AND (finished < ? OR id NOT IN "
+            f"(SELECT id FROM jobs WHERE {done} ORDER BY updated DESC, seq DESC LIMIT ?))",
+            (older_than, cap))]
+        with self._transaction():
+            self.conn.executemany("DELETE FROM jobs WHERE id = ?", ((i,) for i in ids))
+        return ids
+
+
+class _Tx:
+    """BEGIN IMMEDIATE ... COMMIT/ROLLBACK; nested uses join the outer transaction."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+        self.outer = False
+
+    def __enter__(self) -> None:
+        self.outer = not self.conn.in_transaction
+        if self.outer:
+            self.conn.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, kind, value, tb) -> None:
+        if self.outer:
+            self.conn.execute("COMMIT" if kind is None else "ROLLBACK")
+
+
+T = TypeVar("T")
+
+
+class Store:
+    """Runs Database calls off the reactor thread, one at a time, in submission order.
+
+    ``store.call("get_job", job_id)`` returns a Deferred. With ``reactor=None`` calls run
+    inline (unit tests use that for speed and determinism).
+    """
+
+    def __init__(self, path: str, reactor: Any = None) -> None:
+        self.reactor = reactor
+        self.pool: Optional[ThreadPool] = None
+        if reactor is not None:
+            self.pool = ThreadPool(minthreads=1, maxthreads=1, name="crawld-store")
+            self.pool.start()
+        self.db: Optional[Database] = None
+        self._error: Optional[BaseException] = None
+        self._run(self._open, path)
+
+    def _open(self, path: str) -> None:
+        try:
+            self.db = Database(path)
+        except Exception as exc:  # reported by every later call, starting with ready()
+            self._error = exc
+
+    def _invoke(self, method: str, args: tuple, kwargs: dict) -> Any:
+        if self.db is None:
+            raise self._error or RuntimeError("the store is closed")
+        return getattr(self.db, method)(*args, **kwargs)
+
+    def _run(self, fn: Callable[..., T], *args: Any) -> "Deferred[T]":
+        if self.pool is None:
+            return maybeDeferred(fn, *args)
+        return deferToThreadPool(self.reactor, self.pool, fn, *args)
+
+    def ready(self) -> Deferred:
+        """Fires once the database is open and migrated; errbacks if it cannot be."""
+        return self.call("schema_version")
+
+    def call(self, method: str, *args: Any, **kwargs: Any) -> Deferred:
+        """Run ``Database.<method>(*args, **kwargs)`` on the store thread."""
+        return self._run(self._invoke, method, args, kwargs)
+
+    def close(self) -> Deferred:
+        """Close the database after every call already submitted, then stop the thread."""
+        def shut() -> None:
+            if self.db is not None:
+                self.db.close()
+                self.db = None
+        d = self._run(shut)
+        if self.pool is not None:
+            pool = self.pool
+            d.addBoth(lambda result: (pool.stop(), result)[1])
+        return d

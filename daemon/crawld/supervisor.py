@@ -1,0 +1,232 @@
+"""Runs jobs: slots, a first-in-first-out queue, spawning, cancel, shutdown and orphans.
+
+The supervisor decides; the process protocol only reports the end. A slot is refilled
+the moment a process ends (no polling loop), and each job runs in a session of its own
+so that cancel and shutdown reach every process it started.
+"""
+from __future__ import annotations
+
+import os
+import signal as signals
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Optional
+
+import psutil
+from twisted.internet.defer import Deferred, DeferredList, inlineCallbacks
+from twisted.logger import Logger
+
+from . import logs, tree
+from .commands import crawl_command
+from .model import Job, JobStatus
+from .process import Exit, JobProcessProtocol
+from .store import Store
+
+log = Logger(namespace="crawld.supervisor")
+
+SHUTDOWN_REASON = "stopped by daemon shutdown"
+
+
+@dataclass
+class Running:
+    """A job the supervisor has started (or is starting) and not yet seen end."""
+
+    job: Job
+    pid: Optional[int] = None
+    cwd: Optional[str] = None
+    transport: Any = None
+    cancel_reason: Optional[str] = None
+    known: list[psutil.Process] = field(default_factory=list)
+    kill_call: Any = None
+    waiters: list[Deferred] = field(default_factory=list)
+
+
+def describe_exit(exit: Exit) -> Optional[str]:
+    """A short reason for a failed exit, or None for success."""
+    if exit.ok:
+        return None
+    if exit.signal is not None:
+        try:
+            name = signals.Signals(exit.signal).name
+        except ValueError:
+            name = str(exit.signal)
+        return f"killed by signal {name}"
+    return f"exit code {exit.code}"
+
+
+class Supervisor:
+    """Starts PENDING jobs when slots are free and records how they end."""
+
+    def __init__(self, reactor: Any, store: Store, log_dir: str, slots: int,
+                 kill_grace: float, python: str,
+                 project_dir: Callable[[str], Optional[str]],
+                 base_env: Optional[Mapping[str, str]] = None,
+                 on_change: Optional[Callable[[Job], None]] = None) -> None:
+        self.reactor = reactor
+        self.store = store
+        self.log_dir = log_dir
+        self.slots = slots
+        self.kill_grace = kill_grace
+        self.python = python
+        self.project_dir = project_dir
+        self.base_env = dict(os.environ if base_env is None else base_env)
+        self.on_change = on_change or (lambda job: None)
+        self.queue: deque[str] = deque()
+        self.running: dict[str, Running] = {}
+        self.stopping = False
+
+    # -- queue ------------------------------------------------------------------------
+    def enqueue(self, job_id: str) -> None:
+        """Queue a PENDING job; it starts as soon as a slot is free."""
+        self.queue.append(job_id)
+        self.pump()
+
+    def pump(self) -> None:
+        """Start queued jobs while slots are free."""
+        while self.queue and not self.stopping and len(self.running) < self.slots:
+            self._start(self.queue.popleft())
+
+    def is_running(self, job_id: str) -> bool:
+        return job_id in self.running
+
+    def dirs_in_use(self) -> set[str]:
+        """Project version directories that running jobs use (kept by project GC)."""
+        return {run.cwd for run in self.running.values() if run.cwd}
+
+    # -- start ------------------------------------------------------------------------
+    @inlineCallbacks
+    def _start(self, job_id: str):
+        run = Running(job=None)  # type: ignore[arg-type]
+        self.running[job_id] = run  # holds the slot from now on
+        now = self.reactor.seconds()
+        job = yield self.store.call("transition", job_id, [JobStatus.PENDING],
+                                    JobStatus.RUNNING, now, started=now)
+        if job is None:  # canceled (or removed) while it waited
+            del self.running[job_id]
+            self.pump()
+            return
+        run.job = job
+        run.cwd = self.project_dir(job.project)
+        try:
+            proto = self._spawn(job, run.cwd)
+        except Exception as exc:
+            log.error("job {id} could not start: {exc}", id=job_id, exc=exc)
+            del self.running[job_id]
+            failed = yield self.store.call(
+                "transition", job_id, [JobStatus.RUNNING], JobStatus.FAILED,
+                self.reactor.seconds(), finished=self.reactor.seconds(),
+                reason=f"could not start: {exc}")
+            self._notify(run, failed)
+            self.pump()
+            return
+        run.transport, run.pid = proto.transport, proto.transport.pid
+        proto.ended.addCallback(self._ended, run)
+        self.on_change(job)
+        log.info("job {id} started: {project}/{spider} pid {pid}", id=job_id,
+                 project=job.project, spider=job.spider, pid=run.pid)
+        if run.cancel_reason is not None:  # canceled while it was starting
+            self._signal(run, signals.SIGTERM)
+        yield self.store.call("update_job", job_id, pid=run.pid,
+                              pid_started=tree.start_time(run.pid))
+
+    def _spawn(self, job: Job, project_dir: Optional[str]) -> JobProcessProtocol:
+        if project_dir is None or not os.path.isdir(project_dir):
+            raise RuntimeError(f"project {job.project!r} is not available")
+        cmd = crawl_command(job, project_dir, self.python, self.base_env)
+        out_fd, err_fd = logs.open_for_child(self.log_dir, job.id)
+        null_fd = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            proto = JobProcessProtocol()
+            self.reactor.spawnProcess(proto, cmd.executable, list(cmd.args), env=dict(cmd.env),
+                                      path=cmd.cwd, childFDs={0: null_fd, 1: out_fd, 2: err_fd})
+        finally:
+            for fd in (null_fd, out_fd, err_fd):
+                os.close(fd)
+        return proto
+
+    # -- end --------------------------------------------------------------------------
+    @inlineCallbacks
+    def _ended(self, exit: Exit, run: Running):
+        job_id = run.job.id
+        self.running.pop(job_id, None)
+        if run.kill_call is not None and run.kill_call.active():
+            run.kill_call.cancel()
+        # Whatever the job left behind in its process group goes with it.
+        tree.kill_tree(run.pid, run.known)
+        self.pump()
+        if run.cancel_reason is not None:
+            status, reason = JobStatus.CANCELED, run.cancel_reason
+        elif exit.ok:
+            status, reason = JobStatus.SUCCESSFUL, None
+        else:
+            status, reason = JobStatus.FAILED, describe_exit(exit)
+        now = self.reactor.seconds()
+        job = yield self.store.call("transition", job_id, [JobStatus.RUNNING], status, now,
+                                    finished=now, exit_code=exit.code, signal=exit.signal,
+                                    reason=reason)
+        log.info("job {id} ended {status} ({how})", id=job_id, status=status.value,
+                 how=reason or "exit code 0")
+        self._notify(run, job)
+
+    def _notify(self, run: Running, job: Optional[Job]) -> None:
+        waiters, run.waiters = run.waiters, []
+        for d in waiters:
+            d.callback(job)
+        if job is not None:
+            self.on_change(job)
+
+    # -- cancel -----------------------------------------------------------------------
+    def cancel(self, job_id: str, reason: str = "canceled by user") -> Optional[Deferred]:
+        """End a running job: SIGTERM to its tree, SIGKILL after the grace period.
+
+        Returns a Deferred that fires with the final Job once the process is gone, or
+        None when the supervisor is not running that job.
+        """
+        run = self.running.get(job_id)
+        if run is None:
+            return None
+        if run.cancel_reason is None:
+            run.cancel_reason = reason
+            if run.pid is not None:
+                self._signal(run, signals.SIGTERM)
+        d: Deferred = Deferred()
+        run.waiters.append(d)
+        return d
+
+    def _signal(self, run: Running, sig: int) -> None:
+        run.known = list({p.pid: p for p in run.known + tree.descendants(run.pid)}.values())
+        tree.signal_tree(run.pid, sig, run.known)
+        if sig == signals.SIGTERM:
+            run.kill_call = self.reactor.callLater(self.kill_grace, self._signal, run,
+                                                   signals.SIGKILL)
+
+    def stop(self) -> Deferred:
+        """Shutdown: start nothing more, end every running job, fire when all are recorded."""
+        self.stopping = True
+        waits = [self.cancel(job_id, SHUTDOWN_REASON) for job_id in list(self.running)]
+        return DeferredList([d for d in waits if d is not None], consumeErrors=True)
+
+    # -- restart ----------------------------------------------------------------------
+    @inlineCallbacks
+    def recover(self, running: list[Job]):
+        """Settle jobs a previous daemon left RUNNING: kill their orphans, never re-run.
+
+        A job whose recorded pid still runs with the recorded start time is an orphan of
+        a daemon that died: its whole tree is killed. Either way the job ends FAILED with
+        the reason recorded.
+        """
+        for job in running:
+            if job.pid is not None and tree.is_same_process(job.pid, job.pid_started):
+                killed = tree.kill_tree(job.pid)
+                reason = (f"orphaned when the daemon stopped; pid {job.pid} and "
+                          f"{killed} descendant(s) killed at restart")
+            elif job.pid is None:
+                reason = "the daemon stopped while the job was starting"
+            else:
+                reason = f"the daemon stopped while the job ran; pid {job.pid} was gone at restart"
+            now = self.reactor.seconds()
+            ended = yield self.store.call("transition", job.id, [JobStatus.RUNNING],
+                                          JobStatus.FAILED, now, finished=now, reason=reason)
+            log.warn("job {id}: {reason}", id=job.id, reason=reason)
+            if ended is not None:
+                self.on_change(ended)

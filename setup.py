@@ -1,0 +1,31 @@
+"""Packaging for crawld: a scrapy-do compatible crawl daemon."""
+from setuptools import find_packages, setup
+
+setup(
+    name="crawld",
+    version="0.1.0",
+    description="A crawl daemon: schedules and supervises Scrapy spiders, scrapy-do compatible",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.11",
+    package_dir={"": "daemon"},
+    packages=find_packages("daemon"),
+    install_requires=[
+        "twisted>=23.10",
+        "klein>=23.5",
+        "scrapy>=2.11",
+        "croniter>=2.0",
+        "psutil>=5.9",
+    ],
+    extras_require={
+        "test": [
+            "pytest>=8",
+            "pytest-twisted>=1.14",
+            "treq>=23.11",
+            # scrapy-do's own client, scrapy-do-cl, drives the compatibility tests.
+            "scrapy-do==0.5.0",
+            "requests",
+        ],
+    },
+    entry_points={"console_scripts": ["crawld = crawld.cli:main"]},
+)
