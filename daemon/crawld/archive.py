@@ -51,7 +51,8 @@ def _check_member(info: zipfile.ZipInfo) -> None:
     if ".." in name.split("/"):
         raise ProjectError(f"archive entry {name!r}: '..' is not allowed")
     mode = info.external_attr >> 16
-    if mode and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+    # Many zip writers store permission bits only (no file type): those are plain files.
+    if stat.S_IFMT(mode) and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
         kind = "links" if stat.S_ISLNK(mode) else "special files"
         raise ProjectError(f"archive entry {name!r}: {kind} are not allowed")
     if (info.file_size > 1024 * 1024 and info.compress_size
