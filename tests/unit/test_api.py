@@ -1,0 +1,178 @@
+"""The HTTP layer without a socket (treq's StubTreq): shapes, codes, headers, validation."""
+from __future__ import annotations
+
+import json
+from zoneinfo import ZoneInfo
+
+import pytest
+from treq.testing import StubTreq
+
+from crawld.api import Api
+from crawld.jobs import Jobs
+from crawld.model import Project
+from crawld.scheduler import Scheduler
+from crawld.status import StatusReport
+from crawld.store import Store
+from tests.unit.fakes import result
+from twisted.internet.task import Clock
+
+URL = "http://localhost"
+JOB_KEYS = {"identifier", "status", "actor", "schedule", "project", "spider", "description",
+            "payload", "timestamp", "duration", "created", "started", "finished", "exit-code",
+            "parent"}
+
+
+class FakeSupervisor:
+    def __init__(self) -> None:
+        self.queued: list[str] = []
+
+    def enqueue(self, job_id: str) -> None:
+        self.queued.append(job_id)
+
+    def is_running(self, job_id: str) -> bool:
+        return False
+
+    def cancel(self, job_id: str):
+        return None
+
+
+class FakeProjects:
+    def __init__(self) -> None:
+        self.cache = {"demo": Project("demo", 1, "/nowhere", ("ok", "slow"), 0.0)}
+
+    def names(self):
+        return sorted(self.cache)
+
+    def get(self, name):
+        from crawld.errors import NotFound
+        if name not in self.cache:
+            raise NotFound(f"unknown project {name!r}")
+        return self.cache[name]
+
+    def spider_count(self):
+        return 2
+
+
+@pytest.fixture
+def client(tmp_path):
+    clock = Clock()
+    clock.advance(1_800_000_000)
+    store = Store(":memory:")
+    projects = FakeProjects()
+    sup = FakeSupervisor()
+    jobs = Jobs(clock, store, projects, str(tmp_path), 1000, 30,
+                to_thread=lambda f, *a: result_of(f, *a))
+    jobs.attach(Scheduler(clock, store, jobs.launch, tz=ZoneInfo("UTC")), sup)
+    api = Api(clock, jobs, projects, sup, StatusReport(clock, clock.seconds()), str(tmp_path),
+              max_body=1 << 20, max_archive=1 << 20)
+    return StubTreq(api.app.resource()), sup
+
+
+def result_of(f, *a):
+    from twisted.internet.defer import succeed
+    return succeed(f(*a))
+
+
+def call(stub: StubTreq, method: str, path: str, **kw):
+    response = result(getattr(stub, method)(URL + path, **kw))
+    body = result(response.content())
+    return response, body
+
+
+def call_json(stub, method, path, **kw):
+    response, body = call(stub, method, path, **kw)
+    assert response.headers.getRawHeaders("content-type") == ["application/json"]
+    assert not response.headers.hasHeader("access-control-allow-origin")
+    return response.code, json.loads(body)
+
+
+def test_status_has_every_scrapy_do_key(client):
+    stub, _ = client
+    code, body = call_json(stub, "get", "/status.json")
+    assert code == 200 and body["status"] == "ok"
+    for key in ("memory-usage", "cpu-usage", "time", "timezone", "hostname", "uptime",
+                "jobs-run", "jobs-successful", "jobs-failed", "jobs-canceled",
+                "jobs-scheduled", "projects", "spiders", "daemon-version"):
+        assert key in body, key
+    assert body["projects"] == 1 and body["spiders"] == 2 and body["uptime"] == "0s"
+
+
+def test_unknown_path_is_json_404_and_wrong_method_json_405(client):
+    stub, _ = client
+    assert call_json(stub, "get", "/nothing-here.json")[0] == 404
+    code, body = call_json(stub, "get", "/schedule-job.json")
+    assert code == 405 and body["status"] == "error" and "POST" in body["msg"]
+    response, _ = call(stub, "post", "/status.json")
+    assert response.code == 405 and response.headers.getRawHeaders("allow") == ["GET"]
+
+
+def test_schedule_now_queues_and_lists_with_every_key(client):
+    stub, sup = client
+    code, body = call_json(stub, "post", "/schedule-job.json",
+                           data={"project": "demo", "spider": "ok", "when": "now",
+                                 "payload": '{"a":  1}'})
+    assert code == 200
+    job_id = body["identifier"]
+    assert sup.queued == [job_id]
+    code, body = call_json(stub, "get", f"/list-jobs.json?id={job_id}")
+    [job] = body["jobs"]
+    assert JOB_KEYS <= set(job)
+    assert job["status"] == "PENDING" and job["payload"] == '{"a": 1}' and job["duration"] is None
+    code, body = call_json(stub, "get", "/list-jobs.json?status=ACTIVE")
+    assert [j["identifier"] for j in body["jobs"]] == [job_id]
+    assert call_json(stub, "get", "/list-jobs.json?status=COMPLETED")[1]["jobs"] == []
+
+
+def test_recurring_job_is_a_scheduled_template_with_next_run(client):
+    stub, sup = client
+    code, body = call_json(stub, "post", "/schedule-job.json",
+                           data={"project": "demo", "spider": "ok", "when": "every 5 minutes"})
+    assert code == 200 and sup.queued == []
+    [job] = call_json(stub, "get", "/list-jobs.json?status=SCHEDULED")[1]["jobs"]
+    assert job["schedule"] == "every 5 minutes" and job["next-run"]
+    assert call_json(stub, "get", "/status.json")[1]["jobs-scheduled"] == 1
+    code, body = call_json(stub, "post", f"/cancel-job.json?id={job['identifier']}")
+    assert code == 200 and body["job-status"] == "CANCELED"
+    assert call_json(stub, "get", "/status.json")[1]["jobs-scheduled"] == 0
+
+
+@pytest.mark.parametrize("data,code,words", [
+    ({"spider": "ok", "when": "now"}, 400, "'project'"),
+    ({"project": "demo", "when": "now"}, 400, "'spider'"),
+    ({"project": "demo", "spider": "ok"}, 400, "'when'"),
+    ({"project": "nope", "spider": "ok", "when": "now"}, 404, "unknown project"),
+    ({"project": "demo", "spider": "nope", "when": "now"}, 404, "unknown spider"),
+    ({"project": "demo", "spider": "ok", "when": "every 0 minutes"}, 400, "positive"),
+    ({"project": "demo", "spider": "ok", "when": "every 5 to 2 hours"}, 400, "below"),
+    ({"project": "demo", "spider": "ok", "when": "now", "payload": "{bad"}, 400, "payload"),
+])
+def test_schedule_rejects_bad_input_with_a_message(client, data, code, words):
+    stub, sup = client
+    got, body = call_json(stub, "post", "/schedule-job.json", data=data)
+    assert got == code and body["status"] == "error" and words in body["msg"]
+    assert sup.queued == []
+
+
+def test_list_jobs_validation_and_paging(client):
+    stub, _ = client
+    assert call_json(stub, "get", "/list-jobs.json")[0] == 400
+    assert call_json(stub, "get", "/list-jobs.json?status=DONE")[0] == 400
+    assert call_json(stub, "get", "/list-jobs.json?status=ACTIVE&limit=x")[0] == 400
+    ids = [call_json(stub, "post", "/schedule-job.json",
+                     data={"project": "demo", "spider": "ok", "when": "now"})[1]["identifier"]
+           for _ in range(3)]
+    page = call_json(stub, "get", "/list-jobs.json?status=PENDING&limit=2&offset=1")[1]["jobs"]
+    assert len(page) == 2 and {j["identifier"] for j in page} <= set(ids)
+
+
+def test_logs_of_unknown_jobs_are_404(client):
+    stub, _ = client
+    for path in ("/get-log/data/00000000-0000-4000-8000-000000000000.out",
+                 "/get-log/data/not-a-uuid.out", "/get-log/data/../../etc/passwd"):
+        assert call(stub, "get", path)[0].code == 404
+
+
+def test_push_without_archive_is_400(client):
+    stub, _ = client
+    code, body = call_json(stub, "post", "/push-project.json", data={"other": "x"})
+    assert code == 400 and "archive" in body["msg"]
