@@ -53,7 +53,8 @@ class Jobs:
         self.counters: dict[str, int] = {name: 0 for name in COUNTERS}
         self.scheduler: Optional[Scheduler] = None
         self.supervisor: Optional[Supervisor] = None
-        self.purge_call: Any = None
+        self.purge_soon: Any = None      # debounced purge after jobs finish
+        self.purge_periodic: Any = None  # the hourly age check
 
     def attach(self, scheduler: Scheduler, supervisor: Supervisor) -> None:
         self.scheduler, self.supervisor = scheduler, supervisor
@@ -75,8 +76,9 @@ class Jobs:
         self.purge()
 
     def stop(self) -> None:
-        if self.purge_call is not None and self.purge_call.active():
-            self.purge_call.cancel()
+        for call in (self.purge_soon, self.purge_periodic):
+            if call is not None and call.active():
+                call.cancel()
 
     # -- schedule ---------------------------------------------------------------------
     @inlineCallbacks
@@ -151,8 +153,8 @@ class Jobs:
     def job_changed(self, job: Job) -> None:
         """Called when a job starts or ends: refresh counters, plan retention."""
         self.refresh_counters()
-        if job.status.completed and (self.purge_call is None or not self.purge_call.active()):
-            self.purge_call = self.reactor.callLater(PURGE_DELAY, self.purge)
+        if job.status.completed and (self.purge_soon is None or not self.purge_soon.active()):
+            self.purge_soon = self.reactor.callLater(PURGE_DELAY, self.purge)
 
     @inlineCallbacks
     def refresh_counters(self):
@@ -161,9 +163,9 @@ class Jobs:
     @inlineCallbacks
     def purge(self):
         """Drop completed jobs beyond completed-cap or older than the max age, with logs."""
-        if self.purge_call is not None and self.purge_call.active():
-            self.purge_call.cancel()
-        self.purge_call = self.reactor.callLater(PURGE_PERIOD, self.purge)
+        if self.purge_periodic is not None and self.purge_periodic.active():
+            self.purge_periodic.cancel()
+        self.purge_periodic = self.reactor.callLater(PURGE_PERIOD, self.purge)
         cutoff = self.reactor.seconds() - self.max_age
         removed = yield self.store.call("purge", self.completed_cap, cutoff)
         if removed:

@@ -150,3 +150,20 @@ def test_unknown_jobs_and_logs_are_404(daemon):
         assert r.status_code == 404, r.text
         assert r.headers["Content-Type"] == "application/json"
         assert r.json()["status"] == "error" and r.json()["msg"]
+
+
+def test_retention_keeps_completed_cap_jobs_and_removes_older_logs(make_daemon):
+    daemon = make_daemon("completed-cap = 2\njob-slots = 1\n").start()
+    daemon.push()
+    ids = [daemon.schedule("ok") for _ in range(4)]
+    for job_id in ids:
+        daemon.wait_status(job_id, "SUCCESSFUL")
+    kept = wait_for(lambda: (lambda js: js if len(js) == 2 else None)(
+        daemon.jobs("COMPLETED")), 15, what="retention to prune to 2")
+    assert {j["identifier"] for j in kept} == set(ids[2:]), "the newest are kept"
+    logs_dir = os.path.join(daemon.data_dir, "logs")
+    wait_for(lambda: not any(os.path.exists(os.path.join(logs_dir, f"{i}.out"))
+                             for i in ids[:2]), 15, what="old logs to be removed")
+    assert all(os.path.exists(os.path.join(logs_dir, f"{i}.out")) for i in ids[2:])
+    assert daemon.get("/list-jobs.json", id=ids[0]).status_code == 404
+    assert daemon.ok(daemon.get("/status.json"))["jobs-successful"] == 4, "counters keep counting"
