@@ -63,7 +63,16 @@ def test_archive_over_the_size_limit_is_413(make_daemon):
     big = project.build(extra={"blob.txt": os.urandom(8000).hex()})
     r = daemon.session.post(daemon.url + "/push-project.json", files={"archive": big})
     assert r.status_code == 413 and "max-archive-size" in r.json()["msg"]
+    # bodies far over the limit are dropped as they arrive, whatever their encoding
+    flood = os.urandom(300_000)
+    for kwargs in ({"files": {"archive": flood}}, {"data": {"archive": flood}},
+                   {"data": iter([flood[:100_000], flood[100_000:]]),
+                    "headers": {"Content-Type": "application/x-www-form-urlencoded"}}):
+        r = daemon.session.post(daemon.url + "/push-project.json", timeout=60, **kwargs)
+        assert r.status_code == 413, r.text
+        assert "byte limit" in r.json()["msg"]
     assert stored(daemon) == []
+    assert daemon.ok(daemon.get("/status.json"))
 
 
 def test_repush_replaces_the_project_and_guards_scheduled_spiders(daemon):
