@@ -6,6 +6,7 @@ names the option instead of failing later inside a running daemon.
 from __future__ import annotations
 
 import configparser
+import math
 import os
 import re
 import sys
@@ -82,6 +83,8 @@ def parse_size(text: str) -> int:
 def _positive(kind: Callable[[str], Any], allow_zero: bool = False) -> Callable[[str], Any]:
     def convert(text: str) -> Any:
         value = kind(text)
+        if not math.isfinite(value):
+            raise ValueError("must be a finite number")
         if value < 0 or (value == 0 and not allow_zero):
             raise ValueError(f"must be {'zero or more' if allow_zero else 'more than zero'}")
         return value
@@ -133,6 +136,8 @@ def load(path: Optional[str] = None, overrides: Optional[Mapping[str, Any]] = No
                 parser.read_file(fh)
         except OSError as exc:
             raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"config file {path} is not UTF-8 text: {exc}") from exc
         except configparser.Error as exc:
             raise ConfigError(f"config file {path} is not valid INI: {exc}") from exc
         for section in parser.sections():

@@ -101,14 +101,14 @@ def _next_anchor(now: float, unit: str, at: time, tz: Optional[tzinfo]) -> float
     if unit in ("day", "week"):
         candidate = _at(here.date(), at, tz)
         return candidate if candidate > now else _at(here.date() + timedelta(days=1), at, tz)
+    # Step in absolute seconds: a wall-clock hour added in the hour the clocks go back
+    # would land an hour late and skip a firing.
     if unit == "hour":
-        base = here.replace(minute=at.minute, second=at.second, microsecond=0)
-        step = timedelta(hours=1)
+        base, step = here.replace(minute=at.minute, second=at.second, microsecond=0), 3600
     else:
-        base = here.replace(second=at.second, microsecond=0)
-        step = timedelta(minutes=1)
+        base, step = here.replace(second=at.second, microsecond=0), 60
     candidate = base.timestamp()
-    return candidate if candidate > now else (base + step).timestamp()
+    return candidate if candidate > now else candidate + step
 
 
 def _next_weekday(now: float, weekday: int, at: time, tz: Optional[tzinfo]) -> float:

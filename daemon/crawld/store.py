@@ -218,7 +218,7 @@ class Database:
             if busy:
                 return None, f"previous run {busy[0]} is still active"
             self.conn.execute("UPDATE jobs SET updated = ? WHERE id = ?", (now, template_id))
-        return self.add_job(child), ""
+            return self.add_job(child), ""  # joins this transaction
 
     def purge(self, cap: int, older_than: float) -> list[str]:
         """Delete completed jobs past the newest ``cap`` or finished before ``older_than``."""
