@@ -19,7 +19,7 @@ from werkzeug.exceptions import MethodNotAllowed as RouteMethodNotAllowed
 from werkzeug.exceptions import NotFound as RouteNotFound
 
 from . import logs
-from .errors import BadRequest, CrawldError, NotFound, TooLarge
+from .errors import BadRequest, CrawldError, Forbidden, NotFound, TooLarge
 from .model import Job, JobStatus
 
 log = Logger(namespace="crawld.api")
@@ -102,6 +102,25 @@ def int_arg(request: Any, name: str, default: int, minimum: int = 0) -> int:
     return int(text)
 
 
+def refuse_cross_site(request: Any) -> None:
+    """Refuse a state-changing request that a browser says comes from another site.
+
+    A web page can POST forms to 127.0.0.1 without any CORS approval; since pushing a
+    project runs code, such requests must not reach the API. curl and scrapy-do-cl send
+    neither header and are unaffected.
+    """
+    fetch_site = request.getHeader(b"sec-fetch-site")
+    if fetch_site is not None and fetch_site.strip().lower() == b"cross-site":
+        raise Forbidden("cross-site requests may not change anything (Sec-Fetch-Site)")
+    origin = request.getHeader(b"origin")
+    if origin is not None:
+        host = (request.getHeader(b"host") or b"").strip().lower()
+        _, _, origin_host = origin.strip().lower().partition(b"://")
+        if origin_host != host:
+            raise Forbidden("cross-origin requests may not change anything (Origin "
+                            f"{origin.decode('latin-1')!r} is not this server)")
+
+
 def endpoint(*methods: str) -> Callable:
     """Wrap a route: method check (405), body size check (413), JSON success body."""
     def decorate(fn: Callable) -> Callable:
@@ -112,6 +131,8 @@ def endpoint(*methods: str) -> Callable:
                 request.setHeader(b"Allow", ", ".join(methods).encode())
                 return error_body(request, 405, f"method {method} not allowed; use "
                                   f"{' or '.join(methods)}")
+            if method != "GET":
+                refuse_cross_site(request)
             if getattr(request, "body_too_large", False):
                 raise TooLarge(f"request body over the {self.max_body} byte limit "
                                "(max-archive-size)")
@@ -123,10 +144,24 @@ def endpoint(*methods: str) -> Callable:
     return decorate
 
 
+_app = Klein()
+
+#: path -> the methods its endpoint accepts; the source of truth for docs/openapi.yaml.
+ROUTES: dict[str, tuple[str, ...]] = {}
+
+
+def route(path: str, *methods: str) -> Callable:
+    """Register an endpoint for every method (so that a wrong one gets a JSON 405)."""
+    def decorate(fn: Callable) -> Callable:
+        ROUTES[path] = methods
+        return _app.route(path, methods=ALL_METHODS)(endpoint(*methods)(fn))
+    return decorate
+
+
 class Api:
     """Klein routes over the services. ``Api(...).app.resource()`` is the root resource."""
 
-    app = Klein()
+    app = _app
 
     def __init__(self, reactor: Any, jobs: Any, projects: Any, supervisor: Any,
                  status: Any, log_dir: str, max_body: int, max_archive: int) -> None:
@@ -158,15 +193,13 @@ class Api:
         return error_body(request, 500, "internal error; see the daemon's log")
 
     # -- scrapy-do endpoints ----------------------------------------------------------
-    @app.route("/status.json", methods=ALL_METHODS)
-    @endpoint("GET")
+    @route("/status.json", "GET")
     def status(self, request: Any) -> dict[str, Any]:
         return self.status_report.build(self.jobs.counters, len(self.jobs.scheduler),
                                         len(self.projects.cache),
                                         self.projects.spider_count())
 
-    @app.route("/push-project.json", methods=ALL_METHODS)
-    @endpoint("POST")
+    @route("/push-project.json", "POST")
     @inlineCallbacks
     def push_project(self, request: Any):
         values = request.args.get(b"archive")
@@ -175,19 +208,16 @@ class Api:
         project = yield self.projects.push(values[0], self.max_archive)
         return {"name": project.name, "spiders": list(project.spiders)}
 
-    @app.route("/list-projects.json", methods=ALL_METHODS)
-    @endpoint("GET")
+    @route("/list-projects.json", "GET")
     def list_projects(self, request: Any) -> dict[str, Any]:
         return {"projects": self.projects.names()}
 
-    @app.route("/list-spiders.json", methods=ALL_METHODS)
-    @endpoint("GET")
+    @route("/list-spiders.json", "GET")
     def list_spiders(self, request: Any) -> dict[str, Any]:
         name = arg(request, "project")
         return {"project": name, "spiders": list(self.projects.get(name).spiders)}
 
-    @app.route("/schedule-job.json", methods=ALL_METHODS)
-    @endpoint("POST")
+    @route("/schedule-job.json", "POST")
     @inlineCallbacks
     def schedule_job(self, request: Any):
         job = yield self.jobs.schedule(
@@ -196,8 +226,7 @@ class Api:
             payload=arg(request, "payload", required=False))
         return {"identifier": job.id}
 
-    @app.route("/list-jobs.json", methods=ALL_METHODS)
-    @endpoint("GET")
+    @route("/list-jobs.json", "GET")
     @inlineCallbacks
     def list_jobs(self, request: Any):
         job_id = arg(request, "id", required=False)
@@ -214,23 +243,20 @@ class Api:
                                     spider=arg(request, "spider", required=False))
         return {"jobs": [job_dict(job) for job in jobs]}
 
-    @app.route("/cancel-job.json", methods=ALL_METHODS)
-    @endpoint("POST")
+    @route("/cancel-job.json", "POST")
     @inlineCallbacks
     def cancel_job(self, request: Any):
         job = yield self._job(arg(request, "id"))
         job = yield self.jobs.cancel(job.id)
         return {"identifier": job.id, "job-status": job.status.value}
 
-    @app.route("/remove-project.json", methods=ALL_METHODS)
-    @endpoint("POST")
+    @route("/remove-project.json", "POST")
     @inlineCallbacks
     def remove_project(self, request: Any):
         yield self.projects.remove(arg(request, "name"))
         return {}
 
-    @app.route("/get-log/<string:anything>/<string:filename>", methods=ALL_METHODS)
-    @endpoint("GET")
+    @route("/get-log/<string:anything>/<string:filename>", "GET")
     @inlineCallbacks
     def get_log(self, request: Any, anything: str, filename: str):
         m = LOG_NAME_RE.fullmatch(filename)

@@ -22,6 +22,12 @@ class BadRequest(CrawldError):
     code = 400
 
 
+class Forbidden(CrawldError):
+    """The request is understood but refused, e.g. a cross-site browser request (403)."""
+
+    code = 403
+
+
 class NotFound(CrawldError):
     """An unknown project, spider, job or log (404)."""
 

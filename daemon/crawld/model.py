@@ -77,11 +77,13 @@ class Job:
 
     @property
     def duration(self) -> Optional[int]:
-        """Whole seconds the job ran (all of them, days included), or None if it never ran."""
-        if self.started is None:
+        """Whole seconds the job ran (all of them, days included) once it has ended.
+
+        None before it ends, as scrapy-do reports it; ``started`` tells a running job's age.
+        """
+        if self.started is None or self.finished is None:
             return None
-        end = self.finished if self.finished is not None else self.updated
-        return max(0, int(end - self.started))
+        return max(0, int(self.finished - self.started))
 
     def evolve(self, **changes) -> "Job":
         """A copy with some fields changed (jobs are immutable values)."""
@@ -97,3 +99,6 @@ class Project:
     path: str
     spiders: tuple[str, ...] = field(default_factory=tuple)
     pushed: float = 0.0
+
+    def evolve(self, **changes) -> "Project":
+        return replace(self, **changes)

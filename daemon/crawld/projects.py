@@ -52,7 +52,9 @@ class Projects:
     def load(self):
         """Read the projects from the store (at start-up)."""
         for project in (yield self.store.call("projects")):
-            self.cache[project.name] = project
+            # Resolved here, not read from the row: the data directory may have moved.
+            path = os.path.join(self.root, project.name, str(project.version))
+            self.cache[project.name] = project.evolve(path=path)
 
     # -- reads ------------------------------------------------------------------------
     def names(self) -> list[str]:

@@ -149,6 +149,8 @@ def _parse_at(text: str, value: str, unit: str) -> time:
 
 
 def _number(text: str, token: str) -> int:
+    if re.fullmatch(r"[+-]?\d*\.\d+", token):
+        raise SpecError(text, f"intervals are whole numbers, got {token!r}")
     if not re.fullmatch(r"[+-]?\d+", token):
         raise SpecError(text, f"expected a number, got {token!r}")
     n = int(token)
@@ -169,7 +171,7 @@ def parse(text: str) -> Spec:
     rest = words[1:]
     low = high = 1
     explicit = False
-    if re.fullmatch(r"[+-]?\d+", rest[0]):
+    if re.fullmatch(r"[+-]?\d*\.?\d+", rest[0]):
         low = high = _number(text, rest[0])
         explicit = True
         rest = rest[1:]

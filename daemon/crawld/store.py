@@ -172,7 +172,8 @@ class Database:
         """Move a job to ``status`` only if it is in one of ``allowed`` (compare and set).
 
         Reaching a completed status counts it in the persistent counters in the same
-        transaction, and so does reaching RUNNING (jobs-run). Returns the new job, or
+        transaction, and so does reaching RUNNING (jobs-run); CANCELED counts only for
+        jobs that had started, as scrapy-do counts it. Returns the new job, or
         None when the job is gone or in another status.
         """
         sets = ["status = ?", "updated = ?"] + [f"{k} = ?" for k in fields]
@@ -185,7 +186,13 @@ class Database:
                 return None
             if status is JobStatus.RUNNING:
                 self._bump("jobs-run")
-            if status in _COUNTER_FOR:
+            elif status is JobStatus.CANCELED:
+                # as in scrapy-do: a canceled schedule or queued job was never run
+                started = self.conn.execute("SELECT started FROM jobs WHERE id = ?",
+                                            (job_id,)).fetchone()[0]
+                if started is not None:
+                    self._bump("jobs-canceled")
+            elif status in _COUNTER_FOR:
                 self._bump(_COUNTER_FOR[status])
         return self.get_job(job_id)
 

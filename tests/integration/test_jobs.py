@@ -52,7 +52,8 @@ def test_cancel_running_job_ends_its_whole_tree(daemon):
     daemon.push()
     job_id = daemon.schedule("sleep")
     said = daemon.said(job_id)
-    assert daemon.job(job_id)["status"] == "RUNNING"
+    running = daemon.job(job_id)
+    assert running["status"] == "RUNNING" and running["duration"] is None
     body = daemon.ok(daemon.post("/cancel-job.json", id=job_id))
     assert body["job-status"] == "CANCELED"
     job = daemon.job(job_id)
@@ -89,6 +90,8 @@ def test_cancel_pending_and_completed(make_daemon):
     again = daemon.post("/cancel-job.json", id=waiting)
     assert again.status_code == 409 and "not active" in again.json()["msg"]
     assert daemon.job(waiting)["started"] is None, "a canceled pending job never runs"
+    status = daemon.ok(daemon.get("/status.json"))
+    assert status["jobs-run"] == 1 and status["jobs-canceled"] == 1, "only the run one counts"
 
 
 def test_slots_queue_first_in_first_out(make_daemon):

@@ -104,3 +104,14 @@ def test_second_daemon_on_the_same_data_dir_refuses(daemon, tmp_path):
                        timeout=60)
     assert r.returncode == 2 and "another crawld" in r.stderr
     assert daemon.ok(daemon.get("/status.json"))
+
+
+def test_a_moved_data_directory_keeps_working(daemon, tmp_path):
+    daemon.push()
+    assert daemon.stop() == 0
+    moved = str(tmp_path / "moved-data")
+    os.rename(daemon.data_dir, moved)
+    daemon.data_dir = moved
+    daemon.start()
+    job = daemon.wait_status(daemon.schedule("ok"), "SUCCESSFUL", "FAILED")
+    assert job["status"] == "SUCCESSFUL", job["reason"]

@@ -176,3 +176,25 @@ def test_push_without_archive_is_400(client):
     stub, _ = client
     code, body = call_json(stub, "post", "/push-project.json", data={"other": "x"})
     assert code == 400 and "archive" in body["msg"]
+
+
+@pytest.mark.parametrize("headers", [
+    {"Origin": "http://evil.example"},
+    {"Origin": "null"},
+    {"Sec-Fetch-Site": "cross-site"},
+])
+def test_cross_site_browser_posts_are_refused(client, headers):
+    stub, sup = client
+    code, body = call_json(stub, "post", "/schedule-job.json", headers=headers,
+                           data={"project": "demo", "spider": "ok", "when": "now"})
+    assert code == 403 and "cross-" in body["msg"]
+    assert sup.queued == []
+
+
+def test_same_origin_browser_posts_and_cross_site_reads_are_allowed(client):
+    stub, sup = client
+    code, _ = call_json(stub, "post", "/schedule-job.json",
+                        headers={"Origin": "http://localhost", "Sec-Fetch-Site": "same-origin"},
+                        data={"project": "demo", "spider": "ok", "when": "now"})
+    assert code == 200 and len(sup.queued) == 1
+    assert call_json(stub, "get", "/status.json", headers={"Origin": "http://evil.example"})[0] == 200
