@@ -32,6 +32,7 @@ class Command:
     args: tuple[str, ...]
     env: Mapping[str, str]
     cwd: str
+    scrapy_args: tuple[str, ...] = ()  # what follows ``scrapy`` (for the zygote)
 
     @property
     def executable(self) -> str:
@@ -52,12 +53,13 @@ def crawl_command(job: Job, project_dir: str, python: str,
     The payload goes to the spider as ``-a payload=<json>`` unless it is the empty object,
     exactly as scrapy-do passes it.
     """
-    args = [python, "-c", CHILD_BOOTSTRAP, "crawl", job.spider]
+    args = ["crawl", job.spider]
     for name, value in FORCED_SETTINGS.items():
         args += ["-s", f"{name}={value}"]
     if job.payload and json.loads(job.payload) != {}:
         args += ["-a", f"payload={job.payload}"]
-    return Command(tuple(args), job_env(base_env, job), project_dir)
+    return Command((python, "-c", CHILD_BOOTSTRAP, *args), job_env(base_env, job),
+                   project_dir, tuple(args))
 
 
 def list_command(project_dir: str, python: str, base_env: Mapping[str, str]) -> Command:

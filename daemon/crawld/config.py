@@ -44,6 +44,7 @@ class Settings:
     max_archive_files: int = 10000
     max_unpacked_size: int = 500 * 1024 * 1024
     python: str = field(default_factory=lambda: sys.executable)
+    preload: bool = True
     log_level: str = "info"
 
     @property
@@ -98,6 +99,15 @@ def _log_level(text: str) -> str:
     return level
 
 
+def _boolean(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("1", "yes", "true", "on"):
+        return True
+    if value in ("0", "no", "false", "off"):
+        return False
+    raise ValueError("must be yes or no")
+
+
 def _listen_list(text: str) -> tuple[Listen, ...]:
     items = [t for t in re.split(r"[,\s]+", text) if t]
     if not items:
@@ -117,6 +127,7 @@ OPTIONS: dict[tuple[str, str], tuple[str, Callable[[str], Any]]] = {
     ("crawld", "max-archive-files"): ("max_archive_files", _positive(int)),
     ("crawld", "max-unpacked-size"): ("max_unpacked_size", _positive(parse_size)),
     ("crawld", "python"): ("python", str),
+    ("crawld", "preload"): ("preload", _boolean),
     ("crawld", "log-level"): ("log_level", _log_level),
     ("web", "listen"): ("listen", _listen_list),
 }

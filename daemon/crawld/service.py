@@ -21,6 +21,7 @@ from .errors import ConfigError
 from .jobs import Jobs
 from .projects import Projects
 from .scheduler import Scheduler
+from .spawner import DirectSpawner, ZygoteSpawner
 from .status import StatusReport
 from .store import Store
 from .supervisor import Supervisor
@@ -56,9 +57,11 @@ class Daemon:
     def _build(self) -> None:
         s = self.settings
         self.store = Store(os.path.join(self.root, "crawld.db"), self.reactor)
+        self.spawner = (ZygoteSpawner(self.reactor, s.python, self.root) if s.preload
+                        else DirectSpawner(self.reactor))
         self.supervisor = Supervisor(self.reactor, self.store, self.log_dir, s.slots,
                                      s.kill_grace, s.python, self._project_dir,
-                                     on_change=self._job_changed)
+                                     on_change=self._job_changed, spawner=self.spawner)
         self.projects = Projects(self.reactor, self.store, os.path.join(self.root, "projects"),
                                  s.python, archive.Limits(s.max_archive_files,
                                                           s.max_unpacked_size),
@@ -121,5 +124,6 @@ class Daemon:
         for port in self.ports:
             yield port.stopListening()
         yield self.supervisor.stop()
+        yield self.spawner.stop()
         yield self.store.close()
         log.info("crawld stopped")

@@ -16,10 +16,11 @@ import psutil
 from twisted.internet.defer import Deferred, DeferredList, inlineCallbacks
 from twisted.logger import Logger
 
-from . import logs, tree
+from . import tree
 from .commands import crawl_command
 from .model import Job, JobStatus
-from .process import Exit, JobProcessProtocol
+from .process import Exit
+from .spawner import DirectSpawner
 from .store import Store
 
 log = Logger(namespace="crawld.supervisor")
@@ -34,7 +35,6 @@ class Running:
     job: Job
     pid: Optional[int] = None
     cwd: Optional[str] = None
-    transport: Any = None
     cancel_reason: Optional[str] = None
     known: list[psutil.Process] = field(default_factory=list)
     kill_call: Any = None
@@ -45,6 +45,8 @@ def describe_exit(exit: Exit) -> Optional[str]:
     """A short reason for a failed exit, or None for success."""
     if exit.ok:
         return None
+    if exit.code is None and exit.signal is None:
+        return "exit status unknown: the zygote that started the job ended before it"
     if exit.signal is not None:
         try:
             name = signals.Signals(exit.signal).name
@@ -61,7 +63,8 @@ class Supervisor:
                  kill_grace: float, python: str,
                  project_dir: Callable[[str], Optional[str]],
                  base_env: Optional[Mapping[str, str]] = None,
-                 on_change: Optional[Callable[[Job], None]] = None) -> None:
+                 on_change: Optional[Callable[[Job], None]] = None,
+                 spawner: Any = None) -> None:
         self.reactor = reactor
         self.store = store
         self.log_dir = log_dir
@@ -71,6 +74,7 @@ class Supervisor:
         self.project_dir = project_dir
         self.base_env = dict(os.environ if base_env is None else base_env)
         self.on_change = on_change or (lambda job: None)
+        self.spawner = spawner or DirectSpawner(reactor)
         self.queue: deque[str] = deque()
         self.running: dict[str, Running] = {}
         self.stopping = False
@@ -108,7 +112,10 @@ class Supervisor:
         run.job = job
         run.cwd = self.project_dir(job.project)
         try:
-            proto = self._spawn(job, run.cwd)
+            if run.cwd is None or not os.path.isdir(run.cwd):
+                raise RuntimeError(f"project {job.project!r} is not available")
+            cmd = crawl_command(job, run.cwd, self.python, self.base_env)
+            spawned = yield self.spawner.spawn(cmd, self.log_dir, job.id)
         except Exception as exc:
             log.error("job {id} could not start: {exc}", id=job_id, exc=exc)
             del self.running[job_id]
@@ -119,8 +126,8 @@ class Supervisor:
             self._notify(run, failed)
             self.pump()
             return
-        run.transport, run.pid = proto.transport, proto.transport.pid
-        proto.ended.addCallback(self._ended, run)
+        run.pid = spawned.pid
+        spawned.ended.addCallback(self._ended, run)
         self.on_change(job)
         log.info("job {id} started: {project}/{spider} pid {pid}", id=job_id,
                  project=job.project, spider=job.spider, pid=run.pid)
@@ -128,21 +135,6 @@ class Supervisor:
             self._signal(run, signals.SIGTERM)
         yield self.store.call("update_job", job_id, pid=run.pid,
                               pid_started=tree.start_time(run.pid))
-
-    def _spawn(self, job: Job, project_dir: Optional[str]) -> JobProcessProtocol:
-        if project_dir is None or not os.path.isdir(project_dir):
-            raise RuntimeError(f"project {job.project!r} is not available")
-        cmd = crawl_command(job, project_dir, self.python, self.base_env)
-        out_fd, err_fd = logs.open_for_child(self.log_dir, job.id)
-        null_fd = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            proto = JobProcessProtocol()
-            self.reactor.spawnProcess(proto, cmd.executable, list(cmd.args), env=dict(cmd.env),
-                                      path=cmd.cwd, childFDs={0: null_fd, 1: out_fd, 2: err_fd})
-        finally:
-            for fd in (null_fd, out_fd, err_fd):
-                os.close(fd)
-        return proto
 
     # -- end --------------------------------------------------------------------------
     @inlineCallbacks

@@ -160,3 +160,32 @@ def test_recover_kills_live_orphans_and_fails_every_leftover(world, monkeypatch,
     assert a.status is d.status is JobStatus.FAILED
     assert "orphaned" in a.reason and "was gone" in d.reason
     assert reactor.spawned == [], "recovery never re-runs a job"
+
+
+def test_zygote_spawner_turns_events_into_pids_and_exits(tmp_path):
+    import json
+    from crawld.commands import Command
+    from crawld.spawner import ZygoteSpawner
+
+    reactor = FakeProcessReactor()
+    spawner = ZygoteSpawner(reactor, "/py", str(tmp_path), base_env={})
+    zygote = reactor.spawned[0]
+    assert zygote["args"][:2] == ["/py", "-c"] and "crawld.zygote" in zygote["args"][2]
+    written: list[bytes] = []
+    zygote["proto"].transport.write = written.append
+    cmd = Command(("/py", "-c", "x", "crawl", "s"), {"E": "1"}, "/proj", ("crawl", "s"))
+    d = spawner.spawn(cmd, str(tmp_path), "job-1")
+    request = json.loads(written[0])
+    assert request["args"] == ["crawl", "s"] and request["env"] == {"E": "1"}
+    assert request["out"].endswith("job-1.out") and request["cwd"] == "/proj"
+    out = zygote["proto"].outReceived
+    out(b'{"ev": "ready", "preloaded": 3, "pid": 9}\n{"ev": "started", "token": ')
+    out(b'%d, "pid": 77}\n' % request["token"])
+    spawned = result(d)
+    assert spawned.pid == 77
+    out(b'{"ev": "exited", "pid": 77, "status": %d}\n' % (2 << 8))
+    ended = result(spawned.ended)
+    assert (ended.code, ended.signal) == (2, None)
+    d2 = spawner.spawn(cmd, str(tmp_path), "job-2")
+    out(b'{"ev": "started", "token": 2, "pid": 78}\n{"ev": "exited", "pid": 78, "status": 9}\n')
+    assert result(result(d2).ended).signal == 9

@@ -1,0 +1,68 @@
+"""Jobs forked by the preloaded zygote, the direct-spawn fallback, and a zygote that dies."""
+from __future__ import annotations
+
+import json
+import re
+
+import psutil
+
+from tests.conftest import wait_for
+from tests.integration.conftest import gone
+
+
+def zygote_pid(daemon) -> int:
+    found = wait_for(lambda: re.findall(r"zygote ready \(pid (\d+)", daemon.log()), 30,
+                     what="the zygote to be ready")
+    return int(found[-1])
+
+
+def test_jobs_are_forked_by_the_zygote_as_their_own_sessions(daemon):
+    daemon.push()
+    zpid = zygote_pid(daemon)
+    assert psutil.Process(zpid).ppid() == daemon.proc.pid
+    sleeper = daemon.schedule("sleep")
+    assert psutil.Process(daemon.said(sleeper)["pid"]).ppid() == zpid
+    daemon.ok(daemon.post("/cancel-job.json", id=sleeper))
+    job_id = daemon.schedule("ok", payload='{"z": 1}')
+    said = daemon.said(job_id)
+    assert said["sid"] == said["pid"] and said["job"] == job_id
+    assert json.loads(said["payload"]) == {"z": 1}
+    assert daemon.wait_status(job_id, "SUCCESSFUL", "FAILED")["status"] == "SUCCESSFUL"
+    assert daemon.wait_status(daemon.schedule("fail"), "FAILED")["exit-code"] == 3
+
+
+def test_without_preload_jobs_start_directly(make_daemon):
+    daemon = make_daemon("preload = no\n").start()
+    daemon.push()
+    assert "zygote" not in daemon.log()
+    job_id = daemon.schedule("ok")
+    said = daemon.said(job_id)
+    assert said["sid"] == said["pid"]
+    assert daemon.wait_status(job_id, "SUCCESSFUL")["exit-code"] == 0
+    assert daemon.wait_status(daemon.schedule("fail"), "FAILED")["exit-code"] == 3
+    running = daemon.schedule("sleep")
+    pid = daemon.said(running)["pid"]
+    daemon.ok(daemon.post("/cancel-job.json", id=running))
+    assert daemon.job(running)["status"] == "CANCELED" and gone(pid)
+
+
+def test_a_dead_zygote_loses_no_job_and_jobs_keep_starting(daemon):
+    daemon.push()
+    zpid = zygote_pid(daemon)
+    running = daemon.schedule("sleep")
+    pid = daemon.said(running)["pid"]
+    ends_alone = daemon.schedule("stubborn")
+    alone_pid = daemon.said(ends_alone)["pid"]
+    psutil.Process(zpid).kill()
+    wait_for(lambda: "zygote ended unexpectedly" in daemon.log(), 15, what="the loss logged")
+    assert daemon.job(running)["status"] == "RUNNING", "the job outlives its zygote"
+    psutil.Process(alone_pid).kill()  # it ends with nobody left to collect its status
+    job = daemon.wait_status(ends_alone, "FAILED", "SUCCESSFUL", "CANCELED", timeout=15)
+    assert job["status"] == "FAILED" and "exit status unknown" in job["reason"]
+    later = daemon.schedule("ok")
+    assert daemon.wait_status(later, "SUCCESSFUL", "FAILED")["status"] == "SUCCESSFUL"
+    daemon.ok(daemon.post("/cancel-job.json", id=running))
+    job = daemon.job(running)
+    assert job["status"] == "CANCELED" and gone(pid)
+    finished = daemon.schedule("fail")
+    assert daemon.wait_status(finished, "FAILED")["exit-code"] == 3, "direct spawns report codes"
