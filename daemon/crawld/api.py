@@ -13,7 +13,7 @@ from functools import wraps
 from typing import Any, Callable, Optional
 
 from klein import Klein
-from twisted.internet.defer import inlineCallbacks, maybeDeferred
+from twisted.internet.defer import Deferred, inlineCallbacks, maybeDeferred
 from twisted.logger import Logger
 from werkzeug.exceptions import MethodNotAllowed as RouteMethodNotAllowed
 from werkzeug.exceptions import NotFound as RouteNotFound
@@ -127,6 +127,8 @@ def endpoint(*methods: str) -> Callable:
         @wraps(fn)
         def wrapper(self: "Api", request: Any, *args: Any, **kwargs: Any) -> Any:
             method = request.method.decode("ascii", "replace")
+            if method == "HEAD" and "GET" in methods:
+                method = "GET"  # Twisted sends the headers and drops the body
             if method not in methods:
                 request.setHeader(b"Allow", ", ".join(methods).encode())
                 return error_body(request, 405, f"method {method} not allowed; use "
@@ -136,8 +138,12 @@ def endpoint(*methods: str) -> Callable:
             if getattr(request, "body_too_large", False):
                 raise TooLarge(f"request body over the {self.max_body} byte limit "
                                "(max-archive-size)")
-            d = maybeDeferred(fn, self, request, *args, **kwargs)
-            return d.addCallback(
+            # A client that goes away makes Klein cancel the Deferred it was given; the
+            # work (a row written, a process spawned) must still finish, so Klein gets
+            # a Deferred with no canceller, fed by the real one.
+            shielded: Deferred = Deferred()
+            maybeDeferred(fn, self, request, *args, **kwargs).chainDeferred(shielded)
+            return shielded.addCallback(
                 lambda result: result if isinstance(result, bytes) or result is None
                 else write_json(request, 200, {"status": "ok", **result}))
         return wrapper
@@ -271,6 +277,9 @@ class Api:
                            ) from None
         request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
         request.setHeader(b"Cache-Control", b"no-store")
+        if request.method == b"HEAD":
+            fh.close()
+            return b""
         follower = logs.Follower(self.reactor, request, fh,
                                  lambda: self.supervisor.is_running(job.id))
         yield follower.done

@@ -118,11 +118,15 @@ def unpack(data: bytes, inspected: Inspected, dest: str) -> None:
         target = os.path.realpath(os.path.join(root, rel))
         if target != root and not target.startswith(root + os.sep):
             raise ProjectError(f"archive entry {info.filename!r} escapes the project")
-        if info.is_dir():
-            os.makedirs(target, mode=0o755, exist_ok=True)
-            continue
-        os.makedirs(os.path.dirname(target), mode=0o755, exist_ok=True)
-        with zf.open(info) as src, open(target, "wb") as out:
-            while chunk := src.read(1024 * 1024):
-                out.write(chunk)
-        os.chmod(target, 0o644)
+        try:
+            if info.is_dir():
+                os.makedirs(target, mode=0o755, exist_ok=True)
+                continue
+            os.makedirs(os.path.dirname(target), mode=0o755, exist_ok=True)
+            with zf.open(info) as src, open(target, "wb") as out:
+                while chunk := src.read(1024 * 1024):
+                    out.write(chunk)
+            os.chmod(target, 0o644)
+        except (FileExistsError, IsADirectoryError, NotADirectoryError) as exc:
+            raise ProjectError(f"archive entry {info.filename!r} clashes with another "
+                               f"entry: {exc.strerror}") from None

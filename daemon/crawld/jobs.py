@@ -53,6 +53,7 @@ class Jobs:
         self.counters: dict[str, int] = {name: 0 for name in COUNTERS}
         self.scheduler: Optional[Scheduler] = None
         self.supervisor: Optional[Supervisor] = None
+        self.stopped = False
         self.purge_soon: Any = None      # debounced purge after jobs finish
         self.purge_periodic: Any = None  # the hourly age check
 
@@ -73,9 +74,10 @@ class Jobs:
         for job in (yield self.store.call("pending_in_order")):
             self.supervisor.enqueue(job.id)
         yield self.refresh_counters()
-        self.purge()
+        yield self.purge()
 
     def stop(self) -> None:
+        self.stopped = True
         for call in (self.purge_soon, self.purge_periodic):
             if call is not None and call.active():
                 call.cancel()
@@ -152,20 +154,27 @@ class Jobs:
     # -- counters and retention -------------------------------------------------------
     def job_changed(self, job: Job) -> None:
         """Called when a job starts or ends: refresh counters, plan retention."""
-        self.refresh_counters()
+        if self.stopped:
+            return
+        self.refresh_counters().addErrback(
+            lambda f: log.failure("refreshing the counters failed", f))
         if job.status.completed and (self.purge_soon is None or not self.purge_soon.active()):
-            self.purge_soon = self.reactor.callLater(PURGE_DELAY, self.purge)
+            self.purge_soon = self.reactor.callLater(PURGE_DELAY, self._purge_logged)
 
     @inlineCallbacks
     def refresh_counters(self):
         self.counters = yield self.store.call("counters")
+
+    def _purge_logged(self) -> None:
+        if not self.stopped:
+            self.purge().addErrback(lambda f: log.failure("retention failed", f))
 
     @inlineCallbacks
     def purge(self):
         """Drop completed jobs beyond completed-cap or older than the max age, with logs."""
         if self.purge_periodic is not None and self.purge_periodic.active():
             self.purge_periodic.cancel()
-        self.purge_periodic = self.reactor.callLater(PURGE_PERIOD, self.purge)
+        self.purge_periodic = self.reactor.callLater(PURGE_PERIOD, self._purge_logged)
         cutoff = self.reactor.seconds() - self.max_age
         removed = yield self.store.call("purge", self.completed_cap, cutoff)
         if removed:

@@ -64,7 +64,8 @@ class CollectingProtocol(ProcessProtocol):
         self.err = bytearray()
         self.max_out = max_out
         self.max_err = max_err
-        self.ended: Deferred[Exit] = Deferred()
+        self.exited: Deferred[Exit] = Deferred()  # the process is gone (and reaped)
+        self.ended: Deferred[None] = Deferred()   # ... and its pipes are closed
 
     def outReceived(self, data: bytes) -> None:
         if len(self.out) < self.max_out:
@@ -75,5 +76,8 @@ class CollectingProtocol(ProcessProtocol):
         if len(self.err) > self.max_err:
             del self.err[: len(self.err) - self.max_err]
 
+    def processExited(self, reason: Failure) -> None:
+        self.exited.callback(exit_from_reason(reason))
+
     def processEnded(self, reason: Failure) -> None:
-        self.ended.callback(exit_from_reason(reason))
+        self.ended.callback(None)

@@ -25,6 +25,7 @@ from .store import Store
 
 log = Logger(namespace="crawld.projects")
 
+DRAIN_TIME = 1.0  # after `scrapy list` exits, how long its pipes may stay open
 LIST_FAILED = ("'scrapy list' failed ({how}); this usually means the project has an error "
                "or needs packages the server does not have. Its stderr ends with:\n{tail}")
 
@@ -46,6 +47,7 @@ class Projects:
         self.base_env = dict(os.environ if base_env is None else base_env)
         self.to_thread = to_thread
         self.cache: dict[str, Project] = {}
+        self.removing: set[str] = set()
         self.lock = DeferredLock()
 
     @inlineCallbacks
@@ -55,12 +57,18 @@ class Projects:
             # Resolved here, not read from the row: the data directory may have moved.
             path = os.path.join(self.root, project.name, str(project.version))
             self.cache[project.name] = project.evolve(path=path)
+        # A push interrupted by a crash leaves a staging directory or an unused version.
+        yield self.to_thread(shutil.rmtree, os.path.join(self.root, ".staging"), True)
+        for name in self.cache:
+            yield self._collect(name)
 
     # -- reads ------------------------------------------------------------------------
     def names(self) -> list[str]:
         return sorted(self.cache)
 
     def get(self, name: str) -> Project:
+        if name in self.removing:
+            raise Conflict(f"project {name!r} is being removed")
         try:
             return self.cache[name]
         except KeyError:
@@ -105,7 +113,7 @@ class Projects:
         self.cache[name] = project
         log.info("project {name} version {version} pushed with spiders {spiders}",
                  name=name, version=version, spiders=", ".join(spiders) or "(none)")
-        yield self.collect(name)
+        yield self._collect(name)
         return project
 
     @inlineCallbacks
@@ -116,15 +124,30 @@ class Projects:
                                   path=cmd.cwd, childFDs={0: "w", 1: "r", 2: "r"})
         proto.transport.closeStdin()
         pid = proto.transport.pid
-        timer = self.reactor.callLater(self.list_timeout, tree.signal_tree, pid, signals.SIGKILL)
-        exit = yield proto.ended
-        if timer.active():
-            timer.cancel()
+        timed_out = []
+
+        def expire() -> None:
+            if proto.transport.pid is not None:  # not reaped yet: the pid is still ours
+                timed_out.append(True)
+                tree.signal_tree(pid, signals.SIGKILL)
+        timer = self.reactor.callLater(self.list_timeout, expire)
+        try:
+            exit = yield proto.exited
+            # Something it left behind may hold the pipes open: read what is there,
+            # then close them rather than wait for it.
+            tree.signal_tree(pid, signals.SIGKILL, leader=False)
+            closer = self.reactor.callLater(DRAIN_TIME, proto.transport.loseConnection)
+            yield proto.ended
+            if closer.active():
+                closer.cancel()
+        finally:
+            if timer.active():
+                timer.cancel()
+        if timed_out:
+            how = f"timed out after {self.list_timeout:g} s (list-timeout)"
+        else:
             how = None if exit.ok else (f"exit code {exit.code}" if exit.code is not None
                                         else f"signal {exit.signal}")
-        else:
-            how = f"timed out after {self.list_timeout:g} s (list-timeout)"
-        tree.kill_tree(pid)
         if how:
             tail = bytes(proto.err).decode("utf-8", "replace").strip()[-2000:]
             raise ProjectError(LIST_FAILED.format(how=how, tail=tail or "(nothing)"))
@@ -137,6 +160,7 @@ class Projects:
         """Remove a project and all its stored versions; refused while jobs need it."""
         self.get(name)
         yield self.lock.acquire()
+        self.removing.add(name)  # from here on, nothing new may be scheduled for it
         try:
             active = yield self.store.call("active_project_names")
             if name in active:
@@ -147,10 +171,18 @@ class Projects:
             yield self.to_thread(shutil.rmtree, os.path.join(self.root, name), True)
             log.info("project {name} removed", name=name)
         finally:
+            self.removing.discard(name)
             self.lock.release()
 
     def collect(self, name: str):
-        """Delete versions of a project that are neither current nor used by a running job."""
+        """Delete versions of a project that are neither current nor used by a running job.
+
+        Under the projects lock: a push between unpacking a version and recording it must
+        not see that version deleted as unused.
+        """
+        return self.lock.run(self._collect, name)
+
+    def _collect(self, name: str):
         current = self.path(name)
         keep = set(self.in_use()) | ({current} if current else set())
         return self.to_thread(_collect, os.path.join(self.root, name), keep)

@@ -89,7 +89,8 @@ class Scheduler:
         while self.heap and self.heap[0][0] <= now and not self.stopped:
             entry = heapq.heappop(self.heap)
             if not self._stale(entry):
-                self._fire(entry[2], entry[0], now)
+                self._fire(entry[2], entry[0], now).addErrback(
+                    lambda f, i=entry[2]: log.failure("firing schedule {id} failed", f, id=i))
         self._arm()
 
     @inlineCallbacks

@@ -81,8 +81,9 @@ class Daemon:
 
     def _job_changed(self, job: Any) -> None:
         self.jobs.job_changed(job)
-        if job.status.completed:
-            self.projects.collect(job.project)
+        if job.status.completed and not self.jobs.stopped:
+            self.projects.collect(job.project).addErrback(
+                lambda f: log.failure("removing old versions of {p} failed", f, p=job.project))
 
     @inlineCallbacks
     def start(self):

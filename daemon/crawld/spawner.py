@@ -102,7 +102,7 @@ class ZygoteSpawner:
     def _start(self, python: str, cwd: str, env: dict[str, str]) -> None:
         self.proto = _ZygoteProtocol(self)
         try:
-            self.reactor.spawnProcess(self.proto, python, [python, "-c", zygote.BOOTSTRAP],
+            self.reactor.spawnProcess(self.proto, python, [python, "-c", zygote.bootstrap()],
                                       env=env, path=cwd, childFDs={0: "w", 1: "r", 2: 2})
             self.alive = True
         except Exception as exc:

@@ -184,12 +184,17 @@ def parse(text: str) -> Spec:
         raise SpecError(text, "a unit is missing")
     word, rest = rest[0], rest[1:]
     at_value: Optional[str] = None
+    if len(rest) >= 2 and rest[0] == "to" and high == low:  # "every 2 minutes to 5"
+        high = _number(text, rest[1])
+        if high < low:
+            raise SpecError(text, f'"{low} to {high}": the upper bound is below the lower')
+        rest = rest[2:]
     if rest:
         if rest[0] != "at" or len(rest) != 2:
             raise SpecError(text, f"unexpected {' '.join(rest)!r}")
         at_value = rest[1]
     if word in WEEKDAYS:
-        if explicit:
+        if explicit and (low != 1 or high != 1):
             raise SpecError(text, "a weekday cannot take a number (use 'every monday')")
         at = _parse_at(text, at_value, "day") if at_value else None
         return Spec(text=text, unit="week", low=1, high=1, at=at, weekday=WEEKDAYS.index(word))

@@ -196,6 +196,16 @@ class Database:
                 self._bump(_COUNTER_FOR[status])
         return self.get_job(job_id)
 
+    def unstart(self, job_id: str, now: float) -> None:
+        """Undo a RUNNING transition for a job whose process was never spawned."""
+        with self._transaction():
+            cur = self.conn.execute("UPDATE jobs SET status = 'PENDING', started = NULL, "
+                                    "updated = ? WHERE id = ? AND status = 'RUNNING'",
+                                    (now, job_id))
+            if cur.rowcount == 1:
+                self.conn.execute("UPDATE counters SET value = value - 1 "
+                                  "WHERE name = 'jobs-run' AND value > 0")
+
     def update_job(self, job_id: str, **fields: Any) -> None:
         """Set fields of a job without changing its status (e.g. the pid once known)."""
         sets = ", ".join(f"{k} = ?" for k in fields)
@@ -252,8 +262,19 @@ class _Tx:
             self.conn.execute("BEGIN IMMEDIATE")
 
     def __exit__(self, kind, value, tb) -> None:
-        if self.outer:
-            self.conn.execute("COMMIT" if kind is None else "ROLLBACK")
+        if not self.outer:
+            return
+        if kind is not None:
+            self.conn.execute("ROLLBACK")
+            return
+        try:
+            self.conn.execute("COMMIT")
+        except sqlite3.Error:
+            # e.g. disk full: never leave the transaction open, or every later write
+            # would join it and none would ever commit
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
+            raise
 
 
 T = TypeVar("T")

@@ -14,6 +14,7 @@ from typing import Any, Callable, Mapping, Optional
 
 import psutil
 from twisted.internet.defer import Deferred, DeferredList, inlineCallbacks
+from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
 
 from . import tree
@@ -26,6 +27,7 @@ from .store import Store
 log = Logger(namespace="crawld.supervisor")
 
 SHUTDOWN_REASON = "stopped by daemon shutdown"
+RETRY_DELAY = 5.0  # a job whose start hit a store error is queued again after this
 
 
 @dataclass
@@ -75,6 +77,7 @@ class Supervisor:
         self.base_env = dict(os.environ if base_env is None else base_env)
         self.on_change = on_change or (lambda job: None)
         self.spawner = spawner or DirectSpawner(reactor)
+        self._off_thread = deferToThread
         self.queue: deque[str] = deque()
         self.running: dict[str, Running] = {}
         self.stopping = False
@@ -98,18 +101,32 @@ class Supervisor:
         return {run.cwd for run in self.running.values() if run.cwd}
 
     # -- start ------------------------------------------------------------------------
-    @inlineCallbacks
-    def _start(self, job_id: str):
+    def _start(self, job_id: str) -> None:
         run = Running(job=None)  # type: ignore[arg-type]
         self.running[job_id] = run  # holds the slot from now on
+        self._try_start(job_id, run).addErrback(self._start_failed, job_id, run)
+
+    @inlineCallbacks
+    def _try_start(self, job_id: str, run: Running):
         now = self.reactor.seconds()
         job = yield self.store.call("transition", job_id, [JobStatus.PENDING],
                                     JobStatus.RUNNING, now, started=now)
         if job is None:  # canceled (or removed) while it waited
-            del self.running[job_id]
-            self.pump()
+            self._release(job_id, run, None)
             return
         run.job = job
+        if run.cancel_reason is not None or self.stopping:
+            # Canceled, or the daemon is stopping, before any process exists: nothing
+            # ran, so the job goes back to PENDING (and to CANCELED if a user asked).
+            yield self.store.call("unstart", job_id, self.reactor.seconds())
+            final = None
+            if run.cancel_reason not in (None, SHUTDOWN_REASON):
+                final = yield self.store.call(
+                    "transition", job_id, [JobStatus.PENDING], JobStatus.CANCELED,
+                    self.reactor.seconds(), finished=self.reactor.seconds(),
+                    reason=run.cancel_reason)
+            self._release(job_id, run, final)
+            return
         run.cwd = self.project_dir(job.project)
         try:
             if run.cwd is None or not os.path.isdir(run.cwd):
@@ -118,23 +135,37 @@ class Supervisor:
             spawned = yield self.spawner.spawn(cmd, self.log_dir, job.id)
         except Exception as exc:
             log.error("job {id} could not start: {exc}", id=job_id, exc=exc)
-            del self.running[job_id]
             failed = yield self.store.call(
                 "transition", job_id, [JobStatus.RUNNING], JobStatus.FAILED,
                 self.reactor.seconds(), finished=self.reactor.seconds(),
                 reason=f"could not start: {exc}")
-            self._notify(run, failed)
-            self.pump()
+            self._release(job_id, run, failed)
             return
         run.pid = spawned.pid
-        spawned.ended.addCallback(self._ended, run)
-        self.on_change(job)
+        spawned.ended.addCallback(self._ended, run).addErrback(
+            lambda f: log.failure("recording the end of job {id} failed", f, id=job_id))
+        self._changed(job)
         log.info("job {id} started: {project}/{spider} pid {pid}", id=job_id,
                  project=job.project, spider=job.spider, pid=run.pid)
-        if run.cancel_reason is not None:  # canceled while it was starting
+        if run.cancel_reason is not None:  # canceled while the spawn was under way
             self._signal(run, signals.SIGTERM)
         yield self.store.call("update_job", job_id, pid=run.pid,
                               pid_started=tree.start_time(run.pid))
+
+    def _start_failed(self, failure: Any, job_id: str, run: Running) -> None:
+        """A store error while starting: free the slot, tell waiters, retry later."""
+        log.failure("starting job {id} failed", failure, id=job_id)
+        if run.pid is not None:
+            return  # the process runs; its end is recorded by _ended
+        self._release(job_id, run, None)
+        if not self.stopping:
+            self.reactor.callLater(RETRY_DELAY, self.enqueue, job_id)
+
+    def _release(self, job_id: str, run: Running, job: Optional[Job]) -> None:
+        if self.running.get(job_id) is run:
+            del self.running[job_id]
+        self._notify(run, job)
+        self.pump()
 
     # -- end --------------------------------------------------------------------------
     @inlineCallbacks
@@ -143,8 +174,8 @@ class Supervisor:
         self.running.pop(job_id, None)
         if run.kill_call is not None and run.kill_call.active():
             run.kill_call.cancel()
-        # Whatever the job left behind in its process group goes with it.
-        tree.kill_tree(run.pid, run.known)
+        # Whatever the job left in its process group goes with it (the leader is reaped).
+        tree.signal_tree(run.pid, signals.SIGKILL, run.known, leader=False)
         self.pump()
         if run.cancel_reason is not None:
             status, reason = JobStatus.CANCELED, run.cancel_reason
@@ -153,19 +184,30 @@ class Supervisor:
         else:
             status, reason = JobStatus.FAILED, describe_exit(exit)
         now = self.reactor.seconds()
-        job = yield self.store.call("transition", job_id, [JobStatus.RUNNING], status, now,
-                                    finished=now, exit_code=exit.code, signal=exit.signal,
-                                    reason=reason)
+        fields = dict(finished=now, exit_code=exit.code, signal=exit.signal, reason=reason)
+        try:
+            job = yield self.store.call("transition", job_id, [JobStatus.RUNNING], status,
+                                        now, **fields)
+        except Exception:
+            log.failure("could not record the end of job {id}; it is settled at the next "
+                        "start", id=job_id)
+            job = None
         log.info("job {id} ended {status} ({how})", id=job_id, status=status.value,
                  how=reason or "exit code 0")
-        self._notify(run, job)
+        self._notify(run, job or run.job.evolve(status=status, updated=now, **fields))
 
     def _notify(self, run: Running, job: Optional[Job]) -> None:
+        if job is not None:
+            self._changed(job)
         waiters, run.waiters = run.waiters, []
         for d in waiters:
             d.callback(job)
-        if job is not None:
+
+    def _changed(self, job: Job) -> None:
+        try:
             self.on_change(job)
+        except Exception:
+            log.failure("on_change failed for job {id}", id=job.id)
 
     # -- cancel -----------------------------------------------------------------------
     def cancel(self, job_id: str, reason: str = "canceled by user") -> Optional[Deferred]:
@@ -212,8 +254,15 @@ class Supervisor:
                 killed = tree.kill_tree(job.pid)
                 reason = (f"orphaned when the daemon stopped; pid {job.pid} and "
                           f"{killed} descendant(s) killed at restart")
-            elif job.pid is None:
-                reason = "the daemon stopped while the job was starting"
+            elif job.pid is None or job.pid_started is None:
+                # The daemon died between spawning and recording the pid: the job's
+                # processes, if any, carry its id in their environment.
+                pids = yield self._off_thread(tree.find_by_env, "CRAWLD_JOB_ID", job.id)
+                for pid in pids:
+                    tree.kill_tree(pid)
+                reason = ("the daemon stopped while the job was starting"
+                          + (f"; pid(s) {', '.join(map(str, pids))} killed at restart"
+                             if pids else ""))
             else:
                 reason = f"the daemon stopped while the job ran; pid {job.pid} was gone at restart"
             now = self.reactor.seconds()
@@ -221,4 +270,4 @@ class Supervisor:
                                           JobStatus.FAILED, now, finished=now, reason=reason)
             log.warn("job {id}: {reason}", id=job.id, reason=reason)
             if ended is not None:
-                self.on_change(ended)
+                self._changed(ended)

@@ -14,17 +14,40 @@ import psutil
 
 
 def start_time(pid: int) -> Optional[float]:
-    """The kernel's start time of ``pid`` (to tell it from a later process with its pid)."""
+    """When ``pid`` started, in clock ticks since boot (``/proc/<pid>/stat`` field 22).
+
+    Ticks since boot, unlike a wall-clock start time, do not move when the clock is
+    stepped, so a pid and its start ticks identify one process across daemon restarts.
+    """
     try:
-        return psutil.Process(pid).create_time()
-    except (psutil.NoSuchProcess, psutil.AccessDenied, ValueError):
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            data = fh.read()
+    except OSError:
         return None
+    fields = data[data.rindex(b")") + 2:].split()  # after "pid (comm) "; fields[0] is #3
+    return float(fields[19])
 
 
 def is_same_process(pid: int, started: Optional[float]) -> bool:
     """True when ``pid`` is alive and is the process that started at ``started``."""
     now = start_time(pid)
-    return now is not None and started is not None and abs(now - started) < 0.01
+    return now is not None and started is not None and now == started
+
+
+def find_by_env(name: str, value: str) -> list[int]:
+    """Pids of live processes whose environment has ``name=value`` (same user only)."""
+    needle = f"{name}={value}".encode()
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as fh:
+                if needle in fh.read().split(b"\0"):
+                    found.append(int(entry))
+        except OSError:
+            continue
+    return found
 
 
 def descendants(pid: int) -> list[psutil.Process]:
@@ -35,14 +58,22 @@ def descendants(pid: int) -> list[psutil.Process]:
         return []
 
 
-def signal_tree(pid: int, sig: int, known: Optional[list[psutil.Process]] = None) -> int:
-    """Send ``sig`` to the process group led by ``pid`` and to every descendant.
+def signal_tree(pid: int, sig: int, known: Optional[list[psutil.Process]] = None,
+                leader: bool = True) -> int:
+    """Send ``sig`` to ``pid``, the process group it leads and every descendant.
 
-    ``known`` adds processes seen earlier (they may have been re-parented since).
-    Returns how many processes were signalled individually.
+    The leader is signalled by pid too: a job that has not yet called setsid() has no
+    group of its own. Pass ``leader=False`` once the leader has been reaped (its pid
+    may be reused). ``known`` adds processes seen earlier (they may have been
+    re-parented since). Returns how many processes were signalled individually.
     """
     procs = {p.pid: p for p in (known or [])}
-    procs.update({p.pid: p for p in descendants(pid)})
+    if leader:
+        procs.update({p.pid: p for p in descendants(pid)})
+        try:
+            os.kill(pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
     try:
         os.killpg(pid, sig)
     except (ProcessLookupError, PermissionError):

@@ -167,5 +167,9 @@ def main() -> None:
         sys.exit(1)
 
 
-#: What the daemon runs: ``python -c ZYGOTE_BOOTSTRAP`` (sys.path[0] stays '' as for jobs).
-BOOTSTRAP = "from crawld.zygote import main; main()"
+def bootstrap() -> str:
+    """This module's own source, to run as ``python -c``: the zygote needs only the
+    standard library and Scrapy, so any interpreter that can run jobs can run it (crawld
+    need not be installed there), and sys.path[0] stays '' exactly as for direct jobs."""
+    with open(__file__, encoding="utf-8") as fh:
+        return fh.read() + "\nmain()\n"

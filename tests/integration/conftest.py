@@ -25,8 +25,10 @@ class DaemonProcess:
     def __init__(self, tmp_path: Any, config: str = "", env: Optional[dict] = None) -> None:
         self.data_dir = str(tmp_path / "data")
         self.config_path = str(tmp_path / "crawld.ini")
+        defaults = {"kill-grace": "2", "list-timeout": "60"}
+        lines = [f"{k} = {v}" for k, v in defaults.items() if f"{k} =" not in config]
         with open(self.config_path, "w") as fh:
-            fh.write("[crawld]\nkill-grace = 2\nlist-timeout = 60\n" + config)
+            fh.write("[crawld]\n" + "\n".join(lines) + "\n" + config)
         self.env = {**os.environ, **(env or {})}
         self.log_path = str(tmp_path / "daemon.log")
         self.proc: Optional[subprocess.Popen] = None

@@ -109,3 +109,48 @@ def test_remove_project_refused_while_scheduled_then_removed(daemon):
     assert not os.path.exists(os.path.join(daemon.data_dir, "projects", "demo"))
     assert daemon.get("/list-spiders.json", project="demo").status_code == 404
     assert daemon.post("/remove-project.json", name="demo").status_code == 404
+
+
+LEAVES_A_PROCESS = '''
+import os, subprocess
+import scrapy
+pidfile = os.environ.get("CRAWLD_TEST_PIDFILE")
+if pidfile and not os.environ.get("CRAWLD_JOB_ID"):  # while `scrapy list` imports it
+    child = subprocess.Popen(["sleep", "120"], start_new_session=True)  # keeps our pipes
+    open(pidfile, "w").write(str(child.pid))
+
+class Ok(scrapy.Spider):
+    name = "ok"
+'''
+
+HANGS = '''
+import time
+import scrapy
+time.sleep(3600)
+
+class Ok(scrapy.Spider):
+    name = "ok"
+'''
+
+
+def test_push_does_not_wait_for_processes_scrapy_list_leaves_behind(make_daemon, tmp_path):
+    import signal
+    import time
+    pidfile = tmp_path / "leftover.pid"
+    daemon = make_daemon(env={"CRAWLD_TEST_PIDFILE": str(pidfile)}).start()
+    started = time.monotonic()
+    try:
+        assert daemon.push(project.build(spiders=LEAVES_A_PROCESS))["spiders"] == ["ok"]
+        assert time.monotonic() - started < 30, "the push waited for the leftover process"
+    finally:
+        if pidfile.exists():
+            os.kill(int(pidfile.read_text()), signal.SIGKILL)
+
+
+def test_scrapy_list_past_list_timeout_fails_the_push(make_daemon):
+    daemon = make_daemon("list-timeout = 2\n").start()
+    r = daemon.session.post(daemon.url + "/push-project.json",
+                            files={"archive": project.build(spiders=HANGS)}, timeout=60)
+    assert r.status_code == 400 and "timed out after 2 s" in r.json()["msg"]
+    assert daemon.ok(daemon.get("/list-projects.json"))["projects"] == []
+    assert stored(daemon) == []

@@ -198,3 +198,10 @@ def test_same_origin_browser_posts_and_cross_site_reads_are_allowed(client):
                         data={"project": "demo", "spider": "ok", "when": "now"})
     assert code == 200 and len(sup.queued) == 1
     assert call_json(stub, "get", "/status.json", headers={"Origin": "http://evil.example"})[0] == 200
+
+
+def test_head_is_served_on_get_endpoints_without_a_body(client):
+    stub, _ = client
+    response, body = call(stub, "head", "/status.json")
+    assert response.code == 200 and body == b""
+    assert call(stub, "head", "/schedule-job.json")[0].code == 405

@@ -386,3 +386,13 @@ def test_spec_error_is_a_bad_request_with_code_400():
     assert err.code == 400
     assert "every 0 minutes" in err.msg and "nope" in err.msg
     assert spec.ACCEPTED in err.msg
+
+
+@pytest.mark.parametrize("text,unit,low,high", [
+    ("every 2 minutes to 3", "minute", 2, 3),   # scrapy-do also takes "to" after the unit
+    ("every minute to 5", "minute", 1, 5),
+    ("every 1 monday", "week", 1, 1),
+])
+def test_scrapy_do_word_orders_are_accepted(text, unit, low, high):
+    parsed = parse(text)
+    assert (parsed.unit, parsed.low, parsed.high) == (unit, low, high)

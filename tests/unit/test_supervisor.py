@@ -18,7 +18,8 @@ def signals(monkeypatch):
     """Record tree signals instead of sending them."""
     sent: list[tuple[int, int]] = []
     tree = supervisor_module.tree
-    monkeypatch.setattr(tree, "signal_tree", lambda pid, sig, known=None: sent.append((pid, sig)))
+    monkeypatch.setattr(tree, "signal_tree", lambda pid, sig, known=None, leader=True:
+                        sent.append((pid, sig if leader else "sweep")))
     monkeypatch.setattr(tree, "kill_tree", lambda pid, known=None: sent.append((pid, 9)) or 0)
     monkeypatch.setattr(tree, "descendants", lambda pid: [])
     monkeypatch.setattr(tree, "start_time", lambda pid: 123.0)
@@ -116,7 +117,8 @@ def test_cancel_of_a_job_that_ends_in_grace_sends_no_kill(world, signals):
     waiting = sup.cancel(job.id)
     reactor.end(0, code=0)
     reactor.advance(60)
-    assert (pid, signal.SIGKILL) not in signals[:-1], "only the post-exit group sweep"
+    assert (pid, signal.SIGKILL) not in signals
+    assert signals[-1] == (pid, "sweep"), "the group is swept after the leader ends"
     assert result(waiting).status is JobStatus.CANCELED
     assert sup.cancel(job.id) is None
 
@@ -170,7 +172,7 @@ def test_zygote_spawner_turns_events_into_pids_and_exits(tmp_path):
     reactor = FakeProcessReactor()
     spawner = ZygoteSpawner(reactor, "/py", str(tmp_path), base_env={})
     zygote = reactor.spawned[0]
-    assert zygote["args"][:2] == ["/py", "-c"] and "crawld.zygote" in zygote["args"][2]
+    assert zygote["args"][:2] == ["/py", "-c"] and "def run_child" in zygote["args"][2]
     written: list[bytes] = []
     zygote["proto"].transport.write = written.append
     cmd = Command(("/py", "-c", "x", "crawl", "s"), {"E": "1"}, "/proj", ("crawl", "s"))
@@ -189,3 +191,142 @@ def test_zygote_spawner_turns_events_into_pids_and_exits(tmp_path):
     d2 = spawner.spawn(cmd, str(tmp_path), "job-2")
     out(b'{"ev": "started", "token": 2, "pid": 78}\n{"ev": "exited", "pid": 78, "status": 9}\n')
     assert result(result(d2).ended).signal == 9
+
+
+class GatedStore:
+    """Wraps a Store: calls wait until release(), and chosen methods fail once."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.gate = False
+        self.held: list = []
+        self.fail: set[str] = set()
+
+    def call(self, method: str, *args, **kwargs):
+        from twisted.internet.defer import Deferred, fail
+        if method in self.fail:
+            self.fail.discard(method)
+            return fail(RuntimeError(f"database is locked ({method})"))
+        if not self.gate:
+            return self.store.call(method, *args, **kwargs)
+        d = Deferred()
+        self.held.append((d, method, args, kwargs))
+        return d
+
+    def release(self) -> None:
+        held, self.held = self.held, []
+        for d, method, args, kwargs in held:
+            self.store.call(method, *args, **kwargs).chainDeferred(d)
+
+
+def test_store_error_while_starting_frees_the_slot_and_retries(world):
+    from crawld.supervisor import RETRY_DELAY
+    reactor, store, sup, _ = world
+    gated = sup.store = GatedStore(store)
+    gated.fail.add("transition")
+    job = pending(store)
+    sup.enqueue(job.id)
+    assert not sup.running and reactor.spawned == [], "slot freed, nothing spawned"
+    reactor.advance(RETRY_DELAY)
+    assert len(reactor.spawned) == 1 and status(store, job).status is JobStatus.RUNNING
+    reactor.end(0)
+    assert status(store, job).status is JobStatus.SUCCESSFUL
+
+
+def test_cancel_while_starting_spawns_nothing_and_counts_no_run(world):
+    reactor, store, sup, _ = world
+    gated = sup.store = GatedStore(store)
+    gated.gate = True
+    job = pending(store)
+    sup.enqueue(job.id)
+    waiting = sup.cancel(job.id)
+    gated.gate = False
+    gated.release()
+    final = result(waiting)
+    assert final.status is JobStatus.CANCELED and final.started is None
+    assert reactor.spawned == [] and not sup.running
+    assert result(store.call("counters"))["jobs-run"] == 0
+
+
+def test_stop_while_starting_leaves_the_job_pending_for_the_next_start(world):
+    reactor, store, sup, _ = world
+    gated = sup.store = GatedStore(store)
+    gated.gate = True
+    job = pending(store)
+    sup.enqueue(job.id)
+    stopped = sup.stop()
+    gated.gate = False
+    gated.release()
+    result(stopped)
+    assert reactor.spawned == []
+    assert status(store, job).status is JobStatus.PENDING and status(store, job).started is None
+
+
+def test_store_error_at_the_end_still_answers_waiters(world):
+    reactor, store, sup, changes = world
+    gated = sup.store = GatedStore(store)
+    job = pending(store)
+    sup.enqueue(job.id)
+    waiting = sup.cancel(job.id)
+    gated.fail.add("transition")
+    reactor.end(0, signal=signal.SIGTERM)
+    final = result(waiting)
+    assert final.status is JobStatus.CANCELED and final.signal == signal.SIGTERM
+    assert not sup.running
+
+
+def test_signal_tree_reaches_a_leader_that_has_no_group_yet():
+    import subprocess
+    from crawld import tree
+    child = subprocess.Popen(["sleep", "30"])  # in our process group, not its own
+    try:
+        tree.signal_tree(child.pid, signal.SIGTERM)
+        assert child.wait(10) == -signal.SIGTERM
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+
+
+def test_recover_finds_processes_of_a_job_with_no_recorded_pid(world, monkeypatch, signals):
+    from twisted.internet.defer import succeed
+    reactor, store, sup, _ = world
+    job = pending(store)
+    result(store.call("transition", job.id, [JobStatus.PENDING], JobStatus.RUNNING, 5.0,
+                      started=5.0))  # crashed before the pid was recorded
+    looked_for = []
+    monkeypatch.setattr(supervisor_module.tree, "find_by_env",
+                        lambda name, value: looked_for.append((name, value)) or [5151])
+    sup._off_thread = lambda f, *a: succeed(f(*a))
+    result(sup.recover(result(store.call("list_jobs", [JobStatus.RUNNING]))))
+    assert looked_for == [("CRAWLD_JOB_ID", job.id)]
+    assert (5151, 9) in signals
+    done = status(store, job)
+    assert done.status is JobStatus.FAILED and "5151" in done.reason
+
+
+def test_start_ticks_identify_a_process_and_find_by_env_finds_it():
+    import os
+    import subprocess
+    from crawld import tree
+    me = tree.start_time(os.getpid())
+    assert me is not None and me == tree.start_time(os.getpid())
+    assert tree.is_same_process(os.getpid(), me) and not tree.is_same_process(os.getpid(), me + 1)
+    child = subprocess.Popen(["sleep", "30"], env={"CRAWLD_JOB_ID": "find-me-42"})
+    try:
+        assert tree.start_time(child.pid) >= me
+        assert tree.find_by_env("CRAWLD_JOB_ID", "find-me-42") == [child.pid]
+    finally:
+        child.kill()
+        child.wait()
+    assert tree.start_time(child.pid) is None and not tree.is_same_process(child.pid, me)
+
+
+def test_zygote_bootstrap_runs_without_crawld_installed():
+    import ast
+    from crawld import zygote
+    tree_ = ast.parse(zygote.bootstrap())
+    imported = {n.module for n in ast.walk(tree_) if isinstance(n, ast.ImportFrom)}
+    imported |= {a.name for n in ast.walk(tree_) if isinstance(n, ast.Import) for a in n.names}
+    assert not any(name and name.split(".")[0] == "crawld" for name in imported)
+    assert zygote.bootstrap().rstrip().endswith("main()")
