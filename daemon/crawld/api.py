@@ -142,7 +142,10 @@ def endpoint(*methods: str) -> Callable:
             # work (a row written, a process spawned) must still finish, so Klein gets
             # a Deferred with no canceller, fed by the real one.
             shielded: Deferred = Deferred()
-            maybeDeferred(fn, self, request, *args, **kwargs).chainDeferred(shielded)
+            parse = getattr(request, "parse_body", None)  # LimitedRequest; absent in tests
+            started = parse() if parse is not None else maybeDeferred(lambda: None)
+            started.addCallback(lambda _: fn(self, request, *args, **kwargs))
+            started.chainDeferred(shielded)
             return shielded.addCallback(
                 lambda result: result if isinstance(result, bytes) or result is None
                 else write_json(request, 200, {"status": "ok", **result}))

@@ -4,7 +4,48 @@ from __future__ import annotations
 import io
 from typing import Any
 
+from twisted.internet.defer import Deferred, maybeDeferred, succeed
+from twisted.internet.threads import deferToThread
+from urllib.parse import unquote_to_bytes
+
+from twisted.web.http import _getMultiPartArgs, _MultiPartParseException
 from twisted.web.server import Request, Site
+
+from .errors import BadRequest
+
+INLINE_BODY = 256 * 1024  # bodies up to this size are decoded on the reactor thread
+SLICE = 64 * 1024
+
+
+def _unquote_sliced(value: bytes) -> bytes:
+    """Percent-decode in slices of ~64 KiB, never splitting a %XX escape.
+
+    One unquote of a 20 MB value is a few long C calls that hold the GIL for seconds,
+    starving the reactor thread even when run in another thread; slices keep each call
+    short so the interpreter switches threads between them.
+    """
+    out = []
+    start, size = 0, len(value)
+    while start < size:
+        end = min(start + SLICE, size)
+        pct = value.rfind(b"%", max(start, end - 2), end)
+        if pct != -1 and end < size:
+            end = pct  # the escape starts in the last two bytes: keep it whole
+        out.append(unquote_to_bytes(value[start:end]))
+        start = end
+    return b"".join(out)
+
+
+def decode_urlencoded(body: bytes) -> dict[bytes, list[bytes]]:
+    """``application/x-www-form-urlencoded`` as Twisted's ``args`` (blank values kept)."""
+    found: dict[bytes, list[bytes]] = {}
+    for field in body.split(b"&"):
+        if not field:
+            continue
+        name, _, value = field.partition(b"=")
+        found.setdefault(_unquote_sliced(name.replace(b"+", b" ")), []).append(
+            _unquote_sliced(value.replace(b"+", b" ")))
+    return found
 
 
 class _Discard(io.BytesIO):
@@ -18,14 +59,47 @@ class _Discard(io.BytesIO):
 
 
 class LimitedRequest(Request):
-    """A request whose body is dropped, not buffered, once it passes ``max_body`` bytes.
+    """A request whose body is dropped, not buffered, once it passes ``max_body`` bytes,
+    and whose form body is decoded off the reactor thread when it is large.
 
     The route then answers 413 (see api.endpoint); the daemon never holds or spools
-    more than the limit, whatever the client announces or sends.
+    more than the limit, whatever the client announces or sends. Twisted would decode
+    a form body on the reactor thread before routing: a 50 MB url-encoded archive (what
+    scrapy-do-cl sends) would freeze the daemon for tens of seconds.
     """
 
     max_body = 50 * 1024 * 1024
     body_too_large = False
+
+    def parse_body(self) -> Deferred:
+        """Decode a form body into ``args``: inline when small, in a thread when large."""
+        ctype = self.getHeader(b"content-type")
+        if self.method != b"POST" or not ctype or self.body_too_large:
+            return succeed(None)
+        self.content.seek(0, 2)
+        size = self.content.tell()
+        self.content.seek(0, 0)
+        if not size:
+            return succeed(None)
+        if size <= INLINE_BODY:
+            return maybeDeferred(self._parse_form, ctype)
+        return deferToThread(self._parse_form, ctype)
+
+    def _parse_form(self, ctype: bytes) -> None:
+        key = ctype.split(b";", 1)[0].strip().lower()
+        body = self.content.read()
+        self.content.seek(0, 0)
+        if key == b"application/x-www-form-urlencoded":
+            found = decode_urlencoded(body)
+        elif key == b"multipart/form-data":
+            try:
+                found = _getMultiPartArgs(body, ctype)
+            except _MultiPartParseException as exc:
+                raise BadRequest(f"malformed multipart body: {exc}") from None
+        else:
+            return
+        for name, values in found.items():
+            self.args.setdefault(name, []).extend(values)
 
     def gotLength(self, length: Any) -> None:
         if length is not None and length > self.max_body:
@@ -47,7 +121,8 @@ class LimitedRequest(Request):
 def make_site(resource: Any, max_body: int) -> Site:
     """A Site serving ``resource`` with bodies limited to ``max_body`` bytes."""
     request_class = type("CrawldRequest", (LimitedRequest,), {"max_body": max_body})
-    site = Site(resource, requestFactory=request_class)
+    # Twisted would decode form bodies itself, on the reactor thread: parse_body does it.
+    site = Site(resource, requestFactory=request_class, parsePOSTFormSubmission=False)
     site.displayTracebacks = False
     site.noisy = False
     return site

@@ -154,3 +154,10 @@ def test_scrapy_list_past_list_timeout_fails_the_push(make_daemon):
     assert r.status_code == 400 and "timed out after 2 s" in r.json()["msg"]
     assert daemon.ok(daemon.get("/list-projects.json"))["projects"] == []
     assert stored(daemon) == []
+
+
+def test_malformed_multipart_is_a_json_400(daemon):
+    r = daemon.session.post(daemon.url + "/push-project.json", data=b"--nope\r\ngarbage",
+                            headers={"Content-Type": "multipart/form-data; boundary=xyz"})
+    assert r.status_code == 400 and r.headers["Content-Type"] == "application/json"
+    assert r.json()["status"] == "error"
