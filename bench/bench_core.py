@@ -14,11 +14,19 @@ Measured per daemon:
                        SUCCESSFUL;
 * ``status_rps``     - requests/s on ``GET /status.json``;
 * ``list_completed_rps`` - requests/s on ``GET /list-jobs.json?status=COMPLETED``;
+* ``burst_daemon_cpu_s`` / ``burst_total_cpu_s`` - CPU time of the daemon
+                       process alone / of its whole process tree (jobs included)
+                       per burst;
 * ``rss_idle_mib``   - daemon RSS right after start-up;
-* ``rss_after_burst_mib`` - daemon RSS after each burst.
+* ``rss_after_burst_mib`` - daemon RSS after each burst;
+* ``rss_tree_after_burst_mib`` - summed RSS of the daemon and its live
+                       descendants (crawld's zygote) after each burst.
+
+plus a reference: a bare ``scrapy crawl noop`` without any daemon.
 
 scrapy-do and scrapyd run from their own virtualenvs (created on first use in
-the cache directory); crawld runs from the current interpreter.
+the cache directory); crawld runs from the current interpreter and, by default,
+so do its jobs (``--job-python own``).  See bench/README.md.
 
 Usage::
 
@@ -31,6 +39,7 @@ import argparse
 import datetime as dt
 import http.client
 import importlib.metadata
+import importlib.util
 import io
 import json
 import os
@@ -48,13 +57,15 @@ import time
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, IO, Iterator
+from typing import Any, Callable, Iterator
 
 import psutil
 import requests
 
 BENCH_DIR = Path(__file__).resolve().parent
-POLL_S = 0.02            # job status poll period
+POLL_S = 0.02            # job status poll period (one job)
+BURST_POLL_S = 0.1       # burst poll period: the COMPLETED list grows, and
+                         # polling it too often would load the daemon itself
 READY_TIMEOUT_S = 60.0   # daemon start-up
 ONE_JOB_TIMEOUT_S = 60.0
 BURST_TIMEOUT_S = 300.0
@@ -74,8 +85,11 @@ METRICS: dict[str, tuple[str, bool]] = {
     "burst_s": ("s", False),
     "status_rps": ("req/s", True),
     "list_completed_rps": ("req/s", True),
+    "burst_daemon_cpu_s": ("s", False),
+    "burst_total_cpu_s": ("s", False),
     "rss_idle_mib": ("MiB", False),
     "rss_after_burst_mib": ("MiB", False),
+    "rss_tree_after_burst_mib": ("MiB", False),
 }
 
 
@@ -408,8 +422,47 @@ class Daemon:
     def write_config(self) -> None:
         """Write the daemon's configuration into its work dir."""
 
+    def job_interpreter(self) -> str | None:
+        """The Python interpreter the daemon's jobs run with."""
+        venv = getattr(self, "venv", None)
+        return str(venv / "bin" / "python") if venv is not None else None
+
     def rss_mib(self) -> float:
+        """RSS of the daemon process alone."""
         return psutil.Process(self.pid).memory_info().rss / MIB
+
+    def tree_rss_mib(self) -> float:
+        """Summed RSS of the daemon and its live descendants (e.g. crawld's
+        zygote); shared pages are counted once per process, so an upper bound."""
+        root = psutil.Process(self.pid)
+        total = root.memory_info().rss
+        for proc in root.children(recursive=True):
+            try:
+                total += proc.memory_info().rss
+            except psutil.Error:
+                continue
+        return total / MIB
+
+    def cpu_s(self) -> tuple[float, float]:
+        """(CPU s of the daemon process alone, CPU s of its whole process tree).
+
+        The tree counts every descendant, live or already reaped: a live
+        process's own time plus the times of the children it reaped.  So jobs
+        are counted whether the daemon spawned them itself or a helper process
+        (crawld's zygote) forked and reaped them.  Exact when sampled with no
+        job running, as it is around a burst.
+        """
+        root = psutil.Process(self.pid)
+        t = root.cpu_times()
+        own = t.user + t.system
+        total = own + t.children_user + t.children_system
+        for proc in root.children(recursive=True):
+            try:
+                c = proc.cpu_times()
+            except psutil.Error:
+                continue
+            total += c.user + c.system + c.children_user + c.children_system
+        return own, total
 
     def check_alive(self) -> None:
         if self.proc is None or self.proc.poll() is not None:
@@ -531,6 +584,11 @@ class Crawld(ScrapyDoAPI):
 
     name = "crawld"
 
+    def __init__(self, job_slots: int, workdir: Path) -> None:
+        super().__init__(job_slots, workdir)
+        #: Interpreter for crawld's jobs (``[crawld] python``); None: crawld's own.
+        self.job_python: str | None = None
+
     def prepare(self, cache_dir: Path) -> None:
         try:
             self.versions = {"crawld": importlib.metadata.version("crawld")}
@@ -541,8 +599,13 @@ class Crawld(ScrapyDoAPI):
             self.versions[dist] = package_version(sys.executable, dist)
 
     def write_config(self) -> None:
-        (self.workdir / "crawld.ini").write_text(
-            f"[crawld]\njob-slots = {self.job_slots}\ncompleted-cap = 1000\n")
+        lines = ["[crawld]", f"job-slots = {self.job_slots}", "completed-cap = 1000"]
+        if self.job_python:
+            lines.append(f"python = {self.job_python}")
+        (self.workdir / "crawld.ini").write_text("\n".join(lines) + "\n")
+
+    def job_interpreter(self) -> str | None:
+        return self.job_python or sys.executable
 
     def command(self) -> list[str]:
         script = Path(sys.executable).parent / "crawld"
@@ -650,8 +713,27 @@ def measure_burst(d: Daemon, count: int) -> float:
     if len(ids) != count:
         raise RuntimeError(f"{d.name}: {count} schedule calls gave {len(ids)} distinct ids")
     wait_until(lambda: d.done_ids(ids) == ids, BURST_TIMEOUT_S,
-               f"{d.name} burst of {count} jobs")
+               f"{d.name} burst of {count} jobs", period=BURST_POLL_S)
     return time.perf_counter() - t0
+
+
+@dataclass
+class BareCrawl:
+    """How to run the no-op spider directly, without any daemon."""
+
+    python: str
+    proj_dir: Path
+
+    def measure(self) -> float:
+        """Wall time of ``python -m scrapy crawl noop`` in the project.
+
+        This is the floor under ``one_job_s``: what is above it is the
+        daemon's own overhead (queueing, polling, process set-up, bookkeeping).
+        """
+        t0 = time.perf_counter()
+        run_checked([self.python, "-m", "scrapy", "crawl", SPIDER], cwd=self.proj_dir,
+                    env=venv_env(None), timeout=60)
+        return time.perf_counter() - t0
 
 
 def _rps_worker(port: int, path: str, count: int, end: float,
@@ -744,54 +826,87 @@ def interleaved(daemons: list[Daemon], rep: int) -> Iterator[Daemon]:
     return iter(daemons if rep % 2 == 0 else list(reversed(daemons)))
 
 
-def run_benchmark(daemons: list[Daemon], args: argparse.Namespace,
-                  project: ProjectArtifacts) -> Results:
-    """Start, deploy, measure (interleaved) and return the samples."""
-    res = Results()
-    broken: set[str] = set()
+def start_and_deploy(daemons: list[Daemon], res: Results, broken: set[str],
+                     project: ProjectArtifacts) -> None:
+    """Start each daemon, sample its idle RSS, deploy, run one warm-up job."""
     for d in daemons:
-        def start_and_sample(d: Daemon = d) -> None:
+        def step(d: Daemon = d) -> None:
             d.start()
             time.sleep(1.0)
             res.add(d.name, "rss_idle_mib", d.rss_mib())
             d.deploy(project)
             measure_one_job(d)   # warm-up, not recorded
-        guarded(d, res, broken, "start/deploy/warm-up", start_and_sample,
-                check_alive=False)
+        guarded(d, res, broken, "start/deploy/warm-up", step, check_alive=False)
 
-    for rep in range(args.runs):
-        GLOBAL_DEADLINE.check()
-        log(f"repetition {rep + 1}/{args.runs}")
-        for d in interleaved(daemons, rep):
-            def one_job(d: Daemon = d) -> None:
-                time.sleep(phase_gap(rep, d.tick_period))
-                res.add(d.name, "one_job_s", measure_one_job(d))
-            guarded(d, res, broken, f"one job (rep {rep + 1})", one_job)
-        for d in interleaved(daemons, rep):
-            def burst(d: Daemon = d) -> None:
-                res.add(d.name, "burst_s", measure_burst(d, args.burst))
-                res.add(d.name, "rss_after_burst_mib", d.rss_mib())
-            guarded(d, res, broken, f"burst (rep {rep + 1})", burst)
-        for d in interleaved(daemons, rep):
-            if not d.supports_rps:
-                continue
-            for metric, path in (("status_rps", "/status.json"),
-                                 ("list_completed_rps", "/list-jobs.json?status=COMPLETED")):
-                guarded(d, res, broken, f"{metric} (rep {rep + 1})",
-                        lambda d=d, metric=metric, path=path: res.add(
-                            d.name, metric,
-                            measure_rps(d, path, args.rps_requests, args.rps_threads,
-                                        args.rps_seconds)))
-        for d in daemons:
-            if d.name not in broken:
-                log(f"  {d.name}: " + ", ".join(
-                    f"{m}={v[-1]:.3f}" for m, v in res.samples.get(d.name, {}).items()))
+
+RPS_PATHS = (("status_rps", "/status.json"),
+             ("list_completed_rps", "/list-jobs.json?status=COMPLETED"))
+
+
+def run_repetition(daemons: list[Daemon], res: Results, broken: set[str],
+                   args: argparse.Namespace, rep: int, bare: BareCrawl | None) -> None:
+    """One repetition: one-job, burst, then RPS, each across all daemons."""
+    tag = f"(rep {rep + 1})"
+    if bare is not None:
+        try:
+            res.add("reference", "bare_crawl_s", bare.measure())
+        except (RuntimeError, subprocess.SubprocessError) as exc:
+            res.errors.setdefault("reference", []).append(f"bare crawl {tag}: {exc}")
+    for d in interleaved(daemons, rep):
+        def one_job(d: Daemon = d) -> None:
+            time.sleep(phase_gap(rep, d.tick_period))
+            res.add(d.name, "one_job_s", measure_one_job(d))
+        guarded(d, res, broken, f"one job {tag}", one_job)
+    for d in interleaved(daemons, rep):
+        def burst(d: Daemon = d) -> None:
+            own0, total0 = d.cpu_s()
+            res.add(d.name, "burst_s", measure_burst(d, args.burst))
+            own1, total1 = d.cpu_s()
+            res.add(d.name, "burst_daemon_cpu_s", own1 - own0)
+            res.add(d.name, "burst_total_cpu_s", total1 - total0)
+            res.add(d.name, "rss_after_burst_mib", d.rss_mib())
+            res.add(d.name, "rss_tree_after_burst_mib", d.tree_rss_mib())
+        guarded(d, res, broken, f"burst {tag}", burst)
+    for d in interleaved(daemons, rep):
+        if not d.supports_rps:
+            continue
+        for metric, path in RPS_PATHS:
+            def rps(d: Daemon = d, metric: str = metric, path: str = path) -> None:
+                res.add(d.name, metric, measure_rps(d, path, args.rps_requests,
+                                                    args.rps_threads, args.rps_seconds))
+            guarded(d, res, broken, f"{metric} {tag}", rps)
+    for d in daemons:
+        if d.name not in broken:
+            log(f"  {d.name}: " + ", ".join(
+                f"{m}={v[-1]:.3f}" for m, v in res.samples.get(d.name, {}).items()))
+
+
+def run_benchmark(daemons: list[Daemon], args: argparse.Namespace,
+                  project: ProjectArtifacts, bare: BareCrawl | None) -> Results:
+    """Start, deploy, measure (interleaved) and return the samples.
+
+    If the global deadline passes, what was measured so far is returned with
+    an error entry saying the results are partial.
+    """
+    res = Results()
+    broken: set[str] = set()
+    try:
+        start_and_deploy(daemons, res, broken, project)
+        for rep in range(args.runs):
+            GLOBAL_DEADLINE.check()
+            log(f"repetition {rep + 1}/{args.runs}")
+            run_repetition(daemons, res, broken, args, rep, bare)
+    except BenchTimeout as exc:
+        log(str(exc))
+        res.errors.setdefault("run", []).append(f"{exc}; results are partial")
 
     for d in daemons:
         extra = res.extra.setdefault(d.name, {})
         extra["versions"] = d.versions
         extra["port"] = d.port
-        if d.name not in broken:
+        extra["job_slots"] = d.job_slots
+        extra["job_python"] = d.job_interpreter()
+        if d.name not in broken and d.proc is not None:
             try:
                 extra["completed_jobs_at_end"] = d.completed_count()
             except Exception as exc:
@@ -899,6 +1014,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="time cap of one RPS measurement")
     p.add_argument("--scrapyd-poll-interval", type=float, default=5.0,
                    help="scrapyd poll_interval (5.0 is scrapyd's default)")
+    p.add_argument("--job-python", choices=("own", "shared"), default="own",
+                   help="crawld's jobs run with crawld's own interpreter (own: its default "
+                        "set-up) or with scrapy-do's venv interpreter (shared: same job "
+                        "interpreter as scrapy-do; crawld's zygote cannot start there, so "
+                        "crawld spawns every job directly)")
     p.add_argument("--deadline", type=float, default=1200.0,
                    help="global time limit of the run, seconds")
     p.add_argument("--keep-tmp", action="store_true",
@@ -921,6 +1041,28 @@ def make_daemons(args: argparse.Namespace, tmp: Path) -> list[Daemon]:
         else:
             daemons.append(Scrapyd(args.job_slots, workdir, args.scrapyd_poll_interval))
     return daemons
+
+
+def choose_job_python(daemons: list[Daemon], mode: str) -> str | None:
+    """Interpreter for crawld's jobs and for the bare reference crawl.
+
+    ``own``: crawld's own interpreter, as crawld runs jobs by default;
+    ``shared``: scrapy-do's venv interpreter, so crawld's and scrapy-do's jobs
+    run the very same Python and packages.  That venv has no crawld, so
+    crawld's zygote (which imports ``crawld.zygote``) cannot start there and
+    crawld falls back to spawning each job directly, like scrapy-do.
+    """
+    if mode == "shared":
+        for d in daemons:
+            if isinstance(d, ScrapyDo) and d.venv is not None:
+                return str(d.venv / "bin" / "python")
+    if importlib.util.find_spec("scrapy") is not None:
+        return sys.executable
+    for d in daemons:
+        venv = getattr(d, "venv", None)
+        if venv is not None:
+            return str(venv / "bin" / "python")
+    return None
 
 
 def _on_signal(signum: int, _frame: Any) -> None:
@@ -958,7 +1100,12 @@ def main(argv: list[str] | None = None) -> int:
             if isinstance(d, Scrapyd) and d.venv is not None:
                 artifacts.egg_bytes = build_egg(proj_dir, d.venv / "bin" / "python", tmp / "egg")
 
-        res = run_benchmark(prepared, args, artifacts)
+        job_python = choose_job_python(prepared, args.job_python)
+        for d in prepared:
+            if isinstance(d, Crawld) and job_python != sys.executable:
+                d.job_python = job_python
+        bare = BareCrawl(job_python, proj_dir) if job_python else None
+        res = run_benchmark(prepared, args, artifacts, bare)
         stop_all()
         for name, err in prep_errors.items():
             res.errors.setdefault(name, []).append(f"prepare: {err}")
@@ -967,9 +1114,13 @@ def main(argv: list[str] | None = None) -> int:
         summary = summarize(res, names)
         table = render_table(summary, names)
         print(f"\ncrawld bench (core): runs={args.runs} burst={args.burst} "
-              f"job_slots={args.job_slots}; ratio > 1 means crawld is better "
-              "(faster / more req/s / less memory)\n")
+              f"job_slots={args.job_slots} job_python={args.job_python}; ratio > 1 means "
+              "crawld is better (faster / more req/s / less CPU or memory)\n")
         print(table)
+        bare_median = res.median("reference", "bare_crawl_s")
+        if bare is not None and bare_median is not None:
+            print(f"\nreference: a bare 'scrapy crawl {SPIDER}' without any daemon takes "
+                  f"{bare_median:.3f} s (median; floor under one_job_s)")
         for name, errs in res.errors.items():
             print(f"\n{name} errors:\n  " + "\n  ".join(errs))
         report = {
@@ -979,6 +1130,12 @@ def main(argv: list[str] | None = None) -> int:
                          for k, v in vars(args).items()},
             "daemons": res.extra,
             "metrics": summary,
+            "reference": {
+                "bare_crawl_s": {"median": res.median("reference", "bare_crawl_s"),
+                                 "samples": res.samples.get("reference", {})
+                                 .get("bare_crawl_s", []),
+                                 "python": bare.python if bare else None},
+            },
             "errors": res.errors,
             "table": table,
         }

@@ -22,8 +22,15 @@ def format_uptime(seconds: float) -> str:
     return " ".join(parts + [f"{secs}s"])
 
 
+SAMPLE_PERIOD = 0.5  # seconds between two readings of the process's memory and CPU
+
+
 class StatusReport:
-    """Collects what status.json reports; one psutil handle so cpu-usage is a delta."""
+    """Collects what status.json reports.
+
+    Memory and CPU are sampled at most every SAMPLE_PERIOD seconds: monitoring may poll
+    hundreds of times a second, and a CPU percentage over a few microseconds is noise.
+    """
 
     def __init__(self, reactor: Any, started: float) -> None:
         self.reactor = reactor
@@ -31,13 +38,23 @@ class StatusReport:
         self.process = psutil.Process(os.getpid())
         self.process.cpu_percent()  # prime: the next call measures since now
         self.hostname = socket.gethostname()
+        self.sampled_at = float("-inf")
+        self.sample = (0.0, 0.0)
+
+    def _process_sample(self, now: float) -> tuple[float, float]:
+        if now - self.sampled_at >= SAMPLE_PERIOD:
+            self.sampled_at = now
+            self.sample = (self.process.memory_info().rss / 1024.0 / 1024.0,
+                           self.process.cpu_percent())
+        return self.sample
 
     def build(self, counters: dict[str, int], scheduled: int, projects: int,
               spiders: int) -> dict[str, Any]:
         now = self.reactor.seconds()
+        memory, cpu = self._process_sample(now)
         return {
-            "memory-usage": self.process.memory_info().rss / 1024.0 / 1024.0,
-            "cpu-usage": self.process.cpu_percent(),
+            "memory-usage": memory,
+            "cpu-usage": cpu,
             "time": str(datetime.fromtimestamp(now)),
             "timezone": f"{time.tzname[0]}; {time.tzname[1]}",
             "hostname": self.hostname,

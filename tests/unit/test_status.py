@@ -82,3 +82,30 @@ def test_build_reports_process_usage_as_numbers(clock):
     assert report["memory-usage"] > 1  # MiB: a Python process with Twisted is well over 1
     assert isinstance(report["cpu-usage"], (int, float))
     assert report["cpu-usage"] >= 0
+
+
+def test_memory_and_cpu_are_sampled_at_most_every_half_second():
+    from twisted.internet.task import Clock
+    from crawld.status import SAMPLE_PERIOD, StatusReport
+
+    class CountingProcess:
+        calls = 0
+
+        def memory_info(self):
+            CountingProcess.calls += 1
+            return type("M", (), {"rss": CountingProcess.calls * 1024 * 1024})()
+
+        def cpu_percent(self):
+            return float(CountingProcess.calls)
+
+    clock = Clock()
+    clock.advance(1000)
+    report = StatusReport(clock, clock.seconds())
+    report.process = CountingProcess()
+    first = report.build({}, 0, 0, 0)
+    second = report.build({}, 0, 0, 0)
+    assert (first["memory-usage"], first["cpu-usage"]) == (1.0, 1.0)
+    assert (second["memory-usage"], second["cpu-usage"]) == (1.0, 1.0)
+    clock.advance(SAMPLE_PERIOD)
+    third = report.build({}, 0, 0, 0)
+    assert (third["memory-usage"], third["cpu-usage"]) == (2.0, 2.0)
