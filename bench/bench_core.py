@@ -588,6 +588,8 @@ class Crawld(ScrapyDoAPI):
         super().__init__(job_slots, workdir)
         #: Interpreter for crawld's jobs (``[crawld] python``); None: crawld's own.
         self.job_python: str | None = None
+        #: ``[crawld] preload``: fork jobs from the zygote (yes) or spawn each (no).
+        self.preload = "yes"
 
     def prepare(self, cache_dir: Path) -> None:
         try:
@@ -599,7 +601,8 @@ class Crawld(ScrapyDoAPI):
             self.versions[dist] = package_version(sys.executable, dist)
 
     def write_config(self) -> None:
-        lines = ["[crawld]", f"job-slots = {self.job_slots}", "completed-cap = 1000"]
+        lines = ["[crawld]", f"job-slots = {self.job_slots}", "completed-cap = 1000",
+                 f"preload = {self.preload}"]
         if self.job_python:
             lines.append(f"python = {self.job_python}")
         (self.workdir / "crawld.ini").write_text("\n".join(lines) + "\n")
@@ -1017,8 +1020,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--job-python", choices=("own", "shared"), default="own",
                    help="crawld's jobs run with crawld's own interpreter (own: its default "
                         "set-up) or with scrapy-do's venv interpreter (shared: same job "
-                        "interpreter as scrapy-do; crawld's zygote cannot start there, so "
-                        "crawld spawns every job directly)")
+                        "interpreter as scrapy-do)")
+    p.add_argument("--crawld-preload", choices=("yes", "no"), default="yes",
+                   help="crawld's [crawld] preload: fork jobs from its zygote (yes, the "
+                        "default) or spawn a fresh interpreter per job like scrapy-do (no), "
+                        "to compare the daemons with the per-job cost held equal")
     p.add_argument("--deadline", type=float, default=1200.0,
                    help="global time limit of the run, seconds")
     p.add_argument("--keep-tmp", action="store_true",
@@ -1048,9 +1054,8 @@ def choose_job_python(daemons: list[Daemon], mode: str) -> str | None:
 
     ``own``: crawld's own interpreter, as crawld runs jobs by default;
     ``shared``: scrapy-do's venv interpreter, so crawld's and scrapy-do's jobs
-    run the very same Python and packages.  That venv has no crawld, so
-    crawld's zygote (which imports ``crawld.zygote``) cannot start there and
-    crawld falls back to spawning each job directly, like scrapy-do.
+    run the very same Python and packages (crawld's zygote runs from its own
+    source, so it starts there too; ``--crawld-preload no`` turns it off).
     """
     if mode == "shared":
         for d in daemons:
@@ -1104,6 +1109,8 @@ def main(argv: list[str] | None = None) -> int:
         for d in prepared:
             if isinstance(d, Crawld) and job_python != sys.executable:
                 d.job_python = job_python
+            if isinstance(d, Crawld):
+                d.preload = args.crawld_preload
         bare = BareCrawl(job_python, proj_dir) if job_python else None
         res = run_benchmark(prepared, args, artifacts, bare)
         stop_all()
@@ -1114,7 +1121,7 @@ def main(argv: list[str] | None = None) -> int:
         summary = summarize(res, names)
         table = render_table(summary, names)
         print(f"\ncrawld bench (core): runs={args.runs} burst={args.burst} "
-              f"job_slots={args.job_slots} job_python={args.job_python}; ratio > 1 means "
+              f"job_slots={args.job_slots} job_python={args.job_python} crawld_preload={args.crawld_preload}; ratio > 1 means "
               "crawld is better (faster / more req/s / less CPU or memory)\n")
         print(table)
         bare_median = res.median("reference", "bare_crawl_s")

@@ -21,6 +21,7 @@ from werkzeug.exceptions import NotFound as RouteNotFound
 from . import logs
 from .errors import BadRequest, CrawldError, Forbidden, NotFound, TooLarge
 from .model import Job, JobStatus
+from .process import signal_name
 
 log = Logger(namespace="crawld.api")
 
@@ -38,13 +39,6 @@ def iso(ts: Optional[float]) -> Optional[str]:
 
 def job_dict(job: Job) -> dict[str, Any]:
     """A job as list-jobs.json shows it: scrapy-do's keys first, then crawld's."""
-    signal_name = None
-    if job.signal is not None:
-        import signal as signals
-        try:
-            signal_name = signals.Signals(job.signal).name
-        except ValueError:
-            signal_name = str(job.signal)
     return {
         "identifier": job.id,
         "status": job.status.value,
@@ -60,7 +54,7 @@ def job_dict(job: Job) -> dict[str, Any]:
         "started": iso(job.started),
         "finished": iso(job.finished),
         "exit-code": job.exit_code,
-        "signal": signal_name,
+        "signal": signal_name(job.signal),
         "reason": job.reason,
         "parent": job.parent,
         "next-run": iso(job.next_fire) if job.status is JobStatus.SCHEDULED else None,

@@ -6,6 +6,7 @@ descriptors), so this protocol sees no bytes at all; every decision is the super
 from __future__ import annotations
 
 import os
+import signal as signals
 from dataclasses import dataclass
 from typing import Optional
 
@@ -13,6 +14,16 @@ from twisted.internet.defer import Deferred
 from twisted.internet.error import ProcessDone, ProcessTerminated
 from twisted.internet.protocol import ProcessProtocol
 from twisted.python.failure import Failure
+
+
+def signal_name(number: Optional[int]) -> Optional[str]:
+    """``SIGKILL`` for 9; None stays None."""
+    if number is None:
+        return None
+    try:
+        return signals.Signals(number).name
+    except ValueError:
+        return str(number)
 
 
 @dataclass(frozen=True)

@@ -152,10 +152,6 @@ class Database:
         return [_row_to_job(r) for r in
                 self.conn.execute(f"{_SELECT_JOB} WHERE status = 'PENDING' ORDER BY seq")]
 
-    def count_jobs(self, status: JobStatus) -> int:
-        return self.conn.execute("SELECT COUNT(*) FROM jobs WHERE status = ?",
-                                 (status.value,)).fetchone()[0]
-
     # -- jobs: writes -----------------------------------------------------------------
     def add_job(self, job: Job) -> Job:
         columns = [c for c in _JOB_COLUMNS if c != "seq"]

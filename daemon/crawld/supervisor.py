@@ -20,7 +20,7 @@ from twisted.logger import Logger
 from . import tree
 from .commands import crawl_command
 from .model import Job, JobStatus
-from .process import Exit
+from .process import Exit, signal_name
 from .spawner import DirectSpawner
 from .store import Store
 
@@ -50,11 +50,7 @@ def describe_exit(exit: Exit) -> Optional[str]:
     if exit.code is None and exit.signal is None:
         return "exit status unknown: the zygote that started the job ended before it"
     if exit.signal is not None:
-        try:
-            name = signals.Signals(exit.signal).name
-        except ValueError:
-            name = str(exit.signal)
-        return f"killed by signal {name}"
+        return f"killed by signal {signal_name(exit.signal)}"
     return f"exit code {exit.code}"
 
 

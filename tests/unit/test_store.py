@@ -118,14 +118,6 @@ def test_update_job_sets_fields_without_touching_status(db):
     assert (got.pid, got.pid_started, got.status, got.updated) == (4242, 6.5, S.RUNNING, 5.0)
 
 
-def test_count_jobs_by_status(db):
-    for i, status in enumerate([S.PENDING, S.PENDING, S.RUNNING, S.FAILED]):
-        db.add_job(job(f"j{i}", status))
-    assert db.count_jobs(S.PENDING) == 2
-    assert db.count_jobs(S.RUNNING) == 1
-    assert db.count_jobs(S.SUCCESSFUL) == 0
-
-
 # ------------------------------------------------------------------------- transition
 
 
@@ -268,7 +260,7 @@ def test_fire_template_without_child_only_moves_next_fire(db):
     created, why = db.fire_template("t", None, 200.0, 150.0)
     assert created is None and why == "no child requested"
     assert db.get_job("t").next_fire == 200.0
-    assert db.count_jobs(S.PENDING) == 0
+    assert db.pending_in_order() == []
 
 
 def test_fire_template_is_atomic_when_inserting_the_child_fails(db):
