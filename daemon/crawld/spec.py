@@ -8,6 +8,14 @@ Accepted (case-insensitive), as scrapy-do accepts them:
 - ``every [N] day(s) at HH:MM[:SS]``, ``every [N] hour(s) at :MM`` / ``at MM:SS``,
   ``every [N] minute(s) at :SS``
 - ``every monday..sunday [at HH:MM[:SS]]`` (00:00 when no time is given)
+- ``cron:<5 fields>`` (minute hour day month weekday), ``cron:<6 fields>`` (seconds
+  first), and ``@hourly``, ``@daily`` (``@midnight``), ``@weekly``, ``@monthly``,
+  ``@yearly`` (``@annually``), with or without ``cron:`` in front
+
+Cron follows cron's rule for daylight saving: an expression with a fixed hour runs in
+wall-clock time, so a 02:30 job runs once on the day 02:30 is skipped (at 03:30, an
+hour after the jump) and once on the day it repeats (the first 02:30); an expression whose hour is a
+wildcard (``*``, ``*/N``) runs in real time, every real hour.
 
 Wall-clock arithmetic happens in ``tz`` (None: the system's local time), so "at 10:30"
 stays 10:30 across daylight-saving changes. Times in and out are epoch seconds.
@@ -20,11 +28,20 @@ from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, tzinfo
 from typing import Optional
 
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from croniter import CroniterBadDateError, croniter
+
 from .errors import BadRequest
 
 ACCEPTED = ('accepted: "now", "every [N] seconds|minutes|hours|days|weeks", '
             '"every N to M minutes" (or any unit), "every [N] days at HH:MM", '
-            '"every monday..sunday [at HH:MM]"')
+            '"every monday..sunday [at HH:MM]", "every hour at :MM", '
+            '"cron:MIN HOUR DAY MONTH WEEKDAY" (or 6 fields, seconds first), '
+            '"@hourly", "@daily", "@weekly", "@monthly", "@yearly"')
+ALIASES = {"@hourly": "0 * * * *", "@daily": "0 0 * * *", "@midnight": "0 0 * * *",
+           "@weekly": "0 0 * * 0", "@monthly": "0 0 1 * *", "@yearly": "0 0 1 1 *",
+           "@annually": "0 0 1 1 *"}
 
 UNITS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400, "week": 7 * 86400}
 WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
@@ -47,10 +64,11 @@ class Spec:
     high: int = 0                       # high end of N to M (== low when fixed)
     at: Optional[time] = None           # wall-clock anchor within the unit
     weekday: Optional[int] = None       # 0=monday, for "every monday"
+    cron: str = ""                      # a cron expression (5 or 6 fields)
 
     @property
     def is_now(self) -> bool:
-        return self.unit == ""
+        return self.unit == "" and not self.cron
 
     def _interval(self, rng: random.Random) -> int:
         n = self.low if self.high == self.low else rng.randint(self.low, self.high)
@@ -62,6 +80,8 @@ class Spec:
         rng = rng or random.Random()
         if self.is_now:
             return now
+        if self.cron:
+            return _cron_after(self.cron, now, tz)
         if self.weekday is not None:
             return _next_weekday(now, self.weekday, self.at or time(0), tz)
         if self.at is not None:
@@ -78,6 +98,8 @@ class Spec:
         rng = rng or random.Random()
         if self.is_now:
             raise ValueError("a 'now' spec does not recur")
+        if self.cron:
+            return _cron_after(self.cron, max(due, now), tz)
         if self.weekday is not None:
             nxt = _shift_days(due, 7 * self.low, self.at or time(0), tz)
         elif self.at is not None and self.unit in ("day", "week"):
@@ -85,6 +107,70 @@ class Spec:
         else:
             nxt = due + self._interval(rng)
         return nxt if nxt > now else self.first(now, tz, rng)
+
+
+def _cron_after(expr: str, after: float, tz: Optional[tzinfo]) -> float:
+    """The first time strictly after ``after`` that the cron expression names, in ``tz``."""
+    fields = expr.split()
+    six = len(fields) == 6
+    hour = fields[2 if six else 1]
+    if hour == "*" or hour.startswith("*/"):
+        # Real time: every real hour counts, including a repeated one.
+        start = datetime.fromtimestamp(after, tz) if tz else datetime.fromtimestamp(after).astimezone()
+        it = croniter(expr, start, second_at_beginning=six)
+        while True:
+            nxt = it.get_next(datetime).timestamp()
+            if nxt > after:
+                return nxt
+    # Wall-clock time: name each local time once; a time that does not exist maps (fold 0)
+    # to just after the jump, a repeated one to its first occurrence.
+    wall = datetime.fromtimestamp(after, tz).replace(tzinfo=None)
+    it = croniter(expr, wall, second_at_beginning=six)
+    for _ in range(100_000):
+        nxt = it.get_next(datetime)
+        ts = (nxt.replace(tzinfo=tz) if tz else nxt).timestamp()
+        if ts > after:
+            return ts
+    raise SpecError(expr, "the expression never fires")
+
+
+def _parse_cron(text: str, expr: str) -> Spec:
+    expr = " ".join(ALIASES.get(expr.strip().lower(), expr).split())
+    fields = expr.split()
+    if len(fields) not in (5, 6):
+        raise SpecError(text, f"a cron expression has 5 fields (or 6, seconds first), "
+                              f"got {len(fields)}")
+    if not croniter.is_valid(expr, second_at_beginning=len(fields) == 6):
+        raise SpecError(text, f"{expr!r} is not a valid cron expression")
+    try:
+        _cron_after(expr, 0.0, None)
+    except CroniterBadDateError:
+        raise SpecError(text, f"{expr!r} never fires (no such date)") from None
+    except (ValueError, KeyError) as exc:
+        raise SpecError(text, f"{expr!r} is not a valid cron expression: {exc}") from None
+    return Spec(text=text, cron=expr)
+
+
+def zone(name: str) -> tzinfo:
+    """An IANA time zone by name (``Europe/Paris``); BadRequest for an unknown one."""
+    try:
+        if not name or name.startswith(("/", ".")) or ".." in name:
+            raise ValueError(name)
+        return ZoneInfo(name)
+    except (ValueError, ZoneInfoNotFoundError):
+        raise BadRequest(f"unknown time zone {name!r}: use an IANA name such as "
+                         "Europe/Paris or UTC") from None
+
+
+def preview(spec: Spec, now: float, count: int, tz: Optional[tzinfo] = None,
+            rng: Optional[random.Random] = None) -> list[float]:
+    """The next ``count`` fire times of a recurring spec, as the scheduler would fire them."""
+    if spec.is_now:
+        return [now]
+    times = [spec.first(now, tz, rng)]
+    while len(times) < count:
+        times.append(spec.following(times[-1], times[-1], tz, rng))
+    return times
 
 
 def _local(ts: float, tz: Optional[tzinfo]) -> datetime:
@@ -166,6 +252,13 @@ def parse(text: str) -> Spec:
     words = text.strip().lower().split()
     if words == ["now"]:
         return Spec(text="now")
+    stripped = text.strip()
+    if stripped.lower().startswith("cron:"):
+        return _parse_cron(text, stripped[5:])
+    if stripped.startswith("@"):
+        if stripped.lower() not in ALIASES:
+            raise SpecError(text, f"unknown alias {stripped!r}")
+        return _parse_cron(text, stripped)
     if words[0] != "every" or len(words) < 2:
         raise SpecError(text, 'a schedule is "now" or starts with "every"')
     rest = words[1:]
