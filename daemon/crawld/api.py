@@ -19,22 +19,27 @@ from werkzeug.exceptions import MethodNotAllowed as RouteMethodNotAllowed
 from werkzeug.exceptions import NotFound as RouteNotFound
 
 from . import logs
+from . import spec as specs
 from .errors import BadRequest, CrawldError, Forbidden, NotFound, TooLarge
+from .jobs import validate_policies
 from .model import Job, JobStatus
 from .process import signal_name
 
 log = Logger(namespace="crawld.api")
+
+POLICY_PARAMS = ("tz", "jitter", "misfire", "misfire-grace", "overlap")
 
 ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"]
 UUID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 LOG_NAME_RE = re.compile(rf"({UUID_RE.pattern})\.(out|err)")
 
 
-def iso(ts: Optional[float]) -> Optional[str]:
-    """ISO 8601 local time with its UTC offset, or None."""
+def iso(ts: Optional[float], zone: Any = None) -> Optional[str]:
+    """ISO 8601 time with its UTC offset (in ``zone``, else local time), or None."""
     if ts is None:
         return None
-    return datetime.fromtimestamp(ts).astimezone().isoformat(timespec="seconds")
+    when = datetime.fromtimestamp(ts, zone) if zone else datetime.fromtimestamp(ts).astimezone()
+    return when.isoformat(timespec="seconds")
 
 
 def job_dict(job: Job) -> dict[str, Any]:
@@ -58,6 +63,12 @@ def job_dict(job: Job) -> dict[str, Any]:
         "reason": job.reason,
         "parent": job.parent,
         "next-run": iso(job.next_fire) if job.status is JobStatus.SCHEDULED else None,
+        "last-run": iso(job.last_run),
+        "tz": job.tz,
+        "jitter": job.jitter,
+        "misfire": job.misfire,
+        "misfire-grace": job.misfire_grace,
+        "overlap": job.overlap,
     }
 
 
@@ -223,11 +234,31 @@ class Api:
     @route("/schedule-job.json", "POST")
     @inlineCallbacks
     def schedule_job(self, request: Any):
+        policies = validate_policies(
+            **{name.replace("-", "_"): arg(request, name, required=False)
+               for name in POLICY_PARAMS})
         job = yield self.jobs.schedule(
             arg(request, "project"), arg(request, "spider"), arg(request, "when"),
             description=arg(request, "description", required=False, default=""),
-            payload=arg(request, "payload", required=False))
+            payload=arg(request, "payload", required=False), policies=policies)
         return {"identifier": job.id}
+
+    @route("/preview-schedule.json", "GET")
+    def preview_schedule(self, request: Any) -> dict[str, Any]:
+        when = arg(request, "when")
+        tz_name = arg(request, "tz", required=False)
+        count = int_arg(request, "count", 5, 1)
+        if count > 100:
+            raise BadRequest("parameter 'count' must be at most 100")
+        parsed = specs.parse(when)
+        zone = self.jobs.scheduler.zone(tz_name)
+        times = specs.preview(parsed, self.reactor.seconds(), count, zone)
+        return {"when": when, "tz": tz_name or self.timezone_name(),
+                "next": [iso(t, zone) for t in times]}
+
+    def timezone_name(self) -> str:
+        zone = self.jobs.scheduler.tz
+        return str(zone) if zone is not None else "local"
 
     @route("/list-jobs.json", "GET")
     @inlineCallbacks

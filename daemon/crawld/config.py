@@ -45,6 +45,7 @@ class Settings:
     max_unpacked_size: int = 500 * 1024 * 1024
     python: str = field(default_factory=lambda: sys.executable)
     preload: bool = True
+    timezone: str = ""  # IANA name; "" means the system's local time
     log_level: str = "info"
 
     @property
@@ -108,6 +109,17 @@ def _boolean(text: str) -> bool:
     raise ValueError("must be yes or no")
 
 
+def _timezone(text: str) -> str:
+    from zoneinfo import ZoneInfo
+    name = text.strip()
+    if name:
+        try:
+            ZoneInfo(name)
+        except Exception:
+            raise ValueError("must be an IANA time zone name such as Europe/Paris") from None
+    return name
+
+
 def _listen_list(text: str) -> tuple[Listen, ...]:
     items = [t for t in re.split(r"[,\s]+", text) if t]
     if not items:
@@ -129,6 +141,7 @@ OPTIONS: dict[tuple[str, str], tuple[str, Callable[[str], Any]]] = {
     ("crawld", "python"): ("python", str),
     ("crawld", "preload"): ("preload", _boolean),
     ("crawld", "log-level"): ("log_level", _log_level),
+    ("crawld", "timezone"): ("timezone", _timezone),
     ("web", "listen"): ("listen", _listen_list),
 }
 

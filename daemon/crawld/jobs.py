@@ -28,6 +28,40 @@ PURGE_DELAY = 1.0          # batch retention work after a burst of finished jobs
 PURGE_PERIOD = 3600.0      # and check ages hourly even when nothing finishes
 
 
+MISFIRE = ("once", "skip")
+OVERLAP = ("skip", "queue", "allow")
+MAX_JITTER = 86400.0
+
+
+def validate_policies(tz: Optional[str] = None, jitter: Optional[str] = None,
+                      misfire: Optional[str] = None, misfire_grace: Optional[str] = None,
+                      overlap: Optional[str] = None) -> dict[str, Any]:
+    """Check schedule policy parameters (as text from a request); return Job fields."""
+    found: dict[str, Any] = {}
+    if tz:
+        specs.zone(tz)
+        found["tz"] = tz
+    for name, text, top in (("jitter", jitter, MAX_JITTER),
+                            ("misfire-grace", misfire_grace, None)):
+        if text is None or text == "":
+            continue
+        try:
+            value = float(text)
+        except ValueError:
+            value = float("nan")
+        if not (value >= 0 and (top is None or value <= top)) or value != value \
+                or value == float("inf"):
+            bound = f" and at most {top:g}" if top else ""
+            raise BadRequest(f"parameter {name!r} must be a number of seconds, 0 or more{bound}")
+        found[name.replace("-", "_")] = value
+    for name, text, allowed in (("misfire", misfire, MISFIRE), ("overlap", overlap, OVERLAP)):
+        if text:
+            if text.lower() not in allowed:
+                raise BadRequest(f"parameter {name!r} must be one of {', '.join(allowed)}")
+            found[name] = text.lower()
+    return found
+
+
 def normalize_payload(payload: Optional[str]) -> str:
     """Validate a JSON payload and re-encode it compactly, as scrapy-do does."""
     if payload is None or payload == "":
@@ -85,20 +119,25 @@ class Jobs:
     # -- schedule ---------------------------------------------------------------------
     @inlineCallbacks
     def schedule(self, project: str, spider: str, when: str, description: str = "",
-                 payload: Optional[str] = None):
-        """Create a job: PENDING for ``now``, else a SCHEDULED template. Returns the Job."""
+                 payload: Optional[str] = None, policies: Optional[dict[str, Any]] = None):
+        """Create a job: PENDING for ``now``, else a SCHEDULED template. Returns the Job.
+
+        ``policies`` (recurring jobs): tz, jitter, misfire, misfire_grace, overlap, as
+        validated by ``validate_policies``.
+        """
         known = self.projects.get(project)
         if spider not in known.spiders:
             raise NotFound(f"unknown spider {project}/{spider}")
         spec = specs.parse(when)
         payload = normalize_payload(payload)
+        policies = policies or {}
         now = self.reactor.seconds()
         job = Job(id=str(uuid.uuid4()), status=JobStatus.PENDING, actor=Actor.USER,
                   schedule="now", project=project, spider=spider, description=description,
                   payload=payload, created=now, updated=now)
         if not spec.is_now:
-            job = job.evolve(status=JobStatus.SCHEDULED, schedule=when,
-                             next_fire=self.scheduler.first_fire(spec))
+            job = job.evolve(status=JobStatus.SCHEDULED, schedule=when, **policies)
+            job = job.evolve(next_fire=self.scheduler.first_fire(spec, job.tz))
         job = yield self.store.call("add_job", job)
         self.launch(job) if spec.is_now else self.scheduler.add(job)
         log.info("job {id} scheduled: {project}/{spider} when={when!r}", id=job.id,
@@ -158,6 +197,9 @@ class Jobs:
             return
         self.refresh_counters().addErrback(
             lambda f: log.failure("refreshing the counters failed", f))
+        if job.status.completed and job.parent is not None:
+            self.scheduler.release(job.parent).addErrback(
+                lambda f: log.failure("releasing a queued firing failed", f))
         if job.status.completed and (self.purge_soon is None or not self.purge_soon.active()):
             self.purge_soon = self.reactor.callLater(PURGE_DELAY, self._purge_logged)
 

@@ -74,6 +74,14 @@ class Job:
     pid_started: Optional[float] = None
     next_fire: Optional[float] = None
     seq: int = 0
+    # schedule policies (templates only; see docs/scheduling.md)
+    tz: Optional[str] = None             # IANA zone; None: the daemon's timezone
+    jitter: float = 0.0                  # random delay up to this many seconds per firing
+    misfire: str = "once"                # once | skip
+    misfire_grace: Optional[float] = None  # seconds late before a firing counts as missed
+    overlap: str = "skip"                # skip | queue | allow
+    queued: int = 0                      # overlap=queue: a firing waits for the run
+    last_run: Optional[float] = None     # when the template last fired
 
     @property
     def duration(self) -> Optional[int]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+from zoneinfo import ZoneInfo
 from typing import Any, Optional
 
 from twisted.internet import endpoints
@@ -68,7 +69,8 @@ class Daemon:
                                  s.list_timeout, self.supervisor.dirs_in_use)
         self.jobs = Jobs(self.reactor, self.store, self.projects, self.log_dir,
                          s.completed_cap, s.completed_max_age_days)
-        self.scheduler = Scheduler(self.reactor, self.store, self.jobs.launch)
+        zone = ZoneInfo(s.timezone) if s.timezone else None
+        self.scheduler = Scheduler(self.reactor, self.store, self.jobs.launch, tz=zone)
         self.jobs.attach(self.scheduler, self.supervisor)
         self.api = Api(self.reactor, self.jobs, self.projects, self.supervisor,
                        StatusReport(self.reactor, self.reactor.seconds()), self.log_dir,

@@ -17,7 +17,7 @@ from twisted.python.threadpool import ThreadPool
 
 from .model import Actor, Job, JobStatus, Project
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _MIGRATIONS: dict[int, Sequence[str]] = {
     1: (
@@ -37,6 +37,15 @@ _MIGRATIONS: dict[int, Sequence[str]] = {
         "CREATE INDEX jobs_by_parent ON jobs (parent, status)",
         "CREATE INDEX jobs_by_finished ON jobs (finished)",
     ),
+    2: (  # schedule policies (issue 3)
+        "ALTER TABLE jobs ADD COLUMN tz TEXT",
+        "ALTER TABLE jobs ADD COLUMN jitter REAL NOT NULL DEFAULT 0",
+        "ALTER TABLE jobs ADD COLUMN misfire TEXT NOT NULL DEFAULT 'once'",
+        "ALTER TABLE jobs ADD COLUMN misfire_grace REAL",
+        "ALTER TABLE jobs ADD COLUMN overlap TEXT NOT NULL DEFAULT 'skip'",
+        "ALTER TABLE jobs ADD COLUMN queued INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE jobs ADD COLUMN last_run REAL",
+    ),
 }
 
 COUNTERS = ("jobs-run", "jobs-successful", "jobs-failed", "jobs-canceled")
@@ -45,7 +54,8 @@ _COUNTER_FOR = {JobStatus.SUCCESSFUL: "jobs-successful", JobStatus.FAILED: "jobs
 
 _JOB_COLUMNS = ("seq", "id", "status", "actor", "schedule", "project", "spider",
                 "description", "payload", "parent", "created", "updated", "started",
-                "finished", "exit_code", "signal", "reason", "pid", "pid_started", "next_fire")
+                "finished", "exit_code", "signal", "reason", "pid", "pid_started", "next_fire",
+                "tz", "jitter", "misfire", "misfire_grace", "overlap", "queued", "last_run")
 _SELECT_JOB = f"SELECT {', '.join(_JOB_COLUMNS)} FROM jobs"
 
 
@@ -213,11 +223,12 @@ class Database:
         """Fire a SCHEDULED template: maybe insert its child, and move its next fire time.
 
         One transaction, so a crash leaves either both or neither. The child is not added
-        (and the reason returned) when the template is no longer SCHEDULED or a previous
-        child is still PENDING or RUNNING.
+        (and the reason returned) when the template is no longer SCHEDULED, or when a
+        previous child is still PENDING or RUNNING and the template's overlap policy is
+        ``skip`` (dropped) or ``queue`` (remembered: it fires when that run ends).
         """
         with self._transaction():
-            row = self.conn.execute("SELECT status FROM jobs WHERE id = ?",
+            row = self.conn.execute("SELECT status, overlap FROM jobs WHERE id = ?",
                                     (template_id,)).fetchone()
             if row is None or row[0] != JobStatus.SCHEDULED.value:
                 return None, "template is no longer scheduled"
@@ -225,13 +236,38 @@ class Database:
                               (next_fire, template_id))
             if child is None:
                 return None, "no child requested"
-            busy = self.conn.execute(
-                "SELECT id FROM jobs WHERE parent = ? AND status IN ('PENDING', 'RUNNING') "
-                "LIMIT 1", (template_id,)).fetchone()
-            if busy:
-                return None, f"previous run {busy[0]} is still active"
-            self.conn.execute("UPDATE jobs SET updated = ? WHERE id = ?", (now, template_id))
-            return self.add_job(child), ""  # joins this transaction
+            if row[1] != "allow":
+                busy = self._active_child(template_id)
+                if busy:
+                    if row[1] == "queue":
+                        self.conn.execute("UPDATE jobs SET queued = 1 WHERE id = ?",
+                                          (template_id,))
+                        return None, f"queued behind run {busy}"
+                    return None, f"previous run {busy} is still active"
+            return self._add_child(template_id, child, now), ""
+
+    def release_queued(self, template_id: str, child: Job, now: float) -> Optional[Job]:
+        """overlap=queue: the template's run ended; fire the firing that waited, if any."""
+        with self._transaction():
+            row = self.conn.execute("SELECT status, queued FROM jobs WHERE id = ?",
+                                    (template_id,)).fetchone()
+            if row is None or row[0] != JobStatus.SCHEDULED.value or not row[1]:
+                return None
+            if self._active_child(template_id):
+                return None
+            self.conn.execute("UPDATE jobs SET queued = 0 WHERE id = ?", (template_id,))
+            return self._add_child(template_id, child, now)
+
+    def _active_child(self, template_id: str) -> Optional[str]:
+        row = self.conn.execute(
+            "SELECT id FROM jobs WHERE parent = ? AND status IN ('PENDING', 'RUNNING') "
+            "LIMIT 1", (template_id,)).fetchone()
+        return row[0] if row else None
+
+    def _add_child(self, template_id: str, child: Job, now: float) -> Job:
+        self.conn.execute("UPDATE jobs SET updated = ?, last_run = ? WHERE id = ?",
+                          (now, now, template_id))
+        return self.add_job(child)  # joins this transaction
 
     def purge(self, cap: int, older_than: float) -> list[str]:
         """Delete completed jobs past the newest ``cap`` or finished before ``older_than``."""

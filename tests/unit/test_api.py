@@ -205,3 +205,43 @@ def test_head_is_served_on_get_endpoints_without_a_body(client):
     response, body = call(stub, "head", "/status.json")
     assert response.code == 200 and body == b""
     assert call(stub, "head", "/schedule-job.json")[0].code == 405
+
+
+def test_schedule_policies_are_stored_and_listed(client):
+    stub, _ = client
+    code, body = call_json(stub, "post", "/schedule-job.json", data={
+        "project": "demo", "spider": "ok", "when": "cron:30 2 * * *", "tz": "Europe/Paris",
+        "jitter": "30", "misfire": "skip", "misfire-grace": "120", "overlap": "queue"})
+    assert code == 200
+    [job] = call_json(stub, "get", f"/list-jobs.json?id={body['identifier']}")[1]["jobs"]
+    assert (job["tz"], job["jitter"], job["misfire"], job["misfire-grace"], job["overlap"]) == (
+        "Europe/Paris", 30.0, "skip", 120.0, "queue")
+    assert job["next-run"] and job["last-run"] is None
+
+
+@pytest.mark.parametrize("extra,words", [
+    ({"tz": "Mars/Olympus"}, "unknown time zone"),
+    ({"jitter": "-1"}, "'jitter'"), ({"jitter": "nan"}, "'jitter'"),
+    ({"jitter": "100000"}, "at most"), ({"misfire": "twice"}, "'misfire'"),
+    ({"overlap": "sometimes"}, "'overlap'"), ({"misfire-grace": "soon"}, "'misfire-grace'"),
+    ({"when": "cron:99 * * * *"}, "not a valid cron"),
+])
+def test_bad_schedule_policies_are_400(client, extra, words):
+    stub, sup = client
+    data = {"project": "demo", "spider": "ok", "when": "every 5 minutes", **extra}
+    code, body = call_json(stub, "post", "/schedule-job.json", data=data)
+    assert code == 400 and words in body["msg"]
+    assert call_json(stub, "get", "/list-jobs.json?status=SCHEDULED")[1]["jobs"] == []
+
+
+def test_preview_schedule_lists_the_next_fire_times(client):
+    stub, _ = client
+    code, body = call_json(stub, "get", "/preview-schedule.json?when=cron:0%209%20*%20*%20*"
+                                        "&tz=Asia/Tokyo&count=3")
+    assert code == 200 and body["tz"] == "Asia/Tokyo" and len(body["next"]) == 3
+    assert all(t.endswith("T09:00:00+09:00") for t in body["next"])
+    days = [t[:10] for t in body["next"]]
+    assert days == sorted(set(days)), "three different days, in order"
+    assert call_json(stub, "get", "/preview-schedule.json?when=every%200%20minutes")[0] == 400
+    assert call_json(stub, "get", "/preview-schedule.json?when=@daily&count=101")[0] == 400
+    assert call_json(stub, "get", "/preview-schedule.json")[0] == 400

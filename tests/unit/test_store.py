@@ -433,3 +433,24 @@ def test_projects_persist_across_reopen(db_path):
         assert again.projects() == [p]
     finally:
         again.close()
+
+
+def test_a_version_1_database_is_migrated_in_place(tmp_path):
+    import sqlite3
+    from crawld.store import _MIGRATIONS, SCHEMA_VERSION, Database
+    path = str(tmp_path / "v1.db")
+    conn = sqlite3.connect(path)
+    for statement in _MIGRATIONS[1]:
+        conn.execute(statement)
+    conn.execute("INSERT INTO jobs (id, status, actor, schedule, project, spider, description, "
+                 "payload, created, updated, next_fire) VALUES ('old', 'SCHEDULED', 'USER', "
+                 "'every 1 hours', 'p', 's', '', '{}', 1.0, 1.0, 3601.0)")
+    conn.execute("PRAGMA user_version = 1")
+    conn.commit()
+    conn.close()
+    db = Database(path)
+    assert db.schema_version() == SCHEMA_VERSION >= 2
+    old = db.get_job("old")
+    assert old.next_fire == 3601.0 and old.schedule == "every 1 hours"
+    assert (old.tz, old.jitter, old.misfire, old.overlap, old.queued, old.last_run) == (
+        None, 0.0, "once", "skip", 0, None)
