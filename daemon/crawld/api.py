@@ -42,6 +42,11 @@ def iso(ts: Optional[float], zone: Any = None) -> Optional[str]:
     return when.isoformat(timespec="seconds")
 
 
+def _zone(name: Optional[str]) -> Any:
+    """A job's own time zone for display (None: local time)."""
+    return specs.zone(name) if name else None
+
+
 def job_dict(job: Job) -> dict[str, Any]:
     """A job as list-jobs.json shows it: scrapy-do's keys first, then crawld's."""
     return {
@@ -62,8 +67,9 @@ def job_dict(job: Job) -> dict[str, Any]:
         "signal": signal_name(job.signal),
         "reason": job.reason,
         "parent": job.parent,
-        "next-run": iso(job.next_fire) if job.status is JobStatus.SCHEDULED else None,
-        "last-run": iso(job.last_run),
+        "next-run": (iso(job.next_fire, _zone(job.tz)) if job.status is JobStatus.SCHEDULED
+                     else None),
+        "last-run": iso(job.last_run, _zone(job.tz)),
         "tz": job.tz,
         "jitter": job.jitter,
         "misfire": job.misfire,
@@ -243,6 +249,41 @@ class Api:
             payload=arg(request, "payload", required=False), policies=policies)
         return {"identifier": job.id}
 
+    @route("/pause-job.json", "POST")
+    @inlineCallbacks
+    def pause_job(self, request: Any):
+        job = yield self._job(arg(request, "id"))
+        job = yield self.jobs.pause(job.id)
+        return {"identifier": job.id, "job-status": job.status.value}
+
+    @route("/resume-job.json", "POST")
+    @inlineCallbacks
+    def resume_job(self, request: Any):
+        job = yield self._job(arg(request, "id"))
+        job = yield self.jobs.resume(job.id)
+        return {"identifier": job.id, "job-status": job.status.value,
+                "next-run": iso(job.next_fire)}
+
+    @route("/run-job.json", "POST")
+    @inlineCallbacks
+    def run_job(self, request: Any):
+        job = yield self._job(arg(request, "id"))
+        child = yield self.jobs.run_now(job.id)
+        return {"identifier": child.id, "parent": job.id}
+
+    @route("/update-job.json", "POST")
+    @inlineCallbacks
+    def update_job(self, request: Any):
+        job = yield self._job(arg(request, "id"))
+        policies = validate_policies(
+            **{name.replace("-", "_"): arg(request, name, required=False)
+               for name in POLICY_PARAMS})
+        job = yield self.jobs.update(
+            job.id, when=arg(request, "when", required=False),
+            description=arg(request, "description", required=False),
+            payload=arg(request, "payload", required=False), policies=policies)
+        return {"job": job_dict(job)}
+
     @route("/preview-schedule.json", "GET")
     def preview_schedule(self, request: Any) -> dict[str, Any]:
         when = arg(request, "when")
@@ -269,7 +310,7 @@ class Api:
             return {"jobs": [job_dict(job)]}
         status = arg(request, "status", required=False)
         if status is None:
-            raise BadRequest("give 'status' (SCHEDULED, PENDING, RUNNING, SUCCESSFUL, "
+            raise BadRequest("give 'status' (SCHEDULED, PAUSED, PENDING, RUNNING, SUCCESSFUL, "
                              "FAILED, CANCELED, ACTIVE, COMPLETED) or 'id'")
         jobs = yield self.jobs.list(status, limit=int_arg(request, "limit", -1, 1),
                                     offset=int_arg(request, "offset", 0),

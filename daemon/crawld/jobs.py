@@ -16,7 +16,7 @@ from twisted.logger import Logger
 
 from . import logs, spec as specs
 from .errors import BadRequest, Conflict, NotFound
-from .model import Actor, Job, JobStatus, STATUS_GROUPS
+from .model import Actor, Job, JobStatus, STATUS_GROUPS, TEMPLATES
 from .projects import Projects
 from .scheduler import Scheduler
 from .store import COUNTERS, Store
@@ -173,7 +173,7 @@ class Jobs:
         for _ in range(3):  # a job may change status under us; look again
             job = yield self.get(job_id)
             now = self.reactor.seconds()
-            if job.status in (JobStatus.SCHEDULED, JobStatus.PENDING):
+            if job.status in (JobStatus.SCHEDULED, JobStatus.PAUSED, JobStatus.PENDING):
                 done = yield self.store.call("transition", job_id, [job.status],
                                              JobStatus.CANCELED, now, finished=now,
                                              reason="canceled by user", next_fire=None)
@@ -189,6 +189,81 @@ class Jobs:
             else:
                 raise Conflict(f"job {job_id} is not active (it is {job.status.value})")
         raise Conflict(f"job {job_id} changed status while being canceled; try again")
+
+    # -- managing schedules -----------------------------------------------------------
+    @inlineCallbacks
+    def _template(self, job_id: str, *statuses: JobStatus):
+        job = yield self.get(job_id)
+        if job.status not in statuses:
+            raise Conflict(f"job {job_id} is {job.status.value}; this needs a "
+                           f"{' or '.join(s.value for s in statuses)} job")
+        return job
+
+    @inlineCallbacks
+    def pause(self, job_id: str):
+        """Stop a schedule from firing until it is resumed (SCHEDULED -> PAUSED)."""
+        yield self._template(job_id, JobStatus.SCHEDULED)
+        job = yield self.store.call("transition", job_id, [JobStatus.SCHEDULED],
+                                    JobStatus.PAUSED, self.reactor.seconds(), next_fire=None)
+        if job is None:
+            raise Conflict(f"job {job_id} changed status; try again")
+        self.scheduler.remove(job_id)
+        return job
+
+    @inlineCallbacks
+    def resume(self, job_id: str):
+        """PAUSED -> SCHEDULED; the next firing is the spec's next time from now."""
+        job = yield self._template(job_id, JobStatus.PAUSED)
+        nxt = self.scheduler.first_fire(specs.parse(job.schedule), job.tz)
+        job = yield self.store.call("transition", job_id, [JobStatus.PAUSED],
+                                    JobStatus.SCHEDULED, self.reactor.seconds(), next_fire=nxt)
+        if job is None:
+            raise Conflict(f"job {job_id} changed status; try again")
+        self.scheduler.add(job)
+        return job
+
+    @inlineCallbacks
+    def run_now(self, job_id: str):
+        """Fire a schedule once, now, outside its series (its overlap policy aside)."""
+        template = yield self._template(job_id, *TEMPLATES)
+        now = self.reactor.seconds()
+        child = Job(id=str(uuid.uuid4()), status=JobStatus.PENDING, actor=Actor.USER,
+                    schedule="now", project=template.project, spider=template.spider,
+                    description=template.description, payload=template.payload,
+                    parent=template.id, created=now, updated=now)
+        child = yield self.store.call("add_job", child)
+        yield self.store.call("update_job", job_id, last_run=now, updated=now)
+        self.launch(child)
+        return child
+
+    @inlineCallbacks
+    def update(self, job_id: str, when: Optional[str] = None,
+               description: Optional[str] = None, payload: Optional[str] = None,
+               policies: Optional[dict[str, Any]] = None):
+        """Change a schedule's when, description, payload, time zone or policies."""
+        job = yield self._template(job_id, *TEMPLATES)
+        fields: dict[str, Any] = dict(policies or {})
+        if when is not None:
+            if specs.parse(when).is_now:
+                raise BadRequest("a schedule's when cannot become 'now'; use run-job.json")
+            fields["schedule"] = when
+        if description is not None:
+            fields["description"] = description
+        if payload is not None:
+            fields["payload"] = normalize_payload(payload)
+        if not fields:
+            raise BadRequest("nothing to update: give when, description, payload, tz, "
+                             "jitter, misfire, misfire-grace or overlap")
+        changed = job.evolve(**fields)
+        if job.status is JobStatus.SCHEDULED and ("schedule" in fields or "tz" in fields):
+            fields["next_fire"] = self.scheduler.first_fire(specs.parse(changed.schedule),
+                                                            changed.tz)
+        fields["updated"] = self.reactor.seconds()
+        yield self.store.call("update_job", job_id, **fields)
+        job = yield self.get(job_id)
+        if job.status is JobStatus.SCHEDULED:
+            self.scheduler.add(job)  # replaces the old entry (a new generation)
+        return job
 
     # -- counters and retention -------------------------------------------------------
     def job_changed(self, job: Job) -> None:

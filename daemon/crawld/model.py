@@ -13,6 +13,7 @@ class JobStatus(enum.Enum):
     """Where a job is in its life; names are the scrapy-do wire values."""
 
     SCHEDULED = "SCHEDULED"
+    PAUSED = "PAUSED"  # a template that does not fire until resumed
     PENDING = "PENDING"
     RUNNING = "RUNNING"
     SUCCESSFUL = "SUCCESSFUL"
@@ -28,7 +29,8 @@ class JobStatus(enum.Enum):
         return self in COMPLETED
 
 
-ACTIVE = (JobStatus.SCHEDULED, JobStatus.PENDING, JobStatus.RUNNING)
+ACTIVE = (JobStatus.SCHEDULED, JobStatus.PAUSED, JobStatus.PENDING, JobStatus.RUNNING)
+TEMPLATES = (JobStatus.SCHEDULED, JobStatus.PAUSED)
 COMPLETED = (JobStatus.SUCCESSFUL, JobStatus.FAILED, JobStatus.CANCELED)
 
 #: The status filters list-jobs.json accepts, as scrapy-do defines them.

@@ -128,15 +128,15 @@ class Database:
         self.conn.execute("DELETE FROM projects WHERE name = ?", (name,))
 
     def scheduled_spiders(self, project: str) -> list[str]:
-        """Spiders of a project that SCHEDULED templates still name."""
+        """Spiders of a project that SCHEDULED or PAUSED templates still name."""
         rows = self.conn.execute("SELECT DISTINCT spider FROM jobs WHERE project = ? "
-                                 "AND status = 'SCHEDULED'", (project,))
+                                 "AND status IN ('SCHEDULED', 'PAUSED')", (project,))
         return [r[0] for r in rows]
 
     def active_project_names(self) -> set[str]:
-        """Projects with jobs that are scheduled, pending or running."""
+        """Projects with jobs that are scheduled, paused, pending or running."""
         rows = self.conn.execute("SELECT DISTINCT project FROM jobs WHERE status IN "
-                                 "('SCHEDULED', 'PENDING', 'RUNNING')")
+                                 "('SCHEDULED', 'PAUSED', 'PENDING', 'RUNNING')")
         return {r[0] for r in rows}
 
     # -- jobs: reads ------------------------------------------------------------------

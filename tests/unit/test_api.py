@@ -65,7 +65,9 @@ def client(tmp_path):
     jobs.attach(Scheduler(clock, store, jobs.launch, tz=ZoneInfo("UTC")), sup)
     api = Api(clock, jobs, projects, sup, StatusReport(clock, clock.seconds()), str(tmp_path),
               max_body=1 << 20, max_archive=1 << 20)
-    return StubTreq(api.app.resource()), sup
+    stub = StubTreq(api.app.resource())
+    stub.clock = clock
+    return stub, sup
 
 
 def result_of(f, *a):
@@ -245,3 +247,98 @@ def test_preview_schedule_lists_the_next_fire_times(client):
     assert call_json(stub, "get", "/preview-schedule.json?when=every%200%20minutes")[0] == 400
     assert call_json(stub, "get", "/preview-schedule.json?when=@daily&count=101")[0] == 400
     assert call_json(stub, "get", "/preview-schedule.json")[0] == 400
+
+
+def _template(stub, when="every 5 minutes", **extra):
+    code, body = call_json(stub, "post", "/schedule-job.json",
+                           data={"project": "demo", "spider": "ok", "when": when, **extra})
+    assert code == 200
+    return body["identifier"]
+
+
+def _job(stub, job_id):
+    return call_json(stub, "get", f"/list-jobs.json?id={job_id}")[1]["jobs"][0]
+
+
+def test_pause_and_resume_a_schedule(client):
+    stub, _ = client
+    job_id = _template(stub)
+    code, body = call_json(stub, "post", f"/pause-job.json?id={job_id}")
+    assert code == 200 and body["job-status"] == "PAUSED"
+    paused = _job(stub, job_id)
+    assert paused["status"] == "PAUSED" and paused["next-run"] is None
+    assert [j["identifier"] for j in call_json(stub, "get", "/list-jobs.json?status=ACTIVE")[1]["jobs"]] == [job_id]
+    assert call_json(stub, "get", "/status.json")[1]["jobs-scheduled"] == 0
+    assert call_json(stub, "post", f"/pause-job.json?id={job_id}")[0] == 409
+    code, body = call_json(stub, "post", f"/resume-job.json?id={job_id}")
+    assert code == 200 and body["job-status"] == "SCHEDULED" and body["next-run"]
+    assert call_json(stub, "get", "/status.json")[1]["jobs-scheduled"] == 1
+    assert call_json(stub, "post", f"/resume-job.json?id={job_id}")[0] == 409
+
+
+def test_run_job_fires_once_outside_the_series(client):
+    stub, sup = client
+    job_id = _template(stub)
+    before = _job(stub, job_id)["next-run"]
+    code, body = call_json(stub, "post", f"/run-job.json?id={job_id}")
+    assert code == 200 and body["parent"] == job_id and sup.queued == [body["identifier"]]
+    child = _job(stub, body["identifier"])
+    assert child["parent"] == job_id and child["actor"] == "USER" and child["status"] == "PENDING"
+    after = _job(stub, job_id)
+    assert after["next-run"] == before and after["last-run"]
+    assert call_json(stub, "post", f"/run-job.json?id={body['identifier']}")[0] == 409
+
+
+def test_update_job_changes_when_and_policies(client):
+    stub, _ = client
+    job_id = _template(stub)
+    code, body = call_json(stub, "post", "/update-job.json",
+                           data={"id": job_id, "when": "@daily", "tz": "Asia/Tokyo",
+                                 "overlap": "allow", "description": "nightly",
+                                 "payload": '{"a":  1}'})
+    assert code == 200
+    job = body["job"]
+    assert (job["schedule"], job["tz"], job["overlap"], job["description"], job["payload"]) == (
+        "@daily", "Asia/Tokyo", "allow", "nightly", '{"a": 1}')
+    from datetime import datetime
+    tokyo = datetime.fromisoformat(job["next-run"]).astimezone(ZoneInfo("Asia/Tokyo"))
+    assert (tokyo.hour, tokyo.minute) == (0, 0), "midnight in the job's own zone"
+    assert _job(stub, job_id)["schedule"] == "@daily"
+    for bad in ({"when": "now"}, {"when": "every 0 hours"}, {}, {"overlap": "x"}):
+        assert call_json(stub, "post", "/update-job.json", data={"id": job_id, **bad})[0] == 400
+    assert _job(stub, job_id)["schedule"] == "@daily", "a refused update changes nothing"
+
+
+def test_cancel_a_paused_schedule(client):
+    stub, _ = client
+    job_id = _template(stub)
+    call_json(stub, "post", f"/pause-job.json?id={job_id}")
+    code, body = call_json(stub, "post", f"/cancel-job.json?id={job_id}")
+    assert code == 200 and body["job-status"] == "CANCELED"
+
+
+def test_a_paused_schedule_does_not_fire_until_resumed(client):
+    stub, sup = client
+    job_id = _template(stub, when="every 1 minutes")
+    call_json(stub, "post", f"/pause-job.json?id={job_id}")
+    stub.clock.advance(600)
+    assert sup.queued == []
+    call_json(stub, "post", f"/resume-job.json?id={job_id}")
+    stub.clock.advance(60)
+    assert len(sup.queued) == 1 and _job(stub, sup.queued[0])["parent"] == job_id
+
+
+def test_an_updated_schedule_fires_on_its_new_times(client):
+    stub, sup = client
+    job_id = _template(stub, when="every 1 hours")
+    call_json(stub, "post", "/update-job.json", data={"id": job_id, "when": "every 2 minutes"})
+    stub.clock.advance(119)
+    assert sup.queued == []
+    stub.clock.advance(1)
+    assert len(sup.queued) == 1
+
+
+def test_next_run_is_shown_in_the_schedule_own_zone(client):
+    stub, _ = client
+    job_id = _template(stub, when="cron:0 9 * * *", tz="Asia/Kolkata")
+    assert _job(stub, job_id)["next-run"].endswith("T09:00:00+05:30")
