@@ -132,6 +132,12 @@ def refuse_cross_site(request: Any) -> None:
                             f"{origin.decode('latin-1')!r} is not this server)")
 
 
+def policy_args(request: Any) -> dict[str, Any]:
+    """The schedule policy parameters of a request, validated, as Job fields."""
+    return validate_policies(**{name.replace("-", "_"): arg(request, name, required=False)
+                                for name in POLICY_PARAMS})
+
+
 def endpoint(*methods: str) -> Callable:
     """Wrap a route: method check (405), body size check (413), JSON success body."""
     def decorate(fn: Callable) -> Callable:
@@ -240,9 +246,7 @@ class Api:
     @route("/schedule-job.json", "POST")
     @inlineCallbacks
     def schedule_job(self, request: Any):
-        policies = validate_policies(
-            **{name.replace("-", "_"): arg(request, name, required=False)
-               for name in POLICY_PARAMS})
+        policies = policy_args(request)
         job = yield self.jobs.schedule(
             arg(request, "project"), arg(request, "spider"), arg(request, "when"),
             description=arg(request, "description", required=False, default=""),
@@ -275,9 +279,7 @@ class Api:
     @inlineCallbacks
     def update_job(self, request: Any):
         job = yield self._job(arg(request, "id"))
-        policies = validate_policies(
-            **{name.replace("-", "_"): arg(request, name, required=False)
-               for name in POLICY_PARAMS})
+        policies = policy_args(request)
         job = yield self.jobs.update(
             job.id, when=arg(request, "when", required=False),
             description=arg(request, "description", required=False),

@@ -13,7 +13,8 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Optional
 
-from .errors import ConfigError
+from .errors import BadRequest, ConfigError
+from .spec import zone
 
 DEFAULT_PORT = 7654
 
@@ -110,12 +111,11 @@ def _boolean(text: str) -> bool:
 
 
 def _timezone(text: str) -> str:
-    from zoneinfo import ZoneInfo
     name = text.strip()
     if name:
         try:
-            ZoneInfo(name)
-        except Exception:
+            zone(name)
+        except BadRequest:
             raise ValueError("must be an IANA time zone name such as Europe/Paris") from None
     return name
 

@@ -7,6 +7,7 @@ counters mirrored in memory so that status.json never waits on the database.
 from __future__ import annotations
 
 import json
+import math
 import uuid
 from typing import Any, Optional
 
@@ -49,8 +50,7 @@ def validate_policies(tz: Optional[str] = None, jitter: Optional[str] = None,
             value = float(text)
         except ValueError:
             value = float("nan")
-        if not (value >= 0 and (top is None or value <= top)) or value != value \
-                or value == float("inf"):
+        if not math.isfinite(value) or value < 0 or (top is not None and value > top):
             bound = f" and at most {top:g}" if top else ""
             raise BadRequest(f"parameter {name!r} must be a number of seconds, 0 or more{bound}")
         found[name.replace("-", "_")] = value
@@ -200,13 +200,18 @@ class Jobs:
         return job
 
     @inlineCallbacks
+    def _move(self, job_id: str, current: JobStatus, status: JobStatus, **fields: Any):
+        job = yield self.store.call("transition", job_id, [current], status,
+                                    self.reactor.seconds(), **fields)
+        if job is None:
+            raise Conflict(f"job {job_id} changed status; try again")
+        return job
+
+    @inlineCallbacks
     def pause(self, job_id: str):
         """Stop a schedule from firing until it is resumed (SCHEDULED -> PAUSED)."""
         yield self._template(job_id, JobStatus.SCHEDULED)
-        job = yield self.store.call("transition", job_id, [JobStatus.SCHEDULED],
-                                    JobStatus.PAUSED, self.reactor.seconds(), next_fire=None)
-        if job is None:
-            raise Conflict(f"job {job_id} changed status; try again")
+        job = yield self._move(job_id, JobStatus.SCHEDULED, JobStatus.PAUSED, next_fire=None)
         self.scheduler.remove(job_id)
         return job
 
@@ -215,10 +220,7 @@ class Jobs:
         """PAUSED -> SCHEDULED; the next firing is the spec's next time from now."""
         job = yield self._template(job_id, JobStatus.PAUSED)
         nxt = self.scheduler.first_fire(specs.parse(job.schedule), job.tz)
-        job = yield self.store.call("transition", job_id, [JobStatus.PAUSED],
-                                    JobStatus.SCHEDULED, self.reactor.seconds(), next_fire=nxt)
-        if job is None:
-            raise Conflict(f"job {job_id} changed status; try again")
+        job = yield self._move(job_id, JobStatus.PAUSED, JobStatus.SCHEDULED, next_fire=nxt)
         self.scheduler.add(job)
         return job
 
@@ -227,11 +229,8 @@ class Jobs:
         """Fire a schedule once, now, outside its series (its overlap policy aside)."""
         template = yield self._template(job_id, *TEMPLATES)
         now = self.reactor.seconds()
-        child = Job(id=str(uuid.uuid4()), status=JobStatus.PENDING, actor=Actor.USER,
-                    schedule="now", project=template.project, spider=template.spider,
-                    description=template.description, payload=template.payload,
-                    parent=template.id, created=now, updated=now)
-        child = yield self.store.call("add_job", child)
+        child = yield self.store.call("add_job",
+                                      self.scheduler.child_of(template, now, Actor.USER))
         yield self.store.call("update_job", job_id, last_run=now, updated=now)
         self.launch(child)
         return child

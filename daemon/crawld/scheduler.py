@@ -126,7 +126,8 @@ class Scheduler:
         self._arm()
 
     # -- firing -----------------------------------------------------------------------
-    def _child(self, template: Job, now: float, actor: Actor = Actor.SCHEDULER) -> Job:
+    def child_of(self, template: Job, now: float, actor: Actor = Actor.SCHEDULER) -> Job:
+        """A PENDING job for one firing of ``template``."""
         return Job(id=str(uuid.uuid4()), status=JobStatus.PENDING, actor=actor,
                    schedule="now", project=template.project, spider=template.spider,
                    description=template.description, payload=template.payload,
@@ -150,7 +151,7 @@ class Scheduler:
                      late=now - fire_at)
             return
         created, why = yield self.store.call("fire_template", template_id,
-                                             self._child(template, now), entry.nominal, now)
+                                             self.child_of(template, now), entry.nominal, now)
         if created is None:
             log.info("schedule {id} ({when}): firing not run, {why}", id=template_id,
                      when=template.schedule, why=why)
@@ -170,7 +171,7 @@ class Scheduler:
             return
         now = self.reactor.seconds()
         created = yield self.store.call("release_queued", template_id,
-                                        self._child(template, now), now)
+                                        self.child_of(template, now), now)
         if created is not None:
             log.info("schedule {id}: queued firing runs as job {child}", id=template_id,
                      child=created.id)

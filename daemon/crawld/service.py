@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import fcntl
 import os
-from zoneinfo import ZoneInfo
 from typing import Any, Optional
 
 from twisted.internet import endpoints
@@ -16,6 +15,7 @@ from twisted.internet.defer import inlineCallbacks
 from twisted.logger import Logger
 
 from . import archive
+from . import spec as specs
 from .api import Api
 from .config import Listen, Settings
 from .errors import ConfigError
@@ -69,7 +69,7 @@ class Daemon:
                                  s.list_timeout, self.supervisor.dirs_in_use)
         self.jobs = Jobs(self.reactor, self.store, self.projects, self.log_dir,
                          s.completed_cap, s.completed_max_age_days)
-        zone = ZoneInfo(s.timezone) if s.timezone else None
+        zone = specs.zone(s.timezone) if s.timezone else None
         self.scheduler = Scheduler(self.reactor, self.store, self.jobs.launch, tz=zone)
         self.jobs.attach(self.scheduler, self.supervisor)
         self.api = Api(self.reactor, self.jobs, self.projects, self.supervisor,
