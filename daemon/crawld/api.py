@@ -266,7 +266,7 @@ class Api:
         job = yield self._job(arg(request, "id"))
         job = yield self.jobs.resume(job.id)
         return {"identifier": job.id, "job-status": job.status.value,
-                "next-run": iso(job.next_fire)}
+                "next-run": iso(job.next_fire, _zone(job.tz))}
 
     @route("/run-job.json", "POST")
     @inlineCallbacks

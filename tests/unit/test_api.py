@@ -342,3 +342,12 @@ def test_next_run_is_shown_in_the_schedule_own_zone(client):
     stub, _ = client
     job_id = _template(stub, when="cron:0 9 * * *", tz="Asia/Kolkata")
     assert _job(stub, job_id)["next-run"].endswith("T09:00:00+05:30")
+
+
+def test_resume_reports_next_run_in_the_schedule_own_zone(client):
+    stub, _ = client
+    job_id = _template(stub, when="cron:0 9 * * *", tz="Asia/Kolkata")
+    call_json(stub, "post", f"/pause-job.json?id={job_id}")
+    body = call_json(stub, "post", f"/resume-job.json?id={job_id}")[1]
+    assert body["next-run"].endswith("T09:00:00+05:30")
+    assert body["next-run"] == _job(stub, job_id)["next-run"]
