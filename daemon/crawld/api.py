@@ -34,12 +34,17 @@ UUID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{
 LOG_NAME_RE = re.compile(rf"({UUID_RE.pattern})\.(out|err)")
 
 
-def iso(ts: Optional[float], zone: Any = None) -> Optional[str]:
+def iso(ts: Optional[float], zone: Any = None, timespec: str = "seconds") -> Optional[str]:
     """ISO 8601 time with its UTC offset (in ``zone``, else local time), or None."""
     if ts is None:
         return None
     when = datetime.fromtimestamp(ts, zone) if zone else datetime.fromtimestamp(ts).astimezone()
-    return when.isoformat(timespec="seconds")
+    return when.isoformat(timespec=timespec)
+
+
+def iso_ms(ts: Optional[float]) -> Optional[str]:
+    """A job's own event times, to the millisecond: enough to time a start or a firing."""
+    return iso(ts, timespec="milliseconds")
 
 
 def _zone(name: Optional[str]) -> Any:
@@ -60,9 +65,9 @@ def job_dict(job: Job) -> dict[str, Any]:
         "payload": job.payload,
         "timestamp": str(datetime.fromtimestamp(job.updated)),
         "duration": job.duration,
-        "created": iso(job.created),
-        "started": iso(job.started),
-        "finished": iso(job.finished),
+        "created": iso_ms(job.created),
+        "started": iso_ms(job.started),
+        "finished": iso_ms(job.finished),
         "exit-code": job.exit_code,
         "signal": signal_name(job.signal),
         "reason": job.reason,

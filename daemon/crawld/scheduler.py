@@ -1,9 +1,10 @@
 """Fires SCHEDULED templates on time: a heap of next-fire times and one armed timer.
 
 An idle daemon does no per-schedule work: one ``callLater`` waits for the earliest due
-time, a firing costs O(log n). Each firing is one store transaction that inserts the
-PENDING child and moves the template's next fire time, so a restart neither loses nor
-doubles a firing. Per template: its time zone, a random ``jitter`` per firing, what to
+time, a firing costs O(log n). The firings due in one tick are one store transaction
+(in batches of FIRE_BATCH) that inserts the PENDING children and moves the templates'
+next fire times, so a restart neither loses nor doubles a firing, and a thousand
+schedules due in the same second cost one commit, not a thousand. Per template: its time zone, a random ``jitter`` per firing, what to
 do with firings missed while the daemon was down (``misfire``), and what to do when the
 previous run is still going (``overlap``). See docs/scheduling.md.
 """
@@ -26,6 +27,7 @@ from .store import Store
 log = Logger(namespace="crawld.scheduler")
 
 DEFAULT_MISFIRE_GRACE = 60.0  # seconds late before a firing counts as missed
+FIRE_BATCH = 500  # firings per store transaction when many are due at once
 
 
 @dataclass
@@ -93,10 +95,11 @@ class Scheduler:
         self.timer = None
 
     # -- the heap and the one timer ---------------------------------------------------
-    def _push(self, template_id: str, entry: Entry) -> None:
+    def _push(self, template_id: str, entry: Entry, arm: bool = True) -> None:
         fire_at = entry.nominal + (self.rng.uniform(0, entry.jitter) if entry.jitter else 0)
         heapq.heappush(self.heap, (fire_at, entry.generation, template_id))
-        self._arm()
+        if arm:
+            self._arm()
 
     def _arm(self) -> None:
         if self.stopped:
@@ -118,11 +121,21 @@ class Scheduler:
     def _tick(self) -> None:
         self.timer = None
         now = self.reactor.seconds()
+        due: list[tuple[str, float, bool, float]] = []
         while self.heap and self.heap[0][0] <= now and not self.stopped:
-            item = heapq.heappop(self.heap)
-            if not self._stale(item):
-                self._fire(item[2], item[0], now).addErrback(
-                    lambda f, i=item[2]: log.failure("firing schedule {id} failed", f, id=i))
+            fire_at, _, template_id = heapq.heappop(self.heap)
+            if self._stale((fire_at, _, template_id)):
+                continue
+            entry = self.entries[template_id]
+            missed = now - fire_at > entry.grace
+            entry.nominal = entry.spec.following(entry.nominal, now, entry.tz, self.rng)
+            self._push(template_id, entry, arm=False)
+            due.append((template_id, entry.nominal,
+                        not (missed and entry.misfire == "skip"), now - fire_at))
+        for start in range(0, len(due), FIRE_BATCH):
+            batch = due[start:start + FIRE_BATCH]
+            self._fire(batch).addErrback(
+                lambda f, n=len(batch): log.failure("firing {n} schedules failed", f, n=n))
         self._arm()
 
     # -- firing -----------------------------------------------------------------------
@@ -134,34 +147,25 @@ class Scheduler:
                    parent=template.id, created=now, updated=now)
 
     @inlineCallbacks
-    def _fire(self, template_id: str, fire_at: float, now: float):
-        entry = self.entries[template_id]
-        due = entry.nominal
-        entry.nominal = entry.spec.following(due, now, entry.tz, self.rng)
-        self._push(template_id, entry)
-        missed = now - fire_at > entry.grace
-        template = yield self.store.call("get_job", template_id)
-        if template is None or template.status is not JobStatus.SCHEDULED:
-            self.remove(template_id)
-            return
-        if missed and entry.misfire == "skip":
-            yield self.store.call("fire_template", template_id, None, entry.nominal, now)
-            log.info("schedule {id} ({when}): missed firing skipped (misfire=skip, "
-                     "{late:.0f} s late)", id=template_id, when=template.schedule,
-                     late=now - fire_at)
-            return
-        created, why = yield self.store.call("fire_template", template_id,
-                                             self.child_of(template, now), entry.nominal, now)
-        if created is None:
-            log.info("schedule {id} ({when}): firing not run, {why}", id=template_id,
-                     when=template.schedule, why=why)
-            if why == "template is no longer scheduled":
+    def _fire(self, batch: list[tuple[str, float, bool, float]]):
+        """One store transaction for the firings of one tick; then launch the children."""
+        fired = yield self.store.call("fire_templates", [b[:3] for b in batch],
+                                      self.child_of, self.reactor.seconds)
+        for (template_id, template, created, why), (_, _, wanted, late) in zip(fired, batch):
+            when = template.schedule if template is not None else "?"
+            if created is not None:
+                late_note = "" if late < 1 else f" ({late:.0f} s late)"
+                log.info("schedule {id} ({when}) fired job {child}{late}", id=template_id,
+                         when=when, child=created.id, late=late_note)
+                self.launch(created)
+            elif not wanted:
+                log.info("schedule {id} ({when}): missed firing skipped (misfire=skip, "
+                         "{late:.0f} s late)", id=template_id, when=when, late=late)
+            else:
+                log.info("schedule {id} ({when}): firing not run, {why}", id=template_id,
+                         when=when, why=why)
+            if template is None:
                 self.remove(template_id)
-            return
-        late = "" if now - fire_at < 1 else f" ({now - fire_at:.0f} s late)"
-        log.info("schedule {id} ({when}) fired job {child}{late}", id=template_id,
-                 when=template.schedule, child=created.id, late=late)
-        self.launch(created)
 
     @inlineCallbacks
     def release(self, template_id: str):

@@ -59,6 +59,10 @@ _JOB_COLUMNS = ("seq", "id", "status", "actor", "schedule", "project", "spider",
 _SELECT_JOB = f"SELECT {', '.join(_JOB_COLUMNS)} FROM jobs"
 
 
+#: One firing's outcome: (template id, template or None, child or None, why no child).
+Fired = tuple[str, Optional[Job], Optional[Job], str]
+
+
 def _row_to_job(row: Sequence[Any]) -> Job:
     data = dict(zip(_JOB_COLUMNS, row))
     data["status"] = JobStatus(data["status"])
@@ -220,31 +224,55 @@ class Database:
 
     def fire_template(self, template_id: str, child: Optional[Job], next_fire: float,
                       now: float) -> tuple[Optional[Job], str]:
-        """Fire a SCHEDULED template: maybe insert its child, and move its next fire time.
+        """Fire one template with a ready-made child; see ``fire_templates``."""
+        fired = self.fire_templates([(template_id, next_fire, child is not None)],
+                                    lambda template, stamp: child, lambda: now)
+        return fired[0][2], fired[0][3]
 
-        One transaction, so a crash leaves either both or neither. The child is not added
-        (and the reason returned) when the template is no longer SCHEDULED, or when a
-        previous child is still PENDING or RUNNING and the template's overlap policy is
-        ``skip`` (dropped) or ``queue`` (remembered: it fires when that run ends).
+    def fire_templates(self, firings: Sequence[tuple[str, float, bool]],
+                       make_child: Callable[[Job, float], Job],
+                       clock: Callable[[], float]) -> list[Fired]:
+        """Fire SCHEDULED templates: move each one's next fire time, maybe add a child.
+
+        ``firings`` are ``(template_id, next_fire, want_child)``. All of them are one
+        transaction, so a crash leaves every firing done or none, and a thousand firings
+        due in the same second cost one commit. A child (built by ``make_child(template,
+        stamp)``, with ``stamp = clock()`` read just before the commit, so its ``created``
+        time is when it became PENDING) is not added, and the reason given, when the
+        template is no longer SCHEDULED, or when a previous child is still PENDING or
+        RUNNING and the overlap policy is ``skip`` (dropped) or ``queue`` (remembered:
+        it fires when that run ends). Returns ``(template_id, template, child, reason)``
+        per firing, in order.
         """
+        results: list[Fired] = []
         with self._transaction():
-            row = self.conn.execute("SELECT status, overlap FROM jobs WHERE id = ?",
-                                    (template_id,)).fetchone()
-            if row is None or row[0] != JobStatus.SCHEDULED.value:
-                return None, "template is no longer scheduled"
-            self.conn.execute("UPDATE jobs SET next_fire = ? WHERE id = ?",
-                              (next_fire, template_id))
-            if child is None:
-                return None, "no child requested"
-            if row[1] != "allow":
-                busy = self._active_child(template_id)
-                if busy:
-                    if row[1] == "queue":
-                        self.conn.execute("UPDATE jobs SET queued = 1 WHERE id = ?",
-                                          (template_id,))
-                        return None, f"queued behind run {busy}"
-                    return None, f"previous run {busy} is still active"
-            return self._add_child(template_id, child, now), ""
+            for template_id, next_fire, want_child in firings:
+                template = self.get_job(template_id)
+                if template is None or template.status is not JobStatus.SCHEDULED:
+                    results.append((template_id, None, None, "template is no longer scheduled"))
+                    continue
+                self.conn.execute("UPDATE jobs SET next_fire = ? WHERE id = ?",
+                                  (next_fire, template_id))
+                why = "no child requested" if not want_child else self._blocked(template)
+                results.append((template_id, template, None, why))
+            stamp = clock()
+            for i, (template_id, template, _, why) in enumerate(results):
+                if template is not None and not why:
+                    child = self._add_child(template_id, make_child(template, stamp), stamp)
+                    results[i] = (template_id, template, child, "")
+        return results
+
+    def _blocked(self, template: Job) -> str:
+        """Why the template may not start a run now (its overlap policy), or ''."""
+        if template.overlap == "allow":
+            return ""
+        busy = self._active_child(template.id)
+        if not busy:
+            return ""
+        if template.overlap == "queue":
+            self.conn.execute("UPDATE jobs SET queued = 1 WHERE id = ?", (template.id,))
+            return f"queued behind run {busy}"
+        return f"previous run {busy} is still active"
 
     def release_queued(self, template_id: str, child: Job, now: float) -> Optional[Job]:
         """overlap=queue: the template's run ended; fire the firing that waited, if any."""

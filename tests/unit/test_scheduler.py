@@ -115,3 +115,37 @@ def test_restart_before_due_fires_at_the_persisted_time():
     assert launched2 == []
     clock.advance(1)
     assert len(launched2) == 1
+
+
+class CountingStore(Store):
+    """An inline store that counts calls by method name."""
+
+    def __init__(self) -> None:
+        super().__init__(":memory:")
+        self.calls: list[str] = []
+
+    def call(self, method, *args, **kwargs):
+        self.calls.append(method)
+        return super().call(method, *args, **kwargs)
+
+
+def test_firings_due_in_one_tick_share_one_transaction_per_batch():
+    from crawld.scheduler import FIRE_BATCH
+    clock, store, sched, launched = make(store=CountingStore())
+    count = FIRE_BATCH + 7
+    templates = [template(clock, store, sched, "every 10 minutes") for _ in range(count)]
+    store.calls.clear()
+    clock.advance(600)
+    assert store.calls == ["fire_templates", "fire_templates"]
+    assert sorted(c.parent for c in launched) == sorted(t.id for t in templates)
+    assert {c.created for c in launched} == {T0 + 600}
+    for t in templates:
+        assert result(store.call("get_job", t.id)).next_fire == T0 + 1200
+
+
+def test_a_template_canceled_behind_the_schedulers_back_is_forgotten_at_its_firing():
+    clock, store, sched, launched = make()
+    t = template(clock, store, sched, "every 10 minutes")
+    result(store.call("transition", t.id, [JobStatus.SCHEDULED], JobStatus.CANCELED, T0))
+    clock.advance(600)
+    assert launched == [] and len(sched) == 0
