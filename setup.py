@@ -18,7 +18,11 @@ setup(
         "psutil>=5.9",
     ],
     extras_require={
+        # browser jobs: Playwright drives Debian's Chromium (never a downloaded browser)
+        "browser": ["playwright>=1.40"],
         "test": [
+            "playwright>=1.40",
+            "hypothesis>=6",
             "pytest>=8",
             "pytest-twisted>=1.14",
             "treq>=23.11",

@@ -14,6 +14,7 @@ from typing import Any, Callable, Optional
 
 from klein import Klein
 from twisted.internet.defer import Deferred, inlineCallbacks, maybeDeferred
+from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
 from werkzeug.exceptions import MethodNotAllowed as RouteMethodNotAllowed
 from werkzeug.exceptions import NotFound as RouteNotFound
@@ -27,7 +28,8 @@ from .process import signal_name
 
 log = Logger(namespace="crawld.api")
 
-POLICY_PARAMS = ("tz", "jitter", "misfire", "misfire-grace", "overlap")
+POLICY_PARAMS = ("tz", "jitter", "misfire", "misfire-grace", "overlap", "timeout",
+                 "no-output-timeout")
 
 ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"]
 UUID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
@@ -80,6 +82,10 @@ def job_dict(job: Job) -> dict[str, Any]:
         "misfire": job.misfire,
         "misfire-grace": job.misfire_grace,
         "overlap": job.overlap,
+        "kind": job.kind,
+        "script": job.spider if job.kind == "script" else None,
+        "timeout": job.timeout,
+        "no-output-timeout": job.no_output_timeout,
     }
 
 
@@ -195,7 +201,9 @@ class Api:
     app = _app
 
     def __init__(self, reactor: Any, jobs: Any, projects: Any, supervisor: Any,
-                 status: Any, log_dir: str, max_body: int, max_archive: int) -> None:
+                 status: Any, log_dir: str, max_body: int, max_archive: int,
+                 browsers: Any = None, to_thread: Callable[..., Deferred] = deferToThread
+                 ) -> None:
         self.reactor = reactor
         self.jobs = jobs
         self.projects = projects
@@ -204,6 +212,8 @@ class Api:
         self.log_dir = log_dir
         self.max_body = max_body
         self.max_archive = max_archive
+        self.browsers = browsers
+        self.to_thread = to_thread
 
     # -- errors -----------------------------------------------------------------------
     @app.handle_errors(CrawldError)
@@ -237,7 +247,8 @@ class Api:
         if not values:
             raise BadRequest("missing parameter 'archive' (a zip, as a file or form field)")
         project = yield self.projects.push(values[0], self.max_archive)
-        return {"name": project.name, "spiders": list(project.spiders)}
+        return {"name": project.name, "spiders": list(project.spiders),
+                "scripts": list(project.scripts)}
 
     @route("/list-projects.json", "GET")
     def list_projects(self, request: Any) -> dict[str, Any]:
@@ -252,10 +263,16 @@ class Api:
     @inlineCallbacks
     def schedule_job(self, request: Any):
         policies = policy_args(request)
+        spider = arg(request, "spider", required=False)
+        script = arg(request, "script", required=False)
+        if (spider is None) == (script is None):
+            raise BadRequest("give exactly one of 'spider' and 'script'" if spider else
+                             "missing parameter 'spider' (or 'script' for a browser script)")
         job = yield self.jobs.schedule(
-            arg(request, "project"), arg(request, "spider"), arg(request, "when"),
+            arg(request, "project"), spider or script, arg(request, "when"),
             description=arg(request, "description", required=False, default=""),
-            payload=arg(request, "payload", required=False), policies=policies)
+            payload=arg(request, "payload", required=False), policies=policies,
+            kind="spider" if spider is not None else "script")
         return {"identifier": job.id}
 
     @route("/pause-job.json", "POST")
@@ -367,3 +384,12 @@ class Api:
         if not UUID_RE.fullmatch(job_id or ""):
             raise NotFound(f"unknown job {job_id!r}")
         return (yield self.jobs.get(job_id))
+
+    def _channel(self, job_id: str) -> Any:
+        """The control channel of a running browser job (404 otherwise)."""
+        if self.browsers is None:
+            raise NotFound("browser jobs are not available in this daemon")
+        return self.browsers.channel(job_id)
+
+
+from . import api_browser  # noqa: E402,F401  (registers the browser routes on the app)

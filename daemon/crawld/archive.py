@@ -2,8 +2,9 @@
 
 Every entry is checked (names stay inside, no links or device files, bounded count and
 size) and the project is identified by ``<name>/scrapy.cfg`` whose ``[deploy] project``
-names it, as scrapy-do's client builds archives. Pure functions over bytes; the caller
-runs them in a thread.
+names it, as scrapy-do's client builds archives. A project of browser scripts only
+needs no scrapy.cfg: ``<name>/scripts/*.py`` is enough. Pure functions over bytes; the
+caller runs them in a thread.
 """
 from __future__ import annotations
 
@@ -36,6 +37,7 @@ class Inspected:
 
     name: str
     members: tuple[zipfile.ZipInfo, ...]
+    scrapy: bool = True  # has scrapy.cfg (else: browser scripts only)
 
 
 def valid_name(name: str) -> bool:
@@ -91,7 +93,7 @@ def inspect(data: bytes, limits: Limits) -> Inspected:
                        f"{limits.max_unpacked}")
     cfgs = [i for i in infos if re.fullmatch(r"[^/]+/scrapy\.cfg", i.filename)]
     if not cfgs:
-        raise ProjectError("no project found: the archive needs <name>/scrapy.cfg")
+        return _scripts_only(infos)
     for cfg in cfgs:
         name = _project_name(zf, cfg)
         if cfg.filename.split("/")[0] != name:
@@ -105,6 +107,19 @@ def inspect(data: bytes, limits: Limits) -> Inspected:
     names = ", ".join(repr(_project_name(zf, c)) for c in cfgs)
     raise ProjectError(f"scrapy.cfg names project {names} but the archive has no folder "
                        "of that name holding it; expected <name>/scrapy.cfg")
+
+
+def _scripts_only(infos: list[zipfile.ZipInfo]) -> Inspected:
+    """A project with no scrapy.cfg: one top folder holding ``scripts/*.py``."""
+    tops = {i.filename.split("/")[0] for i in infos}
+    scripts = [i for i in infos if re.fullmatch(r"[^/]+/scripts/[^/]+\.py", i.filename)]
+    if len(tops) != 1 or not scripts:
+        raise ProjectError("no project found: the archive needs <name>/scrapy.cfg (a Scrapy "
+                           "project) or <name>/scripts/*.py (browser scripts)")
+    name = tops.pop()
+    if not valid_name(name):
+        raise ProjectError(f"invalid project name {name!r}: it must match {NAME_RE.pattern}")
+    return Inspected(name, tuple(infos), scrapy=False)
 
 
 def unpack(data: bytes, inspected: Inspected, dest: str) -> None:

@@ -48,6 +48,10 @@ class Settings:
     preload: bool = True
     timezone: str = ""  # IANA name; "" means the system's local time
     log_level: str = "info"
+    job_timeout: float = 0.0        # default wall-clock limit of spider jobs (0: none)
+    browser_timeout: float = 300.0  # default wall-clock limit of browser jobs (0: none)
+    browser_executable: str = "auto"  # Chromium; auto: the first one installed
+    screenshot_timeout: float = 15.0
 
     @property
     def slots(self) -> int:
@@ -142,6 +146,10 @@ OPTIONS: dict[tuple[str, str], tuple[str, Callable[[str], Any]]] = {
     ("crawld", "preload"): ("preload", _boolean),
     ("crawld", "log-level"): ("log_level", _log_level),
     ("crawld", "timezone"): ("timezone", _timezone),
+    ("crawld", "job-timeout"): ("job_timeout", _positive(float, allow_zero=True)),
+    ("browser", "executable"): ("browser_executable", str),
+    ("browser", "timeout"): ("browser_timeout", _positive(float, allow_zero=True)),
+    ("browser", "screenshot-timeout"): ("screenshot_timeout", _positive(float)),
     ("web", "listen"): ("listen", _listen_list),
 }
 

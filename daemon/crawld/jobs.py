@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import shutil
 import uuid
 from typing import Any, Optional
 
-from twisted.internet.defer import inlineCallbacks
+from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
 
@@ -29,6 +31,7 @@ PURGE_DELAY = 1.0          # batch retention work after a burst of finished jobs
 PURGE_PERIOD = 3600.0      # and check ages hourly even when nothing finishes
 
 
+LIMITS = ("timeout", "no_output_timeout")
 MISFIRE = ("once", "skip")
 OVERLAP = ("skip", "queue", "allow")
 MAX_JITTER = 86400.0
@@ -36,14 +39,17 @@ MAX_JITTER = 86400.0
 
 def validate_policies(tz: Optional[str] = None, jitter: Optional[str] = None,
                       misfire: Optional[str] = None, misfire_grace: Optional[str] = None,
-                      overlap: Optional[str] = None) -> dict[str, Any]:
-    """Check schedule policy parameters (as text from a request); return Job fields."""
+                      overlap: Optional[str] = None, timeout: Optional[str] = None,
+                      no_output_timeout: Optional[str] = None) -> dict[str, Any]:
+    """Check schedule policy and limit parameters (text from a request); return Job fields."""
     found: dict[str, Any] = {}
     if tz:
         specs.zone(tz)
         found["tz"] = tz
     for name, text, top in (("jitter", jitter, MAX_JITTER),
-                            ("misfire-grace", misfire_grace, None)):
+                            ("misfire-grace", misfire_grace, None),
+                            ("timeout", timeout, None),
+                            ("no-output-timeout", no_output_timeout, None)):
         if text is None or text == "":
             continue
         try:
@@ -90,6 +96,8 @@ class Jobs:
         self.stopped = False
         self.purge_soon: Any = None      # debounced purge after jobs finish
         self.purge_periodic: Any = None  # the hourly age check
+        self.files_root: Optional[str] = None  # browser jobs' artifacts, one dir per job
+        self.end_waiters: dict[str, list[Deferred]] = {}  # see wait()
 
     def attach(self, scheduler: Scheduler, supervisor: Supervisor) -> None:
         self.scheduler, self.supervisor = scheduler, supervisor
@@ -100,11 +108,9 @@ class Jobs:
         """Settle orphans, refill the queue and the scheduler from the store."""
         running = yield self.store.call("list_jobs", [JobStatus.RUNNING])
         yield self.supervisor.recover(running)
-        for job in (yield self.store.call("list_jobs", [JobStatus.SCHEDULED])):
-            try:
-                self.scheduler.add(job)
-            except BadRequest as exc:
-                log.error("schedule {id} cannot be loaded: {exc}", id=job.id, exc=exc)
+        rows = yield self.store.call("schedule_rows")
+        for job_id, exc in self.scheduler.load(rows):
+            log.error("schedule {id} cannot be loaded: {exc}", id=job_id, exc=exc)
         for job in (yield self.store.call("pending_in_order")):
             self.supervisor.enqueue(job.id)
         yield self.refresh_counters()
@@ -119,22 +125,26 @@ class Jobs:
     # -- schedule ---------------------------------------------------------------------
     @inlineCallbacks
     def schedule(self, project: str, spider: str, when: str, description: str = "",
-                 payload: Optional[str] = None, policies: Optional[dict[str, Any]] = None):
+                 payload: Optional[str] = None, policies: Optional[dict[str, Any]] = None,
+                 kind: str = "spider"):
         """Create a job: PENDING for ``now``, else a SCHEDULED template. Returns the Job.
 
-        ``policies`` (recurring jobs): tz, jitter, misfire, misfire_grace, overlap, as
-        validated by ``validate_policies``.
+        ``spider`` names a spider, or a browser script when ``kind`` is ``script``.
+        ``policies``: tz, jitter, misfire, misfire_grace, overlap (recurring jobs) and
+        timeout, no_output_timeout, as validated by ``validate_policies``.
         """
         known = self.projects.get(project)
-        if spider not in known.spiders:
-            raise NotFound(f"unknown spider {project}/{spider}")
+        names = known.scripts if kind == "script" else known.spiders
+        if spider not in names:
+            raise NotFound(f"unknown {kind} {project}/{spider}")
         spec = specs.parse(when)
         payload = normalize_payload(payload)
-        policies = policies or {}
+        policies = dict(policies or {})
         now = self.reactor.seconds()
+        limits = {k: policies.pop(k) for k in LIMITS if k in policies}
         job = Job(id=str(uuid.uuid4()), status=JobStatus.PENDING, actor=Actor.USER,
                   schedule="now", project=project, spider=spider, description=description,
-                  payload=payload, created=now, updated=now)
+                  payload=payload, created=now, updated=now, kind=kind, **limits)
         if not spec.is_now:
             job = job.evolve(status=JobStatus.SCHEDULED, schedule=when, **policies)
             job = job.evolve(next_fire=self.scheduler.first_fire(spec, job.tz))
@@ -143,6 +153,34 @@ class Jobs:
         log.info("job {id} scheduled: {project}/{spider} when={when!r}", id=job.id,
                  project=project, spider=spider, when=when)
         return job
+
+    @inlineCallbacks
+    def browse(self, params: dict[str, Any], description: str = "",
+               timeout: Optional[float] = None):
+        """An ad-hoc browser job with no project: open a URL (or HTML), maybe wait for a
+        selector and take a screenshot. Runs now; returns the PENDING Job."""
+        now = self.reactor.seconds()
+        job = Job(id=str(uuid.uuid4()), status=JobStatus.PENDING, actor=Actor.USER,
+                  schedule="now", project="", spider="", description=description,
+                  payload=json.dumps(params, ensure_ascii=False), created=now, updated=now,
+                  kind="browse", timeout=timeout)
+        job = yield self.store.call("add_job", job)
+        self.launch(job)
+        log.info("job {id}: browse {what}", id=job.id,
+                 what=params.get("url") or f"{len(params.get('html', ''))} bytes of HTML")
+        return job
+
+    def wait(self, job_id: str, timeout: float) -> Deferred:
+        """Fires with the job once it has ended, or with None after ``timeout`` seconds."""
+        waiting: Deferred = Deferred()
+        self.end_waiters.setdefault(job_id, []).append(waiting)
+
+        def expire() -> None:
+            if not waiting.called:
+                self.end_waiters.get(job_id, []).remove(waiting)
+                waiting.callback(None)
+        timer = self.reactor.callLater(timeout, expire)
+        return waiting.addBoth(lambda r: (timer.active() and timer.cancel(), r)[1])
 
     def launch(self, job: Job) -> None:
         """Hand a PENDING job to the supervisor."""
@@ -267,6 +305,9 @@ class Jobs:
     # -- counters and retention -------------------------------------------------------
     def job_changed(self, job: Job) -> None:
         """Called when a job starts or ends: refresh counters, plan retention."""
+        if job.status.completed:
+            for waiting in self.end_waiters.pop(job.id, []):
+                waiting.callback(job)
         if self.stopped:
             return
         self.refresh_counters().addErrback(
@@ -285,6 +326,13 @@ class Jobs:
         if not self.stopped:
             self.purge().addErrback(lambda f: log.failure("retention failed", f))
 
+    def _remove_files(self, job_ids: list[str]) -> None:
+        """A purged job's logs, events and artifacts (blocking: runs in a thread)."""
+        for job_id in job_ids:
+            logs.remove(self.log_dir, job_id)
+            if self.files_root:
+                shutil.rmtree(os.path.join(self.files_root, job_id), ignore_errors=True)
+
     @inlineCallbacks
     def purge(self):
         """Drop completed jobs beyond completed-cap or older than the max age, with logs."""
@@ -294,5 +342,5 @@ class Jobs:
         cutoff = self.reactor.seconds() - self.max_age
         removed = yield self.store.call("purge", self.completed_cap, cutoff)
         if removed:
-            yield self.to_thread(lambda: [logs.remove(self.log_dir, i) for i in removed])
+            yield self.to_thread(self._remove_files, removed)
             log.info("retention: removed {n} completed job(s) and their logs", n=len(removed))

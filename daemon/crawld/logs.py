@@ -35,11 +35,23 @@ def open_for_child(log_dir: str, job_id: str) -> tuple[int, int]:
     return out_fd, err_fd
 
 
-def remove(log_dir: str, job_id: str) -> None:
-    """Delete a job's log files, if they exist (blocking: call from a thread)."""
+def sizes(log_dir: str, job_id: str) -> tuple[int, ...]:
+    """Sizes of a job's log files (two stat calls; -1 for a missing one)."""
+    found = []
     for ext in EXTENSIONS:
         try:
-            os.unlink(path(log_dir, job_id, ext))
+            found.append(os.stat(path(log_dir, job_id, ext)).st_size)
+        except OSError:
+            found.append(-1)
+    return tuple(found)
+
+
+def remove(log_dir: str, job_id: str) -> None:
+    """Delete a job's log and events files, if they exist (blocking: call from a thread)."""
+    for name in [path(log_dir, job_id, ext) for ext in EXTENSIONS] + [
+            os.path.join(log_dir, f"{job_id}.events")]:
+        try:
+            os.unlink(name)
         except FileNotFoundError:
             pass
 

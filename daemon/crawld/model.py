@@ -41,6 +41,9 @@ STATUS_GROUPS: dict[str, tuple[JobStatus, ...]] = {
 }
 
 
+JOB_KINDS = ("spider", "script", "browse")
+
+
 class Actor(enum.Enum):
     """Who created a job: a user through the API, or the scheduler firing a template."""
 
@@ -84,6 +87,16 @@ class Job:
     overlap: str = "skip"                # skip | queue | allow
     queued: int = 0                      # overlap=queue: a firing waits for the run
     last_run: Optional[float] = None     # when the template last fired
+    # what runs (see docs/browser-jobs.md): a Scrapy spider, a browser script of the
+    # project (its name is in ``spider``), or an ad-hoc browse (parameters in ``payload``)
+    kind: str = "spider"                 # spider | script | browse
+    timeout: Optional[float] = None      # seconds of wall clock before the job is ended
+    no_output_timeout: Optional[float] = None  # seconds without output before it is ended
+
+    @property
+    def is_browser(self) -> bool:
+        """Runs a headless browser (a script or a browse), not Scrapy."""
+        return self.kind != "spider"
 
     @property
     def duration(self) -> Optional[int]:
@@ -102,13 +115,15 @@ class Job:
 
 @dataclass(frozen=True)
 class Project:
-    """A pushed project: its current version and the spiders ``scrapy list`` found in it."""
+    """A pushed project: its current version, the spiders ``scrapy list`` found in it and
+    its browser scripts (``scripts/*.py``)."""
 
     name: str
     version: int
     path: str
     spiders: tuple[str, ...] = field(default_factory=tuple)
     pushed: float = 0.0
+    scripts: tuple[str, ...] = field(default_factory=tuple)
 
     def evolve(self, **changes) -> "Project":
         return replace(self, **changes)

@@ -7,12 +7,13 @@ Nothing is stored when any step fails.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal as signals
 import uuid
 from typing import Any, Callable, Mapping, Optional
 
-from twisted.internet.defer import DeferredLock, inlineCallbacks
+from twisted.internet.defer import DeferredLock, inlineCallbacks, succeed
 from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
 
@@ -78,6 +79,14 @@ class Projects:
         project = self.cache.get(name)
         return project.path if project else None
 
+    def script_path(self, name: str, script: str) -> str:
+        """The file of a project's script (a few directory listings; NotFound if gone)."""
+        project = self.get(name)
+        path = find_scripts(project.path).get(script) if script in project.scripts else None
+        if path is None:
+            raise NotFound(f"unknown script {name}/{script}")
+        return path
+
     def spider_count(self) -> int:
         return sum(len(p.spiders) for p in self.cache.values())
 
@@ -95,12 +104,14 @@ class Projects:
         staging = os.path.join(self.root, ".staging", uuid.uuid4().hex)
         try:
             yield self.to_thread(archive.unpack, data, inspected, staging)
-            spiders = yield self._list_spiders(staging)
-            wanted = yield self.store.call("scheduled_spiders", name)
-            missing = sorted(set(wanted) - set(spiders))
-            if missing:
-                raise Conflict(f"spider(s) {', '.join(missing)} would be removed but have "
-                               "scheduled jobs; cancel those jobs first")
+            scripts = sorted((yield self.to_thread(find_scripts, staging)))
+            spiders = (yield self._list_spiders(staging)) if inspected.scrapy else []
+            for kind, found in (("spider", spiders), ("script", scripts)):
+                wanted = yield self.store.call("scheduled_spiders", name, kind)
+                missing = sorted(set(wanted) - set(found))
+                if missing:
+                    raise Conflict(f"{kind}(s) {', '.join(missing)} would be removed but "
+                                   "have scheduled jobs; cancel those jobs first")
             old = self.cache.get(name)
             version = old.version + 1 if old else 1
             final = os.path.join(self.root, name, str(version))
@@ -108,11 +119,13 @@ class Projects:
         except BaseException:
             yield self.to_thread(shutil.rmtree, staging, True)
             raise
-        project = Project(name, version, final, tuple(spiders), self.reactor.seconds())
+        project = Project(name, version, final, tuple(spiders), self.reactor.seconds(),
+                          tuple(scripts))
         yield self.store.call("put_project", project)
         self.cache[name] = project
-        log.info("project {name} version {version} pushed with spiders {spiders}",
-                 name=name, version=version, spiders=", ".join(spiders) or "(none)")
+        log.info("project {name} version {version} pushed with spiders {spiders} and "
+                 "scripts {scripts}", name=name, version=version,
+                 spiders=", ".join(spiders) or "(none)", scripts=", ".join(scripts) or "(none)")
         yield self._collect(name)
         return project
 
@@ -183,9 +196,45 @@ class Projects:
         return self.lock.run(self._collect, name)
 
     def _collect(self, name: str):
+        if not archive.valid_name(name):  # e.g. "" for a browse job: nothing to collect
+            return succeed(None)
         current = self.path(name)
         keep = set(self.in_use()) | ({current} if current else set())
         return self.to_thread(_collect, os.path.join(self.root, name), keep)
+
+
+SCRIPT_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+
+
+def find_scripts(project_dir: str) -> dict[str, str]:
+    """Browser scripts of an unpacked project: name -> path.
+
+    A script is ``scripts/<name>.py`` at the project's top or in one of its packages
+    (``<package>/scripts/``, beside ``spiders/``). Files starting with ``_`` are helpers,
+    not scripts. The same name in two places is refused: a job must know which one runs.
+    """
+    found: dict[str, str] = {}
+    tops = [project_dir] + sorted(
+        os.path.join(project_dir, e) for e in os.listdir(project_dir)
+        if not e.startswith(".") and os.path.isdir(os.path.join(project_dir, e)))
+    for top in tops:
+        folder = os.path.join(top, "scripts")
+        if not os.path.isdir(folder):
+            continue
+        for entry in sorted(os.listdir(folder)):
+            stem, ext = os.path.splitext(entry)
+            if ext != ".py" or stem.startswith("_"):
+                continue
+            if not SCRIPT_NAME_RE.fullmatch(stem):
+                raise ProjectError(f"script file {entry!r}: a script name must match "
+                                   f"{SCRIPT_NAME_RE.pattern}")
+            path = os.path.join(folder, entry)
+            if stem in found:
+                raise ProjectError(f"two scripts are named {stem!r}: "
+                                   f"{os.path.relpath(found[stem], project_dir)} and "
+                                   f"{os.path.relpath(path, project_dir)}")
+            found[stem] = path
+    return found
 
 
 def _move(src: str, dest: str) -> None:

@@ -30,7 +30,7 @@ DEFAULT_MISFIRE_GRACE = 60.0  # seconds late before a firing counts as missed
 FIRE_BATCH = 500  # firings per store transaction when many are due at once
 
 
-@dataclass
+@dataclass(slots=True)
 class Entry:
     """What the scheduler keeps per template (the template row itself stays in the store)."""
 
@@ -71,18 +71,42 @@ class Scheduler:
         return spec.first(self.reactor.seconds(), self.zone(tz_name), self.rng)
 
     def add(self, template: Job) -> None:
-        """Track a SCHEDULED template (new, or loaded at start-up) by its next_fire."""
-        spec = specs.parse(template.schedule)
-        due = template.next_fire
-        if due is None:
-            due = self.first_fire(spec, template.tz)
+        """Track a SCHEDULED template (new, or changed) by its next_fire."""
+        self._track(template.id, template.schedule, template.next_fire, template.tz,
+                    template.jitter, template.misfire, template.misfire_grace)
+        self._arm()
+
+    def load(self, rows: list[tuple]) -> list[tuple[str, Exception]]:
+        """Track every template of the store at start-up (``Database.schedule_rows``).
+
+        One heapify and one timer for all of them. Returns the rows that could not be
+        loaded (id, error), e.g. a time zone this machine no longer has.
+        """
+        failed: list[tuple[str, Exception]] = []
+        for row in rows:
+            try:
+                self._track(*row, push=False)
+            except Exception as exc:
+                failed.append((row[0], exc))
+        self.heap = [item for item in self.heap if not self._stale(item)]
+        for template_id, entry in self.entries.items():
+            self.heap.append((self._fire_at(entry), entry.generation, template_id))
+        heapq.heapify(self.heap)
+        self._arm()
+        return failed
+
+    def _track(self, template_id: str, schedule: str, next_fire: Optional[float],
+               tz_name: Optional[str], jitter: Optional[float], misfire: str,
+               misfire_grace: Optional[float], push: bool = True) -> None:
+        spec = specs.parse(schedule)
+        due = next_fire if next_fire is not None else self.first_fire(spec, tz_name)
         self.generation += 1
-        grace = (template.misfire_grace if template.misfire_grace is not None
-                 else DEFAULT_MISFIRE_GRACE)
-        entry = Entry(self.generation, spec, self.zone(template.tz), template.jitter or 0.0,
-                      template.misfire, grace, due)
-        self.entries[template.id] = entry
-        self._push(template.id, entry)
+        grace = misfire_grace if misfire_grace is not None else DEFAULT_MISFIRE_GRACE
+        entry = Entry(self.generation, spec, self.zone(tz_name), jitter or 0.0, misfire,
+                      grace, due)
+        self.entries[template_id] = entry
+        if push:
+            self._push(template_id, entry, arm=False)
 
     def remove(self, template_id: str) -> None:
         """Forget a template (canceled, paused); its heap entry is dropped lazily."""
@@ -95,9 +119,11 @@ class Scheduler:
         self.timer = None
 
     # -- the heap and the one timer ---------------------------------------------------
+    def _fire_at(self, entry: Entry) -> float:
+        return entry.nominal + (self.rng.uniform(0, entry.jitter) if entry.jitter else 0)
+
     def _push(self, template_id: str, entry: Entry, arm: bool = True) -> None:
-        fire_at = entry.nominal + (self.rng.uniform(0, entry.jitter) if entry.jitter else 0)
-        heapq.heappush(self.heap, (fire_at, entry.generation, template_id))
+        heapq.heappush(self.heap, (self._fire_at(entry), entry.generation, template_id))
         if arm:
             self._arm()
 
@@ -144,7 +170,8 @@ class Scheduler:
         return Job(id=str(uuid.uuid4()), status=JobStatus.PENDING, actor=actor,
                    schedule="now", project=template.project, spider=template.spider,
                    description=template.description, payload=template.payload,
-                   parent=template.id, created=now, updated=now)
+                   parent=template.id, created=now, updated=now, kind=template.kind,
+                   timeout=template.timeout, no_output_timeout=template.no_output_timeout)
 
     @inlineCallbacks
     def _fire(self, batch: list[tuple[str, float, bool, float]]):

@@ -8,15 +8,18 @@ from __future__ import annotations
 
 import fcntl
 import os
+import shutil
 from typing import Any, Optional
 
 from twisted.internet import endpoints
 from twisted.internet.defer import inlineCallbacks
+from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
 
 from . import archive
 from . import spec as specs
 from .api import Api
+from .browser import Browsers, Settings as BrowserSettings, find_browser
 from .config import Listen, Settings
 from .errors import ConfigError
 from .jobs import Jobs
@@ -45,7 +48,8 @@ class Daemon:
         self.store: Optional[Store] = None
 
     def _prepare_dirs(self) -> None:
-        for path in (self.root, self.log_dir, os.path.join(self.root, "projects")):
+        for path in (self.root, self.log_dir, os.path.join(self.root, "projects"),
+                     os.path.join(self.root, "files")):
             os.makedirs(path, mode=0o750, exist_ok=True)
         self.lock_fd = os.open(os.path.join(self.root, "crawld.lock"),
                                os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o640)
@@ -60,15 +64,23 @@ class Daemon:
         self.store = Store(os.path.join(self.root, "crawld.db"), self.reactor)
         self.spawner = (ZygoteSpawner(self.reactor, s.python, self.root) if s.preload
                         else DirectSpawner(self.reactor))
+        self.browsers = Browsers(self.reactor, self.root, self.log_dir,
+                                 BrowserSettings(find_browser(s.browser_executable),
+                                                 s.kill_grace, s.screenshot_timeout),
+                                 s.python)
         self.supervisor = Supervisor(self.reactor, self.store, self.log_dir, s.slots,
                                      s.kill_grace, s.python, self._project_dir,
-                                     on_change=self._job_changed, spawner=self.spawner)
+                                     on_change=self._job_changed, spawner=self.spawner,
+                                     browsers=self.browsers, script_path=self._script_path,
+                                     job_timeout=s.job_timeout,
+                                     browser_timeout=s.browser_timeout)
         self.projects = Projects(self.reactor, self.store, os.path.join(self.root, "projects"),
                                  s.python, archive.Limits(s.max_archive_files,
                                                           s.max_unpacked_size),
                                  s.list_timeout, self.supervisor.dirs_in_use)
         self.jobs = Jobs(self.reactor, self.store, self.projects, self.log_dir,
                          s.completed_cap, s.completed_max_age_days)
+        self.jobs.files_root = self.browsers.files_root
         zone = specs.zone(s.timezone) if s.timezone else None
         self.scheduler = Scheduler(self.reactor, self.store, self.jobs.launch, tz=zone)
         self.jobs.attach(self.scheduler, self.supervisor)
@@ -76,14 +88,17 @@ class Daemon:
                        StatusReport(self.reactor, self.reactor.seconds()), self.log_dir,
                        # scrapy-do-cl url-encodes the zip: up to 3 bytes per byte
                        max_body=3 * s.max_archive_size + 64 * 1024,
-                       max_archive=s.max_archive_size)
+                       max_archive=s.max_archive_size, browsers=self.browsers)
 
     def _project_dir(self, name: str) -> Optional[str]:
         return self.projects.path(name)
 
+    def _script_path(self, project: str, script: str) -> str:
+        return self.projects.script_path(project, script)
+
     def _job_changed(self, job: Any) -> None:
         self.jobs.job_changed(job)
-        if job.status.completed and not self.jobs.stopped:
+        if job.status.completed and job.project and not self.jobs.stopped:
             self.projects.collect(job.project).addErrback(
                 lambda f: log.failure("removing old versions of {p} failed", f, p=job.project))
 
@@ -95,6 +110,8 @@ class Daemon:
         yield self.store.ready()
         yield self.projects.load()
         yield self.jobs.start()
+        # browser jobs of a previous daemon are settled by now: their temp dirs can go
+        yield deferToThread(shutil.rmtree, self.browsers.tmp_root, True)
         site = make_site(self.api.app.resource(), self.api.max_body)
         for listen in self.settings.listen:
             port = yield self._listen(listen, site)

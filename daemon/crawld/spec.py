@@ -22,6 +22,8 @@ stays 10:30 across daylight-saving changes. Times in and out are epoch seconds.
 """
 from __future__ import annotations
 
+import functools
+
 import random
 import re
 from dataclasses import dataclass
@@ -246,8 +248,19 @@ def _number(text: str, token: str) -> int:
 
 
 def parse(text: str) -> Spec:
-    """Parse a ``when`` string; raise SpecError (a 400) with what is accepted."""
-    if not isinstance(text, str) or not text.strip():
+    """Parse a ``when`` string; raise SpecError (a 400) with what is accepted.
+
+    Specs are immutable and many schedules share one (every hour, @daily...), so parses
+    are cached: loading 100,000 schedules at start-up parses each distinct text once.
+    """
+    if not isinstance(text, str):
+        raise SpecError(str(text), "it is empty")
+    return _parse_cached(text)
+
+
+@functools.lru_cache(maxsize=16384)
+def _parse_cached(text: str) -> Spec:
+    if not text.strip():
         raise SpecError(str(text), "it is empty")
     words = text.strip().lower().split()
     if words == ["now"]:

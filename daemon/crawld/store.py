@@ -17,7 +17,7 @@ from twisted.python.threadpool import ThreadPool
 
 from .model import Actor, Job, JobStatus, Project
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _MIGRATIONS: dict[int, Sequence[str]] = {
     1: (
@@ -46,6 +46,12 @@ _MIGRATIONS: dict[int, Sequence[str]] = {
         "ALTER TABLE jobs ADD COLUMN queued INTEGER NOT NULL DEFAULT 0",
         "ALTER TABLE jobs ADD COLUMN last_run REAL",
     ),
+    3: (  # browser jobs and timeouts (issue 4)
+        "ALTER TABLE jobs ADD COLUMN kind TEXT NOT NULL DEFAULT 'spider'",
+        "ALTER TABLE jobs ADD COLUMN timeout REAL",
+        "ALTER TABLE jobs ADD COLUMN no_output_timeout REAL",
+        "ALTER TABLE projects ADD COLUMN scripts TEXT NOT NULL DEFAULT '[]'",
+    ),
 }
 
 COUNTERS = ("jobs-run", "jobs-successful", "jobs-failed", "jobs-canceled")
@@ -55,7 +61,8 @@ _COUNTER_FOR = {JobStatus.SUCCESSFUL: "jobs-successful", JobStatus.FAILED: "jobs
 _JOB_COLUMNS = ("seq", "id", "status", "actor", "schedule", "project", "spider",
                 "description", "payload", "parent", "created", "updated", "started",
                 "finished", "exit_code", "signal", "reason", "pid", "pid_started", "next_fire",
-                "tz", "jitter", "misfire", "misfire_grace", "overlap", "queued", "last_run")
+                "tz", "jitter", "misfire", "misfire_grace", "overlap", "queued", "last_run",
+                "kind", "timeout", "no_output_timeout")
 _SELECT_JOB = f"SELECT {', '.join(_JOB_COLUMNS)} FROM jobs"
 
 
@@ -117,24 +124,27 @@ class Database:
     # -- projects ---------------------------------------------------------------------
     def projects(self) -> list[Project]:
         rows = self.conn.execute(
-            "SELECT name, version, path, spiders, pushed FROM projects ORDER BY name")
-        return [Project(n, v, p, tuple(json.loads(s)), t) for n, v, p, s, t in rows]
+            "SELECT name, version, path, spiders, pushed, scripts FROM projects ORDER BY name")
+        return [Project(n, v, p, tuple(json.loads(s)), t, tuple(json.loads(b)))
+                for n, v, p, s, t, b in rows]
 
     def put_project(self, project: Project) -> None:
         self.conn.execute(
-            "INSERT INTO projects (name, version, path, spiders, pushed) VALUES (?,?,?,?,?) "
+            "INSERT INTO projects (name, version, path, spiders, pushed, scripts) "
+            "VALUES (?,?,?,?,?,?) "
             "ON CONFLICT(name) DO UPDATE SET version=excluded.version, path=excluded.path, "
-            "spiders=excluded.spiders, pushed=excluded.pushed",
+            "spiders=excluded.spiders, pushed=excluded.pushed, scripts=excluded.scripts",
             (project.name, project.version, project.path, json.dumps(list(project.spiders)),
-             project.pushed))
+             project.pushed, json.dumps(list(project.scripts))))
 
     def delete_project(self, name: str) -> None:
         self.conn.execute("DELETE FROM projects WHERE name = ?", (name,))
 
-    def scheduled_spiders(self, project: str) -> list[str]:
-        """Spiders of a project that SCHEDULED or PAUSED templates still name."""
+    def scheduled_spiders(self, project: str, kind: str = "spider") -> list[str]:
+        """Spiders (or scripts) of a project that SCHEDULED or PAUSED templates still name."""
         rows = self.conn.execute("SELECT DISTINCT spider FROM jobs WHERE project = ? "
-                                 "AND status IN ('SCHEDULED', 'PAUSED')", (project,))
+                                 "AND kind = ? AND status IN ('SCHEDULED', 'PAUSED')",
+                                 (project, kind))
         return [r[0] for r in rows]
 
     def active_project_names(self) -> set[str]:
@@ -160,6 +170,14 @@ class Database:
         sql = (f"{_SELECT_JOB} WHERE {' AND '.join(where)} "
                "ORDER BY updated DESC, seq DESC LIMIT ? OFFSET ?")
         return [_row_to_job(r) for r in self.conn.execute(sql, (*args, limit, offset))]
+
+    def schedule_rows(self) -> list[tuple]:
+        """What the scheduler keeps of every SCHEDULED template, without whole rows:
+        (id, schedule, next_fire, tz, jitter, misfire, misfire_grace). Start-up with
+        100,000 schedules reads these instead of building 100,000 Jobs."""
+        return self.conn.execute(
+            "SELECT id, schedule, next_fire, tz, jitter, misfire, misfire_grace FROM jobs "
+            "WHERE status = 'SCHEDULED'").fetchall()
 
     def pending_in_order(self) -> list[Job]:
         """PENDING jobs, first in first out."""

@@ -17,7 +17,7 @@ from twisted.internet.defer import Deferred, DeferredList, inlineCallbacks
 from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
 
-from . import tree
+from . import logs, tree
 from .commands import crawl_command
 from .model import Job, JobStatus
 from .process import Exit, signal_name
@@ -41,6 +41,10 @@ class Running:
     known: list[psutil.Process] = field(default_factory=list)
     kill_call: Any = None
     waiters: list[Deferred] = field(default_factory=list)
+    fail_reason: Optional[str] = None   # ended by a limit (timeout): FAILED, not CANCELED
+    limits: list[Any] = field(default_factory=list)  # timeout timers and output watchers
+    activity: tuple[int, ...] = ()      # log sizes and events seen at the last check
+    active_at: float = 0.0              # when that activity last changed
 
 
 def describe_exit(exit: Exit) -> Optional[str]:
@@ -62,7 +66,9 @@ class Supervisor:
                  project_dir: Callable[[str], Optional[str]],
                  base_env: Optional[Mapping[str, str]] = None,
                  on_change: Optional[Callable[[Job], None]] = None,
-                 spawner: Any = None) -> None:
+                 spawner: Any = None, browsers: Any = None,
+                 script_path: Optional[Callable[[str, str], str]] = None,
+                 job_timeout: float = 0.0, browser_timeout: float = 0.0) -> None:
         self.reactor = reactor
         self.store = store
         self.log_dir = log_dir
@@ -73,6 +79,10 @@ class Supervisor:
         self.base_env = dict(os.environ if base_env is None else base_env)
         self.on_change = on_change or (lambda job: None)
         self.spawner = spawner or DirectSpawner(reactor)
+        self.browsers = browsers            # runs browser jobs (browser.Browsers)
+        self.script_path = script_path      # (project, script) -> the script's file
+        self.job_timeout = job_timeout      # default timeouts, seconds (0: none)
+        self.browser_timeout = browser_timeout
         self._off_thread = deferToThread
         self.queue: deque[str] = deque()
         self.running: dict[str, Running] = {}
@@ -123,12 +133,8 @@ class Supervisor:
                     reason=run.cancel_reason)
             self._release(job_id, run, final)
             return
-        run.cwd = self.project_dir(job.project)
         try:
-            if run.cwd is None or not os.path.isdir(run.cwd):
-                raise RuntimeError(f"project {job.project!r} is not available")
-            cmd = crawl_command(job, run.cwd, self.python, self.base_env)
-            spawned = yield self.spawner.spawn(cmd, self.log_dir, job.id)
+            spawned = yield self._spawn(job, run)
         except Exception as exc:
             log.error("job {id} could not start: {exc}", id=job_id, exc=exc)
             failed = yield self.store.call(
@@ -140,6 +146,7 @@ class Supervisor:
         run.pid = spawned.pid
         spawned.ended.addCallback(self._ended, run).addErrback(
             lambda f: log.failure("recording the end of job {id} failed", f, id=job_id))
+        self._arm_limits(run)
         self._changed(job)
         log.info("job {id} started: {project}/{spider} pid {pid}", id=job_id,
                  project=job.project, spider=job.spider, pid=run.pid)
@@ -147,6 +154,59 @@ class Supervisor:
             self._signal(run, signals.SIGTERM)
         yield self.store.call("update_job", job_id, pid=run.pid,
                               pid_started=tree.start_time(run.pid))
+
+    def _spawn(self, job: Job, run: Running) -> Deferred:
+        """Start the job's process: Scrapy (maybe forked by the zygote) or a browser."""
+        if job.kind == "browse":
+            cwd = self.browsers.files_dir(job.id)
+        else:
+            run.cwd = cwd = self.project_dir(job.project)
+            if cwd is None or not os.path.isdir(cwd):
+                raise RuntimeError(f"project {job.project!r} is not available")
+        if not job.is_browser:
+            cmd = crawl_command(job, cwd, self.python, self.base_env)
+            return self.spawner.spawn(cmd, self.log_dir, job.id)
+        if self.browsers is None:
+            raise RuntimeError("browser jobs are not available in this daemon")
+        script = self.script_path(job.project, job.spider) if job.kind == "script" else None
+        return self.browsers.spawn(self.browsers.command(job, cwd, script, self.base_env),
+                                   job.id)
+
+    # -- limits -----------------------------------------------------------------------
+    def _arm_limits(self, run: Running) -> None:
+        """Wall-clock ``timeout`` and ``no-output-timeout``: past either, the job ends
+        FAILED with the reason (TERM, then KILL after the grace period, as a cancel)."""
+        job = run.job
+        timeout = job.timeout
+        if timeout is None:
+            timeout = self.browser_timeout if job.is_browser else self.job_timeout
+        if timeout:
+            run.limits.append(self.reactor.callLater(
+                timeout, self._expire, run, f"timed out after {timeout:g} s (timeout)"))
+        if job.no_output_timeout:
+            run.active_at = self.reactor.seconds()
+            period = min(1.0, job.no_output_timeout / 4)
+            run.limits.append(self.reactor.callLater(period, self._watch_output, run, period))
+
+    def _watch_output(self, run: Running, period: float) -> None:
+        now = self.reactor.seconds()
+        activity = logs.sizes(self.log_dir, run.job.id)
+        channel = self.browsers.channels.get(run.job.id) if self.browsers else None
+        activity += (channel.count,) if channel is not None else ()
+        if activity != run.activity:
+            run.activity, run.active_at = activity, now
+        limit = run.job.no_output_timeout
+        if now - run.active_at >= limit:
+            self._expire(run, f"no output for {limit:g} s (no-output-timeout)")
+            return
+        run.limits.append(self.reactor.callLater(period, self._watch_output, run, period))
+
+    def _expire(self, run: Running, reason: str) -> None:
+        if run.cancel_reason is not None or run.pid is None:
+            return
+        log.warn("job {id}: {reason}; ending it", id=run.job.id, reason=reason)
+        run.fail_reason = run.cancel_reason = reason
+        self._signal(run, signals.SIGTERM)
 
     def _start_failed(self, failure: Any, job_id: str, run: Running) -> None:
         """A store error while starting: free the slot, tell waiters, retry later."""
@@ -168,12 +228,18 @@ class Supervisor:
     def _ended(self, exit: Exit, run: Running):
         job_id = run.job.id
         self.running.pop(job_id, None)
-        if run.kill_call is not None and run.kill_call.active():
-            run.kill_call.cancel()
+        for call in [run.kill_call, *run.limits]:
+            if call is not None and call.active():
+                call.cancel()
         # Whatever the job left in its process group goes with it (the leader is reaped).
         tree.signal_tree(run.pid, signals.SIGKILL, run.known, leader=False)
         self.pump()
-        if run.cancel_reason is not None:
+        if run.job.is_browser and self.browsers is not None:
+            self.browsers.ended(job_id).addErrback(
+                lambda f: log.failure("cleaning up after job {id} failed", f, id=job_id))
+        if run.fail_reason is not None:
+            status, reason = JobStatus.FAILED, run.fail_reason
+        elif run.cancel_reason is not None:
             status, reason = JobStatus.CANCELED, run.cancel_reason
         elif exit.ok:
             status, reason = JobStatus.SUCCESSFUL, None

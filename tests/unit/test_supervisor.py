@@ -308,6 +308,7 @@ def test_recover_finds_processes_of_a_job_with_no_recorded_pid(world, monkeypatc
 def test_start_ticks_identify_a_process_and_find_by_env_finds_it():
     import os
     import subprocess
+    import time
     from crawld import tree
     me = tree.start_time(os.getpid())
     assert me is not None and me == tree.start_time(os.getpid())
@@ -315,7 +316,11 @@ def test_start_ticks_identify_a_process_and_find_by_env_finds_it():
     child = subprocess.Popen(["sleep", "30"], env={"CRAWLD_JOB_ID": "find-me-42"})
     try:
         assert tree.start_time(child.pid) >= me
-        assert tree.find_by_env("CRAWLD_JOB_ID", "find-me-42") == [child.pid]
+        # /proc/<pid>/environ shows the new environment only once the child has exec'd
+        deadline = time.monotonic() + 10
+        while (found := tree.find_by_env("CRAWLD_JOB_ID", "find-me-42")) != [child.pid]:
+            assert time.monotonic() < deadline, found
+            time.sleep(0.01)
     finally:
         child.kill()
         child.wait()

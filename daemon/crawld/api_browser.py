@@ -1,0 +1,292 @@
+"""The HTTP API of browser jobs (and job output for every job): routes on api.py's app.
+
+Incremental output (job-output.json), messages both ways (job-message.json,
+job-posts.json), screenshots on request, artifacts, ad-hoc browsing (browse.json) and
+the installed browser (browsers.json). Imported by api.py, which owns the app, the
+error handling and the endpoint wrapper; these functions are methods of ``Api`` in all
+but name (Klein passes the Api instance as ``self``).
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import math
+import mimetypes
+import os
+import re
+from typing import Any, Optional
+from urllib.parse import urlsplit
+
+from twisted.internet.defer import inlineCallbacks
+from twisted.internet.utils import getProcessOutput
+
+from . import browser, logs
+from .api import arg, int_arg, job_dict, route
+from .errors import BadRequest, NotFound
+
+MAX_OUTPUT = 1024 * 1024   # bytes of stdout per job-output.json answer
+MAX_MESSAGES = 1000        # events per job-output.json answer
+FILE_NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.() -]{0,200}")
+BROWSE_DEFAULT_TIMEOUT = 30.0
+BROWSE_MAX_TIMEOUT = 3600.0
+BLOCK_MARGIN = 10.0        # browse.json?block=1 waits timeout + kill-grace + this at most
+
+
+def read_output(path: str, start: int, limit: int = MAX_OUTPUT) -> tuple[str, int]:
+    """Up to ``limit`` bytes of a log from byte ``start``, cut at a UTF-8 boundary.
+
+    Returns the text and the position to ask from next time (runs in a thread).
+    """
+    try:
+        with open(path, "rb") as f:
+            f.seek(start)
+            data = f.read(limit)
+    except FileNotFoundError:
+        return "", start
+    if len(data) == limit:  # more may follow: do not split a character
+        for back in range(1, 4):
+            lead = data[-back]
+            if lead & 0xC0 == 0xC0:  # a lead byte: is its sequence complete?
+                need = 2 if lead & 0xE0 == 0xC0 else 3 if lead & 0xF0 == 0xE0 else 4
+                if back < need:
+                    data = data[:-back]
+                break
+            if lead & 0x80 == 0:
+                break
+    return data.decode("utf-8", "replace"), start + len(data)
+
+
+def list_files(folder: str) -> list[dict[str, Any]]:
+    """A job's artifacts: name and size, sorted by name (runs in a thread)."""
+    try:
+        entries = sorted(os.scandir(folder), key=lambda e: e.name)
+    except FileNotFoundError:
+        return []
+    return [{"name": e.name, "size": e.stat().st_size} for e in entries
+            if e.is_file(follow_symlinks=False) and not e.name.startswith(".")]
+
+
+def read_and_remove(path: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    finally:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+
+
+def seconds_arg(request: Any, name: str, default: float, top: float) -> float:
+    text = arg(request, name, required=False)
+    if text is None or text == "":
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value <= 0 or value > top:
+        raise BadRequest(f"parameter {name!r} must be a number of seconds, more than 0 "
+                         f"and at most {top:g}")
+    return value
+
+
+def flag_arg(request: Any, name: str) -> bool:
+    text = (arg(request, name, required=False) or "0").lower()
+    if text not in ("0", "1", "true", "false", "yes", "no"):
+        raise BadRequest(f"parameter {name!r} must be 1 or 0")
+    return text in ("1", "true", "yes")
+
+
+def browse_params(request: Any) -> dict[str, Any]:
+    """Validate browse.json's parameters into the runner's CRAWLD_BROWSE object."""
+    url = arg(request, "url", required=False)
+    html = arg(request, "html", required=False)
+    if (url is None) == (html is None):
+        raise BadRequest("give exactly one of 'url' and 'html' (url-safe base64)")
+    params: dict[str, Any] = {}
+    if url is not None:
+        if urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).netloc:
+            raise BadRequest("parameter 'url' must be an http:// or https:// URL")
+        params["url"] = url
+    else:
+        try:
+            raw = base64.b64decode(html + "=" * (-len(html) % 4), altchars=b"-_",
+                                   validate=True)
+            params["html"] = raw.decode("utf-8")
+        except (binascii.Error, ValueError):
+            raise BadRequest("parameter 'html' must be UTF-8 HTML in url-safe base64") from None
+    wait_for = arg(request, "wait-for", required=False)
+    if wait_for:
+        params["wait_for"] = wait_for
+    params["screenshot"] = flag_arg(request, "screenshot")
+    params["timeout"] = seconds_arg(request, "timeout", BROWSE_DEFAULT_TIMEOUT,
+                                    BROWSE_MAX_TIMEOUT)
+    return params
+
+
+@route("/list-scripts.json", "GET")
+def list_scripts(self: Any, request: Any) -> dict[str, Any]:
+    name = arg(request, "project")
+    return {"project": name, "scripts": list(self.projects.get(name).scripts)}
+
+
+@route("/job-output.json", "GET")
+@inlineCallbacks
+def job_output(self: Any, request: Any):
+    """What is new since the client's last poll: output from a byte, events from an id."""
+    job = yield self._job(arg(request, "id"))
+    start = int_arg(request, "from-pos", 0)
+    after = int_arg(request, "from-message-id", 0)
+    output, pos = yield self.to_thread(read_output, logs.path(self.log_dir, job.id, "out"),
+                                       start)
+    events = yield self.to_thread(browser.read_events,
+                                  browser.events_path(self.log_dir, job.id), 0, 10 ** 9)
+    channel = self.browsers.channels.get(job.id) if self.browsers else None
+    if channel is not None:
+        progress, label = channel.progress, channel.label
+    else:
+        progress, label = browser.last_progress(events)
+    results = [e["data"] for e in events if e.get("type") == "result"]
+    return {"identifier": job.id, "job-status": job.status.value,
+            "running": self.supervisor.is_running(job.id),
+            "output": output, "output-pos": pos,
+            "messages": [e for e in events if e.get("id", 0) > after][:MAX_MESSAGES],
+            "progress": progress, "progress-label": label,
+            "result": results[-1] if results else None}
+
+
+@route("/job-message.json", "POST")
+@inlineCallbacks
+def job_message(self: Any, request: Any):
+    """Send a message (JSON) in to a running browser script."""
+    job = yield self._job(arg(request, "id"))
+    text = arg(request, "data")
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise BadRequest(f"parameter 'data' is not valid JSON: {exc}") from None
+    self._channel(job.id).message(data)
+    return {"identifier": job.id}
+
+
+@route("/job-posts.json", "GET")
+@inlineCallbacks
+def job_posts(self: Any, request: Any):
+    """The messages the script posted since the last call (each one is handed out once)."""
+    job = yield self._job(arg(request, "id"))
+    posts = self.browsers.take_posts(job.id) if self.browsers else []
+    return {"identifier": job.id, "posts": posts}
+
+
+@route("/job-screenshot.png", "GET")
+@inlineCallbacks
+def job_screenshot(self: Any, request: Any):
+    """A PNG of the running job's page, taken now."""
+    job = yield self._job(arg(request, "id"))
+    full_page = flag_arg(request, "full-page")
+    channel = self._channel(job.id)
+    shots = os.path.join(self.browsers.tmp_dir(job.id), "shots")
+    path = os.path.join(shots, f"{channel.next_shot + 1}.png")
+    waiting = channel.screenshot(path, full_page)
+    waiting.addTimeout(self.browsers.settings.screenshot_timeout, self.reactor)
+    try:
+        reply = yield waiting
+    except NotFound:
+        raise NotFound(f"job {job.id} ended before its screenshot was taken") from None
+    except Exception:
+        raise browser.ScreenshotFailed(
+            f"job {job.id} did not take a screenshot within "
+            f"{self.browsers.settings.screenshot_timeout:g} s (screenshot-timeout)") from None
+    if not reply.get("ok"):
+        raise browser.ScreenshotFailed(f"screenshot failed: {reply.get('error') or 'unknown'}")
+    data = yield self.to_thread(read_and_remove, path)
+    request.setHeader(b"Content-Type", b"image/png")
+    request.setHeader(b"Cache-Control", b"no-store")
+    return data
+
+
+@route("/job-files.json", "GET")
+@inlineCallbacks
+def job_files(self: Any, request: Any):
+    job = yield self._job(arg(request, "id"))
+    files = yield self.to_thread(list_files, self.browsers.files_dir(job.id))
+    for f in files:
+        f["url"] = f"/job-files/{job.id}/{f['name']}"
+    return {"identifier": job.id, "files": files}
+
+
+@route("/job-files/<string:job_id>/<string:name>", "GET")
+@inlineCallbacks
+def job_file(self: Any, request: Any, job_id: str, name: str):
+    job = yield self._job(job_id)
+    if not FILE_NAME_RE.fullmatch(name) or name in (".", ".."):
+        raise NotFound(f"no such file {name!r}")
+    folder = self.browsers.files_dir(job.id)
+    try:
+        fh = open(os.path.join(folder, name), "rb")
+    except (FileNotFoundError, IsADirectoryError):
+        raise NotFound(f"job {job.id} has no file {name!r}") from None
+    kind = mimetypes.guess_type(name)[0] or "application/octet-stream"
+    request.setHeader(b"Content-Type", kind.encode())
+    request.setHeader(b"Content-Disposition", f'attachment; filename="{name}"'.encode())
+    request.setHeader(b"X-Content-Type-Options", b"nosniff")
+    if request.method == b"HEAD":
+        fh.close()
+        return b""
+    follower = logs.Follower(self.reactor, request, fh, lambda: False)
+    yield follower.done
+    return None
+
+
+@route("/browse.json", "POST")
+@inlineCallbacks
+def browse(self: Any, request: Any):
+    """An ad-hoc browser job: open a page, maybe wait for a selector, maybe screenshot."""
+    params = browse_params(request)
+    block = flag_arg(request, "block")
+    job = yield self.jobs.browse(params, arg(request, "description", required=False,
+                                              default=""), timeout=params["timeout"])
+    if not block:
+        return {"identifier": job.id}
+    bound = params["timeout"] + self.supervisor.kill_grace + BLOCK_MARGIN
+    ended = yield self.jobs.wait(job.id, bound)
+    final = ended or (yield self.jobs.get(job.id))
+    events = yield self.to_thread(browser.read_events,
+                                  browser.events_path(self.log_dir, job.id), 0, 10 ** 9)
+    files = yield self.to_thread(list_files, self.browsers.files_dir(job.id))
+    for f in files:
+        f["url"] = f"/job-files/{job.id}/{f['name']}"
+    results = [e["data"] for e in events if e.get("type") == "result"]
+    return {"identifier": job.id, "ended": final.status.completed, "job": job_dict(final),
+            "result": results[-1] if results else None, "files": files}
+
+
+@route("/browsers.json", "GET")
+@inlineCallbacks
+def browsers(self: Any, request: Any):
+    """The browser browser jobs use, and its version."""
+    exe = self.browsers.settings.executable if self.browsers else None
+    if exe is None:
+        return {"browsers": []}
+    if self.browsers.version is None:
+        try:
+            out = yield getProcessOutput(exe, ("--version",), env=dict(os.environ),
+                                         reactor=self.reactor, errortoo=True)
+            self.browsers.version = out.decode("utf-8", "replace").strip()
+        except Exception as exc:  # shown, not cached: it may work next time
+            return {"browsers": [{"name": "chromium", "executable": exe,
+                                  "version": None, "error": str(exc)}]}
+    return {"browsers": [{"name": "chromium", "executable": exe,
+                          "version": self.browsers.version,
+                          "playwright": _playwright_version()}]}
+
+
+def _playwright_version() -> Optional[str]:
+    from importlib import metadata
+    try:
+        return metadata.version("playwright")
+    except metadata.PackageNotFoundError:
+        return None
+

@@ -1,0 +1,329 @@
+"""Browser jobs, daemon side: spawning ``browser_job.py``, its control channel, its events.
+
+A browser job is one process tree: ``browser_job.py`` (a child subreaper that ends and
+reaps everything under it, Chromium included) running the user's ``run(page, job)``. The
+daemon talks to it over two pipes of their own, never over the job's stdout:
+
+- fd 3, job -> daemon: JSON lines (``post``, ``progress``, ``result``, ``file``,
+  ``screenshot`` replies, ``ready``);
+- fd 4, daemon -> job: JSON lines (``message``, ``screenshot`` requests).
+
+Every event the job sends is appended to ``<logs>/<id>.events`` (one JSON object per
+line, numbered from 1), which is what job-output.json pages through; posts are also
+kept for job-posts.json, which hands each one out once. A job's temporary directory
+(its TMPDIR and browser profile) is removed when it ends, by the job's own shim and,
+should that have been killed first, by the daemon.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Optional
+
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.threads import deferToThread
+from twisted.logger import Logger
+
+from . import logs
+from .commands import Command, job_env
+from .errors import CrawldError, NotFound
+from .model import Job
+from .process import JobProcessProtocol
+
+log = Logger(namespace="crawld.browser")
+
+RUNNER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "browser_job.py")
+CANDIDATES = ("/usr/lib/chromium/chromium", "/usr/bin/chromium", "/usr/bin/chromium-browser",
+              "/usr/bin/google-chrome", "/usr/bin/google-chrome-stable")
+CONTROL_OUT, CONTROL_IN = 3, 4  # the job's fds: it writes events to 3, reads commands on 4
+MAX_LINE = 16 * 1024 * 1024     # a control line longer than this is dropped
+MAX_POSTS = 10000               # unread posts kept per job; older ones are dropped
+EVENT_TYPES = ("post", "progress", "result", "file")
+
+
+class ScreenshotFailed(CrawldError):
+    """The job could not take a screenshot (or did not answer in time)."""
+
+    code = 503
+
+
+def find_browser(configured: str = "auto") -> Optional[str]:
+    """The Chromium executable: the configured path, or the first one installed."""
+    if configured and configured != "auto":
+        return configured if os.access(configured, os.X_OK) else None
+    for path in CANDIDATES:
+        if os.access(path, os.X_OK):
+            return path
+    return None
+
+
+def events_path(log_dir: str, job_id: str) -> str:
+    return os.path.join(log_dir, f"{job_id}.events")
+
+
+def read_events(path: str, after: int = 0, limit: int = 1000) -> list[dict[str, Any]]:
+    """Events numbered after ``after`` (at most ``limit``), from a job's events file.
+
+    Runs in a thread. Event ``id`` is its line number, so a client that passes the last
+    id it saw gets only what is new.
+    """
+    found: list[dict[str, Any]] = []
+    try:
+        with open(path, "rb") as f:
+            for number, line in enumerate(f, 1):
+                if number <= after:
+                    continue
+                try:
+                    found.append(json.loads(line))
+                except ValueError:
+                    continue  # a line cut short by a crash
+                if len(found) >= limit:
+                    break
+    except FileNotFoundError:
+        pass
+    return found
+
+
+def last_progress(events: list[dict[str, Any]]) -> tuple[Optional[float], Optional[str]]:
+    value = label = None
+    for event in events:
+        if event.get("type") == "progress":
+            data = event.get("data") or {}
+            value, label = data.get("value"), data.get("label")
+    return value, label
+
+
+@dataclass
+class Channel:
+    """The daemon's end of one running browser job's control pipes."""
+
+    job_id: str
+    events_file: Any
+    clock: Callable[[], float]
+    send_line: Callable[[bytes], None] = lambda line: None
+    count: int = 0
+    progress: Optional[float] = None
+    label: Optional[str] = None
+    ready: bool = False
+    posts: deque = field(default_factory=lambda: deque(maxlen=MAX_POSTS))
+    shots: dict[int, Deferred] = field(default_factory=dict)
+    next_shot: int = 0
+    buffer: bytes = b""
+    closed: bool = False
+
+    # -- job -> daemon ----------------------------------------------------------------
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        while b"\n" in self.buffer:
+            line, self.buffer = self.buffer.split(b"\n", 1)
+            self.line_received(line)
+        if len(self.buffer) > MAX_LINE:
+            log.warn("job {id}: control line over {n} bytes dropped", id=self.job_id,
+                     n=MAX_LINE)
+            self.buffer = b""
+
+    def line_received(self, line: bytes) -> None:
+        try:
+            event = json.loads(line)
+            kind = event["type"]
+        except (ValueError, KeyError, TypeError):
+            log.warn("job {id}: unreadable control line {line!r}", id=self.job_id,
+                     line=line[:200])
+            return
+        if kind == "ready":
+            self.ready = True
+        elif kind == "screenshot":
+            waiting = self.shots.pop(event.get("req"), None)
+            if waiting is not None:
+                waiting.callback(event)
+        elif kind in EVENT_TYPES:
+            if kind == "progress":
+                self.progress, self.label = event.get("value"), event.get("label")
+                data: Any = {"value": self.progress, "label": self.label}
+            elif kind == "file":
+                data = {"name": event.get("name"), "size": event.get("size")}
+            else:
+                data = event.get("data")
+            self.record(kind, data)
+
+    def record(self, kind: str, data: Any) -> dict[str, Any]:
+        """Number an event, append it to the events file (and the posts, for a post)."""
+        self.count += 1
+        event = {"id": self.count, "date": self.clock(), "type": kind, "data": data}
+        if kind == "post":
+            self.posts.append(event)
+        try:
+            self.events_file.write(json.dumps(event, ensure_ascii=False).encode() + b"\n")
+            self.events_file.flush()
+        except (OSError, ValueError) as exc:
+            log.error("job {id}: cannot write its events: {exc}", id=self.job_id, exc=exc)
+        return event
+
+    # -- daemon -> job ----------------------------------------------------------------
+    def send(self, obj: Any) -> None:
+        if self.closed:
+            raise NotFound(f"job {self.job_id} is not running")
+        self.send_line(json.dumps(obj, ensure_ascii=False).encode() + b"\n")
+
+    def message(self, data: Any) -> None:
+        """Deliver a message to the script (``job.messages()`` and ``window.ondata``)."""
+        self.send({"type": "message", "data": data})
+
+    def screenshot(self, path: str, full_page: bool) -> Deferred:
+        """Ask the job for a PNG at ``path``; fires with the job's reply."""
+        self.next_shot += 1
+        req = self.next_shot
+        waiting: Deferred = Deferred()
+        self.shots[req] = waiting
+        self.send({"type": "screenshot", "req": req, "path": path, "full_page": full_page})
+        return waiting
+
+    def take_posts(self) -> list[dict[str, Any]]:
+        taken = list(self.posts)
+        self.posts.clear()
+        return taken
+
+    def close(self) -> None:
+        self.closed = True
+        for waiting in self.shots.values():
+            waiting.errback(NotFound(f"job {self.job_id} ended"))
+        self.shots.clear()
+        try:
+            self.events_file.close()
+        except OSError:
+            pass
+
+
+class BrowserProtocol(JobProcessProtocol):
+    """A browser job's process: reports its end, and carries its control pipes."""
+
+    def __init__(self, channel: Channel) -> None:
+        super().__init__()
+        self.channel = channel
+
+    def connectionMade(self) -> None:
+        self.channel.send_line = lambda line: self.transport.writeToChild(CONTROL_IN, line)
+
+    def childDataReceived(self, childFD: int, data: bytes) -> None:
+        if childFD == CONTROL_OUT:
+            self.channel.data_received(data)
+
+    def processEnded(self, reason: Any) -> None:
+        self.channel.close()
+        super().processEnded(reason)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What the browser side needs from the configuration."""
+
+    executable: Optional[str]
+    kill_grace: float
+    screenshot_timeout: float = 15.0
+
+
+class Browsers:
+    """Runs browser jobs and holds the control channels of the running ones."""
+
+    def __init__(self, reactor: Any, data_dir: str, log_dir: str, settings: Settings,
+                 python: str, to_thread: Callable[..., Deferred] = deferToThread) -> None:
+        self.reactor = reactor
+        self.to_thread = to_thread
+        self.log_dir = log_dir
+        self.tmp_root = os.path.join(data_dir, "tmp")
+        self.files_root = os.path.join(data_dir, "files")
+        self.settings = settings
+        self.python = python
+        self.channels: dict[str, Channel] = {}
+        self.posts: dict[str, deque] = {}  # unread posts of jobs that have ended
+        self.version: Optional[str] = None
+
+    # -- paths ------------------------------------------------------------------------
+    def tmp_dir(self, job_id: str) -> str:
+        return os.path.join(self.tmp_root, job_id)
+
+    def files_dir(self, job_id: str) -> str:
+        return os.path.join(self.files_root, job_id)
+
+    # -- running ----------------------------------------------------------------------
+    def command(self, job: Job, cwd: str, script: Optional[str],
+                base_env: Mapping[str, str]) -> Command:
+        """The command for a browser job: ``python browser_job.py`` with its inputs in
+        the environment (the runner needs only the stdlib and Playwright)."""
+        if self.settings.executable is None:
+            raise RuntimeError("no Chromium found; install Debian's chromium package or "
+                               "set browser-executable")
+        env = job_env(base_env, job)
+        tmp = self.tmp_dir(job.id)
+        env.update(CRAWLD_SCRIPT=script or "", CRAWLD_FILES_DIR=self.files_dir(job.id),
+                   CRAWLD_TMP=tmp, TMPDIR=tmp, CRAWLD_BROWSER=self.settings.executable,
+                   CRAWLD_KILL_GRACE=str(self.settings.kill_grace),
+                   CRAWLD_CONTROL_OUT=str(CONTROL_OUT), CRAWLD_CONTROL_IN=str(CONTROL_IN))
+        if job.kind == "browse":
+            env["CRAWLD_BROWSE"] = job.payload
+        else:
+            env["CRAWLD_ARGUMENT"] = job.payload
+        return Command((self.python, RUNNER), env, cwd)
+
+    def spawn(self, cmd: Command, job_id: str) -> Any:
+        """Start the runner with its log files and control pipes; returns a Spawned."""
+        from .spawner import Spawned  # spawner imports nothing of ours back
+        os.makedirs(self.tmp_dir(job_id), mode=0o700, exist_ok=True)
+        os.makedirs(self.files_dir(job_id), mode=0o755, exist_ok=True)
+        events = open(events_path(self.log_dir, job_id), "ab")
+        channel = Channel(job_id, events, self.reactor.seconds)
+        channel.count = _count_lines(events_path(self.log_dir, job_id))
+        out_fd, err_fd = logs.open_for_child(self.log_dir, job_id)
+        null_fd = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            proto = BrowserProtocol(channel)
+            self.reactor.spawnProcess(
+                proto, cmd.executable, list(cmd.args), env=dict(cmd.env), path=cmd.cwd,
+                childFDs={0: null_fd, 1: out_fd, 2: err_fd, CONTROL_OUT: "r",
+                          CONTROL_IN: "w"})
+        except BaseException:
+            events.close()
+            raise
+        finally:
+            for fd in (null_fd, out_fd, err_fd):
+                os.close(fd)
+        self.channels[job_id] = channel
+        return succeed(Spawned(proto.transport.pid, proto.ended))
+
+    def ended(self, job_id: str) -> Deferred:
+        """A browser job ended: keep its unread posts, remove its temporary directory."""
+        channel = self.channels.pop(job_id, None)
+        if channel is not None:
+            channel.close()
+            if channel.posts:
+                self.posts[job_id] = channel.posts
+        return self.to_thread(shutil.rmtree, self.tmp_dir(job_id), True)
+
+    def channel(self, job_id: str) -> Channel:
+        channel = self.channels.get(job_id)
+        if channel is None:
+            raise NotFound(f"job {job_id} is not running (or is not a browser job)")
+        return channel
+
+    def take_posts(self, job_id: str) -> list[dict[str, Any]]:
+        """Posts not read yet, then forgotten: each one is handed out once."""
+        channel = self.channels.get(job_id)
+        if channel is not None:
+            return channel.take_posts()
+        left = self.posts.pop(job_id, None)
+        return list(left) if left else []
+
+    def forget(self, job_id: str) -> None:
+        """Drop what is kept of a purged job."""
+        self.posts.pop(job_id, None)
+
+
+def _count_lines(path: str) -> int:
+    try:
+        with open(path, "rb") as f:
+            return sum(1 for _ in f)
+    except FileNotFoundError:
+        return 0
