@@ -23,6 +23,7 @@ setup(
         "test": [
             "playwright>=1.40",
             "hypothesis>=6",
+            "pyyaml",  # docs/openapi.yaml is checked against the routes
             "pytest>=8",
             "pytest-twisted>=1.14",
             "treq>=23.11",

@@ -10,6 +10,7 @@ import json
 import re
 from datetime import datetime
 from functools import wraps
+from urllib.parse import parse_qs, urlsplit
 from typing import Any, Callable, Optional
 
 from klein import Klein
@@ -19,7 +20,7 @@ from twisted.logger import Logger
 from werkzeug.exceptions import MethodNotAllowed as RouteMethodNotAllowed
 from werkzeug.exceptions import NotFound as RouteNotFound
 
-from . import logs
+from . import auth, logs
 from . import spec as specs
 from .errors import BadRequest, CrawldError, Forbidden, NotFound, TooLarge
 from .jobs import validate_policies
@@ -157,6 +158,7 @@ def endpoint(*methods: str) -> Callable:
             method = request.method.decode("ascii", "replace")
             if method == "HEAD" and "GET" in methods:
                 method = "GET"  # Twisted sends the headers and drops the body
+            self.authenticate(request)
             if method not in methods:
                 request.setHeader(b"Allow", ", ".join(methods).encode())
                 return error_body(request, 405, f"method {method} not allowed; use "
@@ -214,10 +216,32 @@ class Api:
         self.max_archive = max_archive
         self.browsers = browsers
         self.to_thread = to_thread
+        self.authenticator: Any = None  # auth.Authenticator; None: no checks (unit tests)
+
+    # -- auth -------------------------------------------------------------------------
+    def authenticate(self, request: Any) -> None:
+        """Who is asking, and may they: 401 (with challenges), 429 or 403, else nothing.
+
+        Every route goes through here before anything else, logs and streams included.
+        """
+        if self.authenticator is None:
+            return
+        headers = {name.decode("latin-1").lower(): values[-1].decode("latin-1")
+                   for name, values in request.requestHeaders.getAllRawHeaders()}
+        uri = request.uri.decode("latin-1")
+        query = parse_qs(urlsplit(uri).query).get("key")  # the URL's, never the body's
+        method = request.method.decode("ascii", "replace")
+        identity = self.authenticator.authenticate(
+            headers, query[0] if query else None, method, uri,
+            request.getClientAddress().host)
+        auth.authorize(identity, auth.required_role(method, request.path.decode("latin-1")))
 
     # -- errors -----------------------------------------------------------------------
     @app.handle_errors(CrawldError)
     def crawld_error(self, request: Any, failure: Any) -> bytes:
+        extra = getattr(failure.value, "response_headers", None)
+        for name, values in (extra() if extra else {}).items():
+            request.responseHeaders.setRawHeaders(name, [str(v) for v in values])
         return error_body(request, failure.value.code, failure.value.msg)
 
     @app.handle_errors(RouteNotFound)

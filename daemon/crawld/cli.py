@@ -10,7 +10,7 @@ import sys
 from datetime import datetime
 from typing import Any, Optional, Sequence
 
-from . import __version__, config
+from . import __version__, config, keys
 from .errors import ConfigError
 
 LEVELS = ("debug", "info", "warn", "error")
@@ -29,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="where the database, projects and logs live (default ./crawld-data)")
     serve.add_argument("--job-slots", metavar="N", type=int,
                        help="jobs that may run at once (default 4 per CPU)")
+    keys.register(sub)  # crawld keys ... / crawld users ...
     return parser
 
 
@@ -90,6 +91,8 @@ def serve(settings: config.Settings) -> int:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command in keys.COMMANDS:
+        return keys.run(args)
     try:
         settings = config.load(args.config, _overrides(args))
     except ConfigError as exc:

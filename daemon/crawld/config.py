@@ -52,6 +52,8 @@ class Settings:
     browser_timeout: float = 300.0  # default wall-clock limit of browser jobs (0: none)
     browser_executable: str = "auto"  # Chromium; auto: the first one installed
     screenshot_timeout: float = 15.0
+    auth: Optional[str] = None      # none | required; unset: required once credentials exist
+    auth_realm: str = "crawld"      # HTTP Basic/Digest realm (Digest hashes depend on it)
 
     @property
     def slots(self) -> int:
@@ -124,6 +126,20 @@ def _timezone(text: str) -> str:
     return name
 
 
+def _auth_mode(text: str) -> str:
+    mode = text.strip().lower()
+    if mode not in ("none", "required"):
+        raise ValueError("must be none or required")
+    return mode
+
+
+def _realm(text: str) -> str:
+    realm = text.strip()
+    if not realm or '"' in realm or "\\" in realm or not realm.isprintable():
+        raise ValueError("must be printable text without quotes or backslashes")
+    return realm
+
+
 def _listen_list(text: str) -> tuple[Listen, ...]:
     items = [t for t in re.split(r"[,\s]+", text) if t]
     if not items:
@@ -151,6 +167,8 @@ OPTIONS: dict[tuple[str, str], tuple[str, Callable[[str], Any]]] = {
     ("browser", "timeout"): ("browser_timeout", _positive(float, allow_zero=True)),
     ("browser", "screenshot-timeout"): ("screenshot_timeout", _positive(float)),
     ("web", "listen"): ("listen", _listen_list),
+    ("web", "auth"): ("auth", _auth_mode),
+    ("web", "realm"): ("auth_realm", _realm),
 }
 
 

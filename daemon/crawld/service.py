@@ -16,7 +16,7 @@ from twisted.internet.defer import inlineCallbacks
 from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
 
-from . import archive
+from . import archive, auth
 from . import spec as specs
 from .api import Api
 from .browser import Browsers, Settings as BrowserSettings, find_browser
@@ -84,11 +84,32 @@ class Daemon:
         zone = specs.zone(s.timezone) if s.timezone else None
         self.scheduler = Scheduler(self.reactor, self.store, self.jobs.launch, tz=zone)
         self.jobs.attach(self.scheduler, self.supervisor)
+        self.credentials = auth.Credentials(auth.credentials_path(self.root),
+                                            clock=self.reactor.seconds)
         self.api = Api(self.reactor, self.jobs, self.projects, self.supervisor,
                        StatusReport(self.reactor, self.reactor.seconds()), self.log_dir,
                        # scrapy-do-cl url-encodes the zip: up to 3 bytes per byte
                        max_body=3 * s.max_archive_size + 64 * 1024,
                        max_archive=s.max_archive_size, browsers=self.browsers)
+
+    def _check_auth(self) -> None:
+        """Load the credentials and decide the auth mode, once, before anything listens.
+
+        Refuses to start on a non-loopback address without authentication."""
+        s = self.settings
+        has_any = bool(self.credentials.load())  # ConfigError if the file is invalid
+        hosts = [listen.host for listen in s.listen]
+        refusal = auth.must_refuse_start(hosts, s.auth, has_any)
+        if refusal:
+            raise ConfigError(refusal)
+        warning = auth.start_warning(hosts, s.auth, has_any)
+        if warning:
+            log.warn("{warning}", warning=warning)
+        mode = auth.resolve_mode(s.auth, has_any)
+        self.api.authenticator = auth.Authenticator(self.credentials, mode=mode,
+                                                    realm=s.auth_realm,
+                                                    clock=self.reactor.seconds)
+        log.info("authentication: {mode}", mode=mode)
 
     def _project_dir(self, name: str) -> Optional[str]:
         return self.projects.path(name)
@@ -107,6 +128,7 @@ class Daemon:
         """Open everything and start listening; fires with the listening addresses."""
         self._prepare_dirs()
         self._build()
+        self._check_auth()
         yield self.store.ready()
         yield self.projects.load()
         yield self.jobs.start()

@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import io
+import re
 from typing import Any
+from urllib.parse import unquote_plus, unquote_to_bytes
 
 from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from twisted.internet.threads import deferToThread
-from urllib.parse import unquote_to_bytes
 
 from twisted.web.http import _getMultiPartArgs, _MultiPartParseException
 from twisted.web.server import Request, Site
@@ -118,11 +119,42 @@ class LimitedRequest(Request):
         self.content.write(data)
 
 
+def redact_query(uri: str) -> str:
+    """``uri`` with the value of every ``key`` parameter (an API key) replaced.
+
+    Names are compared as the API reads them (percent-decoded), so ``k%65y=`` is
+    redacted too."""
+    path, sep, query = uri.partition("?")
+    if not sep:
+        return uri
+    pieces = []
+    for piece in re.split(r"([&;])", query):
+        name = piece.split("=", 1)[0]
+        if piece not in ("&", ";") and unquote_plus(name).strip().lower() == "key":
+            piece = f"{name}=REDACTED"
+        pieces.append(piece)
+    return path + "?" + "".join(pieces)
+
+
+def access_line(timestamp: str, request: Any) -> str:
+    """One combined-log-format line per request, API keys redacted from the URI."""
+    def text(value: Any) -> str:
+        raw = value.decode("latin-1") if isinstance(value, bytes) else str(value)
+        return raw.replace("\\", "\\\\").replace('"', '\\"')
+    uri = redact_query(request.uri.decode("latin-1"))
+    return (f'"{request.getClientAddress().host}" - - {timestamp} '
+            f'"{text(request.method)} {text(uri)} {text(request.clientproto)}" '
+            f'{request.code} {request.sentLength or "-"} '
+            f'"{text(request.getHeader(b"referer") or b"-")}" '
+            f'"{text(request.getHeader(b"user-agent") or b"-")}"')
+
+
 def make_site(resource: Any, max_body: int) -> Site:
     """A Site serving ``resource`` with bodies limited to ``max_body`` bytes."""
     request_class = type("CrawldRequest", (LimitedRequest,), {"max_body": max_body})
     # Twisted would decode form bodies itself, on the reactor thread: parse_body does it.
-    site = Site(resource, requestFactory=request_class, parsePOSTFormSubmission=False)
+    site = Site(resource, requestFactory=request_class, parsePOSTFormSubmission=False,
+                logFormatter=access_line)
     site.displayTracebacks = False
     site.noisy = False
     return site
