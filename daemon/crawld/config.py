@@ -54,6 +54,10 @@ class Settings:
     screenshot_timeout: float = 15.0
     auth: Optional[str] = None      # none | required; unset: required once credentials exist
     auth_realm: str = "crawld"      # HTTP Basic/Digest realm (Digest hashes depend on it)
+    https: bool = False             # serve the API over TLS (cert and key required)
+    tls_cert: str = ""              # PEM certificate (or full chain)
+    tls_key: str = ""               # PEM private key
+    tls_chain: str = ""             # optional PEM intermediates
 
     @property
     def slots(self) -> int:
@@ -169,6 +173,10 @@ OPTIONS: dict[tuple[str, str], tuple[str, Callable[[str], Any]]] = {
     ("web", "listen"): ("listen", _listen_list),
     ("web", "auth"): ("auth", _auth_mode),
     ("web", "realm"): ("auth_realm", _realm),
+    ("web", "https"): ("https", _boolean),
+    ("web", "cert"): ("tls_cert", str),
+    ("web", "key"): ("tls_key", str),
+    ("web", "chain"): ("tls_chain", str),
 }
 
 
@@ -204,6 +212,8 @@ def load(path: Optional[str] = None, overrides: Optional[Mapping[str, Any]] = No
         if value is not None:
             values[name] = value
     settings = Settings(**values)
+    if settings.https and not (settings.tls_cert and settings.tls_key):
+        raise ConfigError("[web] https = on needs cert and key (PEM files)")
     if not settings.python or not os.path.exists(settings.python):
         raise ConfigError(f"[crawld] python = {settings.python!r}: no such interpreter")
     return settings

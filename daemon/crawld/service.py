@@ -29,6 +29,7 @@ from .spawner import DirectSpawner, ZygoteSpawner
 from .status import StatusReport
 from .store import Store
 from .supervisor import Supervisor
+from .tls import ReloadingCertificate
 from .web import make_site
 
 log = Logger(namespace="crawld")
@@ -46,6 +47,7 @@ class Daemon:
         self.addresses: list[str] = []
         self.lock_fd: Optional[int] = None
         self.store: Optional[Store] = None
+        self.tls: Optional[ReloadingCertificate] = None
 
     def _prepare_dirs(self) -> None:
         for path in (self.root, self.log_dir, os.path.join(self.root, "projects"),
@@ -129,6 +131,10 @@ class Daemon:
         self._prepare_dirs()
         self._build()
         self._check_auth()
+        if self.settings.https:  # ConfigError now, not at the first connection
+            s = self.settings
+            self.tls = ReloadingCertificate(s.tls_cert, s.tls_key, s.tls_chain or None,
+                                            clock=self.reactor.seconds)
         yield self.store.ready()
         yield self.projects.load()
         yield self.jobs.start()
@@ -141,12 +147,16 @@ class Daemon:
             host = port.getHost()
             address = str(Listen(host.host, host.port))
             self.addresses.append(address)
-            log.info("crawld listening on http://{address}", address=address)
+            log.info("crawld listening on {scheme}://{address}", address=address,
+                     scheme="https" if self.tls is not None else "http")
         log.info("crawld ready: data in {root}, {slots} job slot(s), {n} schedule(s)",
                  root=self.root, slots=self.settings.slots, n=len(self.scheduler))
         return self.addresses
 
     def _listen(self, listen: Listen, site: Any):
+        if self.tls is not None:
+            return endpoints.SSL4ServerEndpoint(self.reactor, listen.port, self.tls,
+                                                interface=listen.host).listen(site)
         if ":" in listen.host:
             endpoint = endpoints.TCP6ServerEndpoint(self.reactor, listen.port,
                                                     interface=listen.host)

@@ -16,7 +16,7 @@ import requests
 from tests.conftest import wait_for
 from tests.integration import project
 
-LISTEN_RE = re.compile(r"crawld listening on http://(127\.0\.0\.1:\d+)")
+LISTEN_RE = re.compile(r"crawld listening on (https?://127\.0\.0\.1:\d+)")
 
 
 class DaemonProcess:
@@ -53,7 +53,7 @@ class DaemonProcess:
             found = LISTEN_RE.findall(self.log().split(f"---- start {self.starts}\n")[-1])
             return found[-1] if found else None
 
-        self.url = "http://" + wait_for(listening, 30, what="crawld to listen")
+        self.url = wait_for(listening, 30, what="crawld to listen")
         return self
 
     def log(self) -> str:
