@@ -125,6 +125,20 @@ def int_arg(request: Any, name: str, default: int, minimum: int = 0) -> int:
     return int(text)
 
 
+def allow_origin(request: Any, allowed: frozenset[str]) -> bool:
+    """CORS for the origins the operator listed (``[web] allowed-origins``), none else.
+
+    Adds the response headers that let a dashboard on such an origin read responses
+    (credentials included); returns whether the request's Origin is one of them."""
+    origin = request.getHeader(b"origin")
+    if origin is None or origin.decode("latin-1").strip().lower() not in allowed:
+        return False
+    request.setHeader(b"Access-Control-Allow-Origin", origin.strip())
+    request.setHeader(b"Access-Control-Allow-Credentials", b"true")
+    request.setHeader(b"Vary", b"Origin")
+    return True
+
+
 def refuse_cross_site(request: Any) -> None:
     """Refuse a state-changing request that a browser says comes from another site.
 
@@ -158,12 +172,22 @@ def endpoint(*methods: str) -> Callable:
             method = request.method.decode("ascii", "replace")
             if method == "HEAD" and "GET" in methods:
                 method = "GET"  # Twisted sends the headers and drops the body
+            listed = allow_origin(request, self.allowed_origins)
+            if (listed and method == "OPTIONS"
+                    and request.getHeader(b"access-control-request-method") is not None):
+                # a preflight carries no credentials: answer it before authentication
+                request.setHeader(b"Access-Control-Allow-Methods", ", ".join(methods).encode())
+                request.setHeader(b"Access-Control-Allow-Headers",
+                                  b"Authorization, X-Api-Key, Content-Type")
+                request.setHeader(b"Access-Control-Max-Age", b"600")
+                request.setResponseCode(204)
+                return b""
             self.authenticate(request)
             if method not in methods:
                 request.setHeader(b"Allow", ", ".join(methods).encode())
                 return error_body(request, 405, f"method {method} not allowed; use "
                                   f"{' or '.join(methods)}")
-            if method != "GET":
+            if method != "GET" and not listed:
                 refuse_cross_site(request)
             if getattr(request, "body_too_large", False):
                 raise TooLarge(f"request body over the {self.max_body} byte limit "
@@ -217,6 +241,7 @@ class Api:
         self.browsers = browsers
         self.to_thread = to_thread
         self.authenticator: Any = None  # auth.Authenticator; None: no checks (unit tests)
+        self.allowed_origins: frozenset[str] = frozenset()  # [web] allowed-origins
 
     # -- auth -------------------------------------------------------------------------
     def authenticate(self, request: Any) -> None:

@@ -54,6 +54,7 @@ class Settings:
     screenshot_timeout: float = 15.0
     auth: Optional[str] = None      # none | required; unset: required once credentials exist
     auth_realm: str = "crawld"      # HTTP Basic/Digest realm (Digest hashes depend on it)
+    allowed_origins: tuple[str, ...] = ()  # origins whose pages may call the API (CORS)
     https: bool = False             # serve the API over TLS (cert and key required)
     tls_cert: str = ""              # PEM certificate (or full chain)
     tls_key: str = ""               # PEM private key
@@ -144,6 +145,17 @@ def _realm(text: str) -> str:
     return realm
 
 
+def _origins(text: str) -> tuple[str, ...]:
+    found = []
+    for item in (t for t in re.split(r"[,\s]+", text) if t):
+        m = re.fullmatch(r"(https?)://([A-Za-z0-9.-]+|\[[0-9a-fA-F:]+\])(:\d{1,5})?", item)
+        if not m:
+            raise ValueError(f"{item!r} is not an origin such as https://dash.example.com "
+                             "(scheme://host[:port], no path, no wildcard)")
+        found.append(item.lower())
+    return tuple(found)
+
+
 def _listen_list(text: str) -> tuple[Listen, ...]:
     items = [t for t in re.split(r"[,\s]+", text) if t]
     if not items:
@@ -173,6 +185,7 @@ OPTIONS: dict[tuple[str, str], tuple[str, Callable[[str], Any]]] = {
     ("web", "listen"): ("listen", _listen_list),
     ("web", "auth"): ("auth", _auth_mode),
     ("web", "realm"): ("auth_realm", _realm),
+    ("web", "allowed-origins"): ("allowed_origins", _origins),
     ("web", "https"): ("https", _boolean),
     ("web", "cert"): ("tls_cert", str),
     ("web", "key"): ("tls_key", str),

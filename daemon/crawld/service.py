@@ -108,6 +108,7 @@ class Daemon:
         if warning:
             log.warn("{warning}", warning=warning)
         mode = auth.resolve_mode(s.auth, has_any)
+        self.api.allowed_origins = frozenset(s.allowed_origins)
         self.api.authenticator = auth.Authenticator(self.credentials, mode=mode,
                                                     realm=s.auth_realm,
                                                     clock=self.reactor.seconds)

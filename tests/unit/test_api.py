@@ -67,6 +67,7 @@ def client(tmp_path):
               max_body=1 << 20, max_archive=1 << 20)
     stub = StubTreq(api.app.resource())
     stub.clock = clock
+    stub.api = api
     return stub, sup
 
 
@@ -351,3 +352,30 @@ def test_resume_reports_next_run_in_the_schedule_own_zone(client):
     body = call_json(stub, "post", f"/resume-job.json?id={job_id}")[1]
     assert body["next-run"].endswith("T09:00:00+05:30")
     assert body["next-run"] == _job(stub, job_id)["next-run"]
+
+
+def test_listed_origins_get_cors_and_may_post_others_get_nothing(client):
+    stub, sup = client
+    api = stub.api
+    api.allowed_origins = frozenset({"https://dash.example.com"})
+    try:
+        response = result(stub.request("OPTIONS", URL + "/schedule-job.json", headers={
+            "Origin": "https://dash.example.com", "Access-Control-Request-Method": "POST"}))
+        assert response.code == 204
+        got = response.headers
+        assert got.getRawHeaders("Access-Control-Allow-Origin") == ["https://dash.example.com"]
+        assert got.getRawHeaders("Access-Control-Allow-Methods") == ["POST"]
+        response, _ = call(stub, "post", "/schedule-job.json",
+                           headers={"Origin": "https://dash.example.com",
+                                    "Sec-Fetch-Site": "cross-site"},
+                           data={"project": "demo", "spider": "ok", "when": "now"})
+        assert response.code == 200 and len(sup.queued) == 1
+        assert response.headers.getRawHeaders("Vary") == ["Origin"]
+        response, _ = call(stub, "get", "/status.json", headers={"Origin": "http://evil.example"})
+        assert response.headers.getRawHeaders("Access-Control-Allow-Origin") is None
+        code, _ = call_json(stub, "post", "/schedule-job.json",
+                            headers={"Origin": "http://evil.example"},
+                            data={"project": "demo", "spider": "ok", "when": "now"})
+        assert code == 403 and len(sup.queued) == 1
+    finally:
+        api.allowed_origins = frozenset()
