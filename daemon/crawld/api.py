@@ -22,7 +22,7 @@ from werkzeug.exceptions import NotFound as RouteNotFound
 
 from . import auth, logs
 from . import spec as specs
-from .errors import BadRequest, CrawldError, Forbidden, NotFound, TooLarge
+from .errors import BadRequest, CrawldError, Forbidden, NotFound, TooLarge, is_disk_full
 from .jobs import validate_policies
 from .model import Job, JobStatus
 from .process import signal_name
@@ -279,6 +279,10 @@ class Api:
 
     @app.handle_errors(Exception)
     def internal(self, request: Any, failure: Any) -> bytes:
+        if is_disk_full(failure.value):
+            log.error("{path}: the disk is full ({exc})", path=request.path, exc=failure.value)
+            return error_body(request, 507, "the disk of the data directory is full; "
+                              "nothing was changed. Free some space and retry")
         log.failure("unhandled error on {path}", failure, path=request.path)
         return error_body(request, 500, "internal error; see the daemon's log")
 

@@ -14,23 +14,25 @@ import json
 import math
 import mimetypes
 import os
-import re
 from typing import Any, Optional
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from twisted.internet.defer import inlineCallbacks
 from twisted.internet.utils import getProcessOutput
 
 from . import browser, logs
-from .api import arg, int_arg, job_dict, route
+from .api import arg, int_arg, iso_ms, job_dict, route
 from .errors import BadRequest, NotFound
 
 MAX_OUTPUT = 1024 * 1024   # bytes of stdout per job-output.json answer
 MAX_MESSAGES = 1000        # events per job-output.json answer
-FILE_NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.() -]{0,200}")
+def valid_file_name(name: str) -> bool:
+    """What job.save accepts: a plain name, not hidden, no separator, no NUL."""
+    return bool(name) and not name.startswith(".") and "/" not in name and "\0" not in name
 BROWSE_DEFAULT_TIMEOUT = 30.0
 BROWSE_MAX_TIMEOUT = 3600.0
-BLOCK_MARGIN = 10.0        # browse.json?block=1 waits timeout + kill-grace + this at most
+BLOCK_MARGIN = 10.0        # browse.json?block=1 waits the job's timeout + kill-grace + this
+LAUNCH_MARGIN = 30.0       # a browse job's own limit: its page timeout plus this (launch)
 
 
 def read_output(path: str, start: int, limit: int = MAX_OUTPUT) -> tuple[str, int]:
@@ -44,8 +46,8 @@ def read_output(path: str, start: int, limit: int = MAX_OUTPUT) -> tuple[str, in
             data = f.read(limit)
     except FileNotFoundError:
         return "", start
-    if len(data) == limit:  # more may follow: do not split a character
-        for back in range(1, 4):
+    if data:  # more may follow (the job may be writing): do not split a character
+        for back in range(1, min(4, len(data)) + 1):
             lead = data[-back]
             if lead & 0xC0 == 0xC0:  # a lead byte: is its sequence complete?
                 need = 2 if lead & 0xE0 == 0xC0 else 3 if lead & 0xF0 == 0xE0 else 4
@@ -152,7 +154,8 @@ def job_output(self: Any, request: Any):
     return {"identifier": job.id, "job-status": job.status.value,
             "running": self.supervisor.is_running(job.id),
             "output": output, "output-pos": pos,
-            "messages": [e for e in events if e.get("id", 0) > after][:MAX_MESSAGES],
+            "messages": [dict(e, date=iso_ms(e.get("date")))
+                         for e in events if e.get("id", 0) > after][:MAX_MESSAGES],
             "progress": progress, "progress-label": label,
             "result": results[-1] if results else None}
 
@@ -176,7 +179,8 @@ def job_message(self: Any, request: Any):
 def job_posts(self: Any, request: Any):
     """The messages the script posted since the last call (each one is handed out once)."""
     job = yield self._job(arg(request, "id"))
-    posts = self.browsers.take_posts(job.id) if self.browsers else []
+    posts = [dict(p, date=iso_ms(p.get("date")))
+             for p in (self.browsers.take_posts(job.id) if self.browsers else [])]
     return {"identifier": job.id, "posts": posts}
 
 
@@ -213,7 +217,7 @@ def job_files(self: Any, request: Any):
     job = yield self._job(arg(request, "id"))
     files = yield self.to_thread(list_files, self.browsers.files_dir(job.id))
     for f in files:
-        f["url"] = f"/job-files/{job.id}/{f['name']}"
+        f["url"] = f"/job-files/{job.id}/{quote(f['name'], safe='')}"
     return {"identifier": job.id, "files": files}
 
 
@@ -221,16 +225,19 @@ def job_files(self: Any, request: Any):
 @inlineCallbacks
 def job_file(self: Any, request: Any, job_id: str, name: str):
     job = yield self._job(job_id)
-    if not FILE_NAME_RE.fullmatch(name) or name in (".", ".."):
-        raise NotFound(f"no such file {name!r}")
     folder = self.browsers.files_dir(job.id)
+    path = os.path.join(folder, name)
+    if not valid_file_name(name) or os.path.dirname(os.path.realpath(path)) != \
+            os.path.realpath(folder):
+        raise NotFound(f"no such file {name!r}")
     try:
-        fh = open(os.path.join(folder, name), "rb")
+        fh = open(path, "rb")
     except (FileNotFoundError, IsADirectoryError):
         raise NotFound(f"job {job.id} has no file {name!r}") from None
     kind = mimetypes.guess_type(name)[0] or "application/octet-stream"
     request.setHeader(b"Content-Type", kind.encode())
-    request.setHeader(b"Content-Disposition", f'attachment; filename="{name}"'.encode())
+    request.setHeader(b"Content-Disposition",
+                      f"attachment; filename*=UTF-8''{quote(name, safe='')}".encode())
     request.setHeader(b"X-Content-Type-Options", b"nosniff")
     if request.method == b"HEAD":
         fh.close()
@@ -247,17 +254,18 @@ def browse(self: Any, request: Any):
     params = browse_params(request)
     block = flag_arg(request, "block")
     job = yield self.jobs.browse(params, arg(request, "description", required=False,
-                                              default=""), timeout=params["timeout"])
+                                              default=""),
+                                 timeout=params["timeout"] + LAUNCH_MARGIN)
     if not block:
         return {"identifier": job.id}
-    bound = params["timeout"] + self.supervisor.kill_grace + BLOCK_MARGIN
+    bound = job.timeout + self.supervisor.kill_grace + BLOCK_MARGIN
     ended = yield self.jobs.wait(job.id, bound)
     final = ended or (yield self.jobs.get(job.id))
     events = yield self.to_thread(browser.read_events,
                                   browser.events_path(self.log_dir, job.id), 0, 10 ** 9)
     files = yield self.to_thread(list_files, self.browsers.files_dir(job.id))
     for f in files:
-        f["url"] = f"/job-files/{job.id}/{f['name']}"
+        f["url"] = f"/job-files/{job.id}/{quote(f['name'], safe='')}"
     results = [e["data"] for e in events if e.get("type") == "result"]
     return {"identifier": job.id, "ended": final.status.completed, "job": job_dict(final),
             "result": results[-1] if results else None, "files": files}

@@ -110,16 +110,21 @@ def inspect(data: bytes, limits: Limits) -> Inspected:
 
 
 def _scripts_only(infos: list[zipfile.ZipInfo]) -> Inspected:
-    """A project with no scrapy.cfg: one top folder holding ``scripts/*.py``."""
-    tops = {i.filename.split("/")[0] for i in infos}
-    scripts = [i for i in infos if re.fullmatch(r"[^/]+/scripts/[^/]+\.py", i.filename)]
-    if len(tops) != 1 or not scripts:
+    """A project with no scrapy.cfg: the one top folder holding ``scripts/*.py``.
+
+    Other top-level entries (a README, macOS's __MACOSX/) are ignored, as they are
+    beside a Scrapy project."""
+    tops = {i.filename.split("/")[0] for i in infos
+            if re.fullmatch(r"[^/]+/scripts/[^/_][^/]*\.py", i.filename)}
+    if len(tops) != 1:
         raise ProjectError("no project found: the archive needs <name>/scrapy.cfg (a Scrapy "
-                           "project) or <name>/scripts/*.py (browser scripts)")
+                           "project) or <name>/scripts/*.py (browser scripts)"
+                           + (f"; found scripts in {', '.join(sorted(tops))}" if tops else ""))
     name = tops.pop()
     if not valid_name(name):
         raise ProjectError(f"invalid project name {name!r}: it must match {NAME_RE.pattern}")
-    return Inspected(name, tuple(infos), scrapy=False)
+    members = tuple(i for i in infos if i.filename.startswith(name + "/"))
+    return Inspected(name, members, scrapy=False)
 
 
 def unpack(data: bytes, inspected: Inspected, dest: str) -> None:

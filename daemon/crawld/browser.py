@@ -255,12 +255,16 @@ class Browsers:
         the environment (the runner needs only the stdlib and Playwright)."""
         if self.settings.executable is None:
             raise RuntimeError("no Chromium found; install Debian's chromium package or "
-                               "set browser-executable")
+                               "set [browser] executable")
         env = job_env(base_env, job)
         tmp = self.tmp_dir(job.id)
         env.update(CRAWLD_SCRIPT=script or "", CRAWLD_FILES_DIR=self.files_dir(job.id),
                    CRAWLD_TMP=tmp, TMPDIR=tmp, CRAWLD_BROWSER=self.settings.executable,
-                   CRAWLD_KILL_GRACE=str(self.settings.kill_grace),
+                   # the shim's own grace ends before the daemon's SIGKILL, so it can
+                   # still reap and clean up after a runner that ignores SIGTERM
+                   CRAWLD_KILL_GRACE=str(max(0.0, self.settings.kill_grace - 1.0) if
+                                         self.settings.kill_grace > 1 else
+                                         self.settings.kill_grace / 2),
                    CRAWLD_CONTROL_OUT=str(CONTROL_OUT), CRAWLD_CONTROL_IN=str(CONTROL_IN))
         if job.kind == "browse":
             env["CRAWLD_BROWSE"] = job.payload
@@ -316,7 +320,7 @@ class Browsers:
         left = self.posts.pop(job_id, None)
         return list(left) if left else []
 
-    def forget(self, job_id: str) -> None:
+    def forget(self, job_id: str) -> None:  # called by retention
         """Drop what is kept of a purged job."""
         self.posts.pop(job_id, None)
 

@@ -632,8 +632,10 @@ class Session:
 def load_script(path: str) -> Callable[..., Awaitable[Any]]:
     """Import the user's script from its path and return its async ``run``.
 
-    The script's directory goes first on sys.path so it can import its siblings (this
-    file's own directory is removed from it: crawld's modules are no script's business).
+    The script's directory goes first on sys.path so it can import its siblings, then
+    the working directory (the project's top, where crawld starts the job) so it can
+    import the project's packages; this file's own directory is removed from it:
+    crawld's modules are no script's business.
     """
     if not os.path.isfile(path):
         raise Unusable(f"script not found: {path}")
@@ -643,6 +645,8 @@ def load_script(path: str) -> Callable[..., Awaitable[Any]]:
         own_dir = os.path.dirname(os.path.abspath(own_file))
         sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != own_dir]
     sys.path.insert(0, script_dir)
+    if os.getcwd() not in sys.path:
+        sys.path.insert(1, os.getcwd())
     spec = importlib.util.spec_from_file_location("crawld_browser_script", path)
     if spec is None or spec.loader is None:
         raise Unusable(f"cannot load {path} as a Python module")

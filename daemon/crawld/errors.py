@@ -58,5 +58,20 @@ class ProjectError(CrawldError):
     code = 400
 
 
+class DiskFull(CrawldError):
+    """The data directory's disk is full: nothing could be written (507)."""
+
+    code = 507
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether an error means no space is left: ENOSPC/EDQUOT, or SQLite's SQLITE_FULL."""
+    import errno
+    import sqlite3
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    return isinstance(exc, sqlite3.Error) and "full" in str(exc).lower()
+
+
 class ConfigError(Exception):
     """A configuration value is invalid; the message names the option. Stops start-up."""

@@ -97,6 +97,7 @@ class Jobs:
         self.purge_soon: Any = None      # debounced purge after jobs finish
         self.purge_periodic: Any = None  # the hourly age check
         self.files_root: Optional[str] = None  # browser jobs' artifacts, one dir per job
+        self.browsers: Any = None              # browser.Browsers: unread posts to forget
         self.end_waiters: dict[str, list[Deferred]] = {}  # see wait()
 
     def attach(self, scheduler: Scheduler, supervisor: Supervisor) -> None:
@@ -290,7 +291,8 @@ class Jobs:
             fields["payload"] = normalize_payload(payload)
         if not fields:
             raise BadRequest("nothing to update: give when, description, payload, tz, "
-                             "jitter, misfire, misfire-grace or overlap")
+                             "jitter, misfire, misfire-grace, overlap, timeout or "
+                             "no-output-timeout")
         changed = job.evolve(**fields)
         if job.status is JobStatus.SCHEDULED and ("schedule" in fields or "tz" in fields):
             fields["next_fire"] = self.scheduler.first_fire(specs.parse(changed.schedule),
@@ -332,6 +334,8 @@ class Jobs:
             logs.remove(self.log_dir, job_id)
             if self.files_root:
                 shutil.rmtree(os.path.join(self.files_root, job_id), ignore_errors=True)
+            if self.browsers is not None:
+                self.browsers.forget(job_id)
 
     @inlineCallbacks
     def purge(self):

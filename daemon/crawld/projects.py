@@ -105,6 +105,9 @@ class Projects:
         try:
             yield self.to_thread(archive.unpack, data, inspected, staging)
             scripts = sorted((yield self.to_thread(find_scripts, staging)))
+            if not inspected.scrapy and not scripts:
+                raise ProjectError("no project found: scripts/ holds no script (files "
+                                   "starting with _ are helpers, not scripts)")
             spiders = (yield self._list_spiders(staging)) if inspected.scrapy else []
             for kind, found in (("spider", spiders), ("script", scripts)):
                 wanted = yield self.store.call("scheduled_spiders", name, kind)
@@ -223,7 +226,8 @@ def find_scripts(project_dir: str) -> dict[str, str]:
             continue
         for entry in sorted(os.listdir(folder)):
             stem, ext = os.path.splitext(entry)
-            if ext != ".py" or stem.startswith("_"):
+            if (ext != ".py" or stem.startswith("_")
+                    or not os.path.isfile(os.path.join(folder, entry))):
                 continue
             if not SCRIPT_NAME_RE.fullmatch(stem):
                 raise ProjectError(f"script file {entry!r}: a script name must match "

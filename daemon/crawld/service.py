@@ -83,6 +83,7 @@ class Daemon:
         self.jobs = Jobs(self.reactor, self.store, self.projects, self.log_dir,
                          s.completed_cap, s.completed_max_age_days)
         self.jobs.files_root = self.browsers.files_root
+        self.jobs.browsers = self.browsers
         zone = specs.zone(s.timezone) if s.timezone else None
         self.scheduler = Scheduler(self.reactor, self.store, self.jobs.launch, tz=zone)
         self.jobs.attach(self.scheduler, self.supervisor)
@@ -132,6 +133,10 @@ class Daemon:
         self._prepare_dirs()
         self._build()
         self._check_auth()
+        if self.browsers.settings.executable is None:
+            log.warn("no Chromium found ([browser] executable = {exe}): browser jobs will "
+                     "fail until Debian's chromium package is installed or the option set",
+                     exe=self.settings.browser_executable)
         if self.settings.https:  # ConfigError now, not at the first connection
             s = self.settings
             self.tls = ReloadingCertificate(s.tls_cert, s.tls_key, s.tls_chain or None,

@@ -14,6 +14,7 @@ from typing import Any, Callable, Mapping, Optional
 
 import psutil
 from twisted.internet.defer import Deferred, DeferredList, inlineCallbacks
+from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
 
@@ -27,6 +28,9 @@ from .store import Store
 log = Logger(namespace="crawld.supervisor")
 
 SHUTDOWN_REASON = "stopped by daemon shutdown"
+DISK_FULL_REASON = "the disk of the data directory is full: the job cannot write its logs"
+DISK_CHECK = 2.0       # seconds between free-space checks while jobs run
+MIN_FREE = 1024 * 1024  # below this many free bytes the disk counts as full
 RETRY_DELAY = 5.0  # a job whose start hit a store error is queued again after this
 
 
@@ -42,9 +46,19 @@ class Running:
     kill_call: Any = None
     waiters: list[Deferred] = field(default_factory=list)
     fail_reason: Optional[str] = None   # ended by a limit (timeout): FAILED, not CANCELED
-    limits: list[Any] = field(default_factory=list)  # timeout timers and output watchers
+    limits: list[Any] = field(default_factory=list)  # the timeout timer
+    watch: Any = None                   # the next no-output check
     activity: tuple[int, ...] = ()      # log sizes and events seen at the last check
     active_at: float = 0.0              # when that activity last changed
+
+
+def disk_full(path: str) -> bool:
+    """Less than MIN_FREE bytes left for unprivileged writes where ``path`` lives."""
+    try:
+        st = os.statvfs(path)
+    except OSError:
+        return False
+    return st.f_bavail * st.f_frsize < MIN_FREE
 
 
 def describe_exit(exit: Exit) -> Optional[str]:
@@ -83,6 +97,8 @@ class Supervisor:
         self.script_path = script_path      # (project, script) -> the script's file
         self.job_timeout = job_timeout      # default timeouts, seconds (0: none)
         self.browser_timeout = browser_timeout
+        self.disk_call: Any = None          # the free-space check, while jobs run
+        self.record_retry = RETRY_DELAY     # a job end the store could not record: retry
         self._off_thread = deferToThread
         self.queue: deque[str] = deque()
         self.running: dict[str, Running] = {}
@@ -147,6 +163,7 @@ class Supervisor:
         spawned.ended.addCallback(self._ended, run).addErrback(
             lambda f: log.failure("recording the end of job {id} failed", f, id=job_id))
         self._arm_limits(run)
+        self._watch_disk()
         self._changed(job)
         log.info("job {id} started: {project}/{spider} pid {pid}", id=job_id,
                  project=job.project, spider=job.spider, pid=run.pid)
@@ -186,7 +203,7 @@ class Supervisor:
         if job.no_output_timeout:
             run.active_at = self.reactor.seconds()
             period = min(1.0, job.no_output_timeout / 4)
-            run.limits.append(self.reactor.callLater(period, self._watch_output, run, period))
+            run.watch = self.reactor.callLater(period, self._watch_output, run, period)
 
     def _watch_output(self, run: Running, period: float) -> None:
         now = self.reactor.seconds()
@@ -197,9 +214,28 @@ class Supervisor:
             run.activity, run.active_at = activity, now
         limit = run.job.no_output_timeout
         if now - run.active_at >= limit:
+            run.watch = None
             self._expire(run, f"no output for {limit:g} s (no-output-timeout)")
             return
-        run.limits.append(self.reactor.callLater(period, self._watch_output, run, period))
+        run.watch = self.reactor.callLater(period, self._watch_output, run, period)
+
+    def _watch_disk(self) -> None:
+        """While jobs run, check the free space of the log directory every few seconds:
+        on a full disk they cannot write their logs, and end FAILED saying so."""
+        if self.disk_call is not None and self.disk_call.active():
+            return
+        if not self.running or self.stopping:
+            self.disk_call = None
+            return
+        if disk_full(self.log_dir):
+            for run in list(self.running.values()):
+                if run.job is not None:
+                    self._expire(run, DISK_FULL_REASON)
+        self.disk_call = self.reactor.callLater(DISK_CHECK, self._disk_tick)
+
+    def _disk_tick(self) -> None:
+        self.disk_call = None
+        self._watch_disk()
 
     def _expire(self, run: Running, reason: str) -> None:
         if run.cancel_reason is not None or run.pid is None:
@@ -227,8 +263,9 @@ class Supervisor:
     @inlineCallbacks
     def _ended(self, exit: Exit, run: Running):
         job_id = run.job.id
+        now = self.reactor.seconds()  # the end, before the freed slot starts another job
         self.running.pop(job_id, None)
-        for call in [run.kill_call, *run.limits]:
+        for call in [run.kill_call, run.watch, *run.limits]:
             if call is not None and call.active():
                 call.cancel()
         # Whatever the job left in its process group goes with it (the leader is reaped).
@@ -237,6 +274,8 @@ class Supervisor:
         if run.job.is_browser and self.browsers is not None:
             self.browsers.ended(job_id).addErrback(
                 lambda f: log.failure("cleaning up after job {id} failed", f, id=job_id))
+        if run.fail_reason is None and run.cancel_reason is None and disk_full(self.log_dir):
+            run.fail_reason = DISK_FULL_REASON  # whatever it printed last is lost
         if run.fail_reason is not None:
             status, reason = JobStatus.FAILED, run.fail_reason
         elif run.cancel_reason is not None:
@@ -245,18 +284,36 @@ class Supervisor:
             status, reason = JobStatus.SUCCESSFUL, None
         else:
             status, reason = JobStatus.FAILED, describe_exit(exit)
-        now = self.reactor.seconds()
         fields = dict(finished=now, exit_code=exit.code, signal=exit.signal, reason=reason)
         try:
             job = yield self.store.call("transition", job_id, [JobStatus.RUNNING], status,
                                         now, **fields)
-        except Exception:
-            log.failure("could not record the end of job {id}; it is settled at the next "
-                        "start", id=job_id)
+        except Exception as exc:
+            # e.g. a full disk: tell the waiters now, record it once the store can
+            log.error("could not record the end of job {id} ({exc}); retrying every "
+                      "{delay:g} s", id=job_id, exc=exc, delay=self.record_retry)
             job = None
+            self._record_later(job_id, status, now, fields)
         log.info("job {id} ended {status} ({how})", id=job_id, status=status.value,
                  how=reason or "exit code 0")
         self._notify(run, job or run.job.evolve(status=status, updated=now, **fields))
+
+    @inlineCallbacks
+    def _record_later(self, job_id: str, status: JobStatus, now: float,
+                      fields: dict[str, Any]):
+        """Retry recording a job's end until the store takes it (or the daemon stops:
+        then the next start settles the job as an orphan)."""
+        while not self.stopping:
+            yield deferLater(self.reactor, self.record_retry, lambda: None)
+            try:
+                job = yield self.store.call("transition", job_id, [JobStatus.RUNNING],
+                                            status, now, **fields)
+            except Exception:
+                continue
+            if job is not None:
+                log.info("job {id}: its end is recorded now", id=job_id)
+                self._changed(job)
+            return
 
     def _notify(self, run: Running, job: Optional[Job]) -> None:
         if job is not None:

@@ -83,7 +83,8 @@ class Flood(scrapy.Spider):
     async def start(self):
         line = "x" * 1023 + "\n"
         block = line * 1024
-        for _ in range(int(getattr(self, "megabytes", 0) or 40)):
+        wanted = json.loads(getattr(self, "payload", "{}")).get("megabytes", 40)
+        for _ in range(int(wanted)):
             sys.stdout.write(block)
         sys.stdout.flush()
         return
