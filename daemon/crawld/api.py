@@ -6,6 +6,7 @@ place; anything else is a 500 whose traceback goes to the daemon's log only.
 """
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 from datetime import datetime
@@ -32,6 +33,9 @@ log = Logger(namespace="crawld.api")
 POLICY_PARAMS = ("tz", "jitter", "misfire", "misfire-grace", "overlap", "timeout",
                  "no-output-timeout")
 
+#: GETs that make something happen (a post handed out, a screenshot taken): a page on
+#: another site must not trigger them with an <img> either.
+ACTING_GETS = {b"/job-posts.json", b"/job-screenshot.png"}
 ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"]
 UUID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 LOG_NAME_RE = re.compile(rf"({UUID_RE.pattern})\.(out|err)")
@@ -98,8 +102,15 @@ def write_json(request: Any, code: int, body: dict[str, Any]) -> bytes:
     return data
 
 
+#: Reason phrases Twisted does not know (it would send "429 Unknown Status").
+PHRASES = {429: b"Too Many Requests", 507: b"Insufficient Storage"}
+
+
 def error_body(request: Any, code: int, msg: str) -> bytes:
-    return write_json(request, code, {"status": "error", "msg": msg})
+    body = write_json(request, code, {"status": "error", "msg": msg})
+    if code in PHRASES:
+        request.setResponseCode(code, PHRASES[code])
+    return body
 
 
 def arg(request: Any, name: str, required: bool = True, default: Optional[str] = None
@@ -137,6 +148,20 @@ def allow_origin(request: Any, allowed: frozenset[str]) -> bool:
     request.setHeader(b"Access-Control-Allow-Credentials", b"true")
     request.setHeader(b"Vary", b"Origin")
     return True
+
+
+def host_allowed(request: Any, names: frozenset[str]) -> bool:
+    """Whether the Host header names this server: an IP literal, localhost, or one of
+    ``[web] hostnames``. A DNS-rebinding page reaches 127.0.0.1 under its own name."""
+    raw = (request.getHeader(b"host") or b"").decode("latin-1").strip().lower()
+    host = raw[1:raw.index("]")] if raw.startswith("[") and "]" in raw else raw.split(":")[0]
+    if host in ("localhost", "localhost.") or host in names:
+        return True
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        return False
 
 
 def refuse_cross_site(request: Any) -> None:
@@ -182,12 +207,15 @@ def endpoint(*methods: str) -> Callable:
                 request.setHeader(b"Access-Control-Max-Age", b"600")
                 request.setResponseCode(204)
                 return b""
+            if not self.host_ok(request):
+                raise Forbidden("this server is not known by the name in the Host header; "
+                                "add it to [web] hostnames (a guard against DNS rebinding)")
             self.authenticate(request)
             if method not in methods:
                 request.setHeader(b"Allow", ", ".join(methods).encode())
                 return error_body(request, 405, f"method {method} not allowed; use "
                                   f"{' or '.join(methods)}")
-            if method != "GET" and not listed:
+            if (method != "GET" or request.path in ACTING_GETS) and not listed:
                 refuse_cross_site(request)
             if getattr(request, "body_too_large", False):
                 raise TooLarge(f"request body over the {self.max_body} byte limit "
@@ -242,8 +270,18 @@ class Api:
         self.to_thread = to_thread
         self.authenticator: Any = None  # auth.Authenticator; None: no checks (unit tests)
         self.allowed_origins: frozenset[str] = frozenset()  # [web] allowed-origins
+        self.hostnames: frozenset[str] = frozenset()        # [web] hostnames
 
     # -- auth -------------------------------------------------------------------------
+    def host_ok(self, request: Any) -> bool:
+        """With authentication off, only requests that name this server by an IP, by
+        localhost or by a configured hostname are served: DNS rebinding would otherwise
+        let any web page drive a loopback daemon. With authentication on, a rebinding
+        page has no credentials, and names are not checked (reverse proxies vary)."""
+        if self.authenticator is None or self.authenticator.mode != "none":
+            return True
+        return host_allowed(request, self.hostnames)
+
     def authenticate(self, request: Any) -> None:
         """Who is asking, and may they: 401 (with challenges), 429 or 403, else nothing.
 

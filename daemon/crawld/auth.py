@@ -126,7 +126,7 @@ ANONYMOUS = Identity("none", "anonymous", OPERATOR)
 
 #: GET/HEAD paths that need the operator role although they change nothing. Each is a
 #: regular expression matched (case-insensitively) against the whole percent-decoded
-#: path, with the reason. None of the routes that exist today is in it (status, the
+#: path, with the reason. Of the routes that exist today only job-posts.json is (status, the
 #: listings, preview-schedule and get-log are read-only views the reader role is for);
 #: the entries reserve the names of reads that must never be reader's:
 #:

@@ -55,6 +55,7 @@ class Settings:
     auth: Optional[str] = None      # none | required; unset: required once credentials exist
     auth_realm: str = "crawld"      # HTTP Basic/Digest realm (Digest hashes depend on it)
     allowed_origins: tuple[str, ...] = ()  # origins whose pages may call the API (CORS)
+    hostnames: tuple[str, ...] = ()  # names of this server accepted in Host (auth = none)
     https: bool = False             # serve the API over TLS (cert and key required)
     tls_cert: str = ""              # PEM certificate (or full chain)
     tls_key: str = ""               # PEM private key
@@ -145,6 +146,15 @@ def _realm(text: str) -> str:
     return realm
 
 
+def _hostnames(text: str) -> tuple[str, ...]:
+    names = tuple(t.lower().rstrip(".") for t in re.split(r"[,\s]+", text) if t)
+    for name in names:
+        if not re.fullmatch(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*",
+                            name):
+            raise ValueError(f"{name!r} is not a host name such as crawl.example.com")
+    return names
+
+
 def _origins(text: str) -> tuple[str, ...]:
     found = []
     for item in (t for t in re.split(r"[,\s]+", text) if t):
@@ -186,6 +196,7 @@ OPTIONS: dict[tuple[str, str], tuple[str, Callable[[str], Any]]] = {
     ("web", "auth"): ("auth", _auth_mode),
     ("web", "realm"): ("auth_realm", _realm),
     ("web", "allowed-origins"): ("allowed_origins", _origins),
+    ("web", "hostnames"): ("hostnames", _hostnames),
     ("web", "https"): ("https", _boolean),
     ("web", "cert"): ("tls_cert", str),
     ("web", "key"): ("tls_key", str),

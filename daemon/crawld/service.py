@@ -100,7 +100,11 @@ class Daemon:
 
         Refuses to start on a non-loopback address without authentication."""
         s = self.settings
-        has_any = bool(self.credentials.load())  # ConfigError if the file is invalid
+        try:
+            has_any = bool(self.credentials.load())  # ConfigError if the file is invalid
+        except OSError as exc:  # e.g. created by root with 0600: say so, not a traceback
+            raise ConfigError(f"cannot read {exc.filename}: {exc.strerror}; it must be "
+                              "readable by crawld's user (create keys as that user)") from exc
         hosts = [listen.host for listen in s.listen]
         refusal = auth.must_refuse_start(hosts, s.auth, has_any)
         if refusal:
@@ -110,6 +114,7 @@ class Daemon:
             log.warn("{warning}", warning=warning)
         mode = auth.resolve_mode(s.auth, has_any)
         self.api.allowed_origins = frozenset(s.allowed_origins)
+        self.api.hostnames = frozenset(s.hostnames)
         self.api.authenticator = auth.Authenticator(self.credentials, mode=mode,
                                                     realm=s.auth_realm,
                                                     clock=self.reactor.seconds)

@@ -379,3 +379,60 @@ def test_listed_origins_get_cors_and_may_post_others_get_nothing(client):
         assert code == 403 and len(sup.queued) == 1
     finally:
         api.allowed_origins = frozenset()
+
+
+class _NoAuth:
+    """An authenticator in mode none (what a loopback install without credentials has)."""
+
+    mode = "none"
+
+    def authenticate(self, *args, **kwargs):
+        from crawld import auth
+        return auth.ANONYMOUS
+
+
+@pytest.mark.parametrize("host, code", [
+    ("127.0.0.1:7654", 200), ("localhost:7654", 200), ("[::1]:7654", 200),
+    ("crawl.internal", 200), ("rebind.attacker.example", 403), ("", 403),
+])
+def test_without_auth_only_our_own_names_are_served_dns_rebinding(client, host, code):
+    stub, _ = client
+    stub.api.authenticator = _NoAuth()
+    stub.api.hostnames = frozenset({"crawl.internal"})
+    try:
+        response, body = call(stub, "get", "/status.json", headers={"Host": host})
+        assert response.code == code, body
+        if code == 403:
+            assert b"[web] hostnames" in body
+    finally:
+        stub.api.authenticator = None
+        stub.api.hostnames = frozenset()
+
+
+def test_gets_that_act_are_refused_cross_site(client):
+    stub, _ = client
+    for path in ("/job-posts.json", "/job-screenshot.png"):
+        code, body = call_json(stub, "get", path + "?id=00000000-0000-0000-0000-000000000000",
+                               headers={"Sec-Fetch-Site": "cross-site"})
+        assert code == 403 and "cross-" in body["msg"]
+    assert call_json(stub, "get", "/list-projects.json",
+                     headers={"Sec-Fetch-Site": "cross-site"})[0] == 200
+
+
+def test_a_lockout_is_429_too_many_requests_with_retry_after(client):
+    from crawld import auth
+    stub, _ = client
+
+    class Locked:
+        mode = "required"
+
+        def authenticate(self, *args, **kwargs):
+            raise auth.TooManyAttempts("too many failed attempts; retry later", 30)
+    stub.api.authenticator = Locked()
+    try:
+        response, body = call(stub, "get", "/status.json")
+    finally:
+        stub.api.authenticator = None
+    assert (response.code, response.phrase) == (429, b"Too Many Requests")
+    assert response.headers.getRawHeaders("Retry-After") == ["30"]
+    assert json.loads(body)["msg"].startswith("too many failed attempts")
