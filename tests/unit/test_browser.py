@@ -13,7 +13,7 @@ from twisted.internet.task import Clock
 
 from crawld import api_browser, browser
 from crawld.api_browser import browse_params, list_files, read_output
-from crawld.browser import (CONTROL_IN, CONTROL_OUT, MAX_POSTS, RUNNER, Browsers, Channel,
+from crawld.browser import (BOOTSTRAP, CONTROL_IN, CONTROL_OUT, MAX_POSTS, RUNNER, Browsers, Channel,
                             Settings, find_browser, last_progress, read_events)
 from crawld.errors import BadRequest, NotFound
 from crawld.model import Actor, Job, JobStatus
@@ -241,7 +241,8 @@ def test_command_of_a_script_job(tmp_path):
     job = browser_job("script")
     cmd = b.command(job, "/projects/proj/3", "/projects/proj/3/scripts/shoot.py",
                     {"PATH": "/bin", "HOME": "/home/c"})
-    assert cmd.args == ("/venv/bin/python", RUNNER) and cmd.executable == "/venv/bin/python"
+    assert cmd.args == ("/venv/bin/python", "-c", BOOTSTRAP, RUNNER)
+    assert cmd.executable == "/venv/bin/python"
     assert os.path.basename(RUNNER) == "browser_job.py" and os.path.isfile(RUNNER)
     assert cmd.cwd == "/projects/proj/3"
     tmp = os.path.join(str(tmp_path / "data"), "tmp", job.id)
