@@ -10,12 +10,15 @@ setup(
     python_requires=">=3.11",
     package_dir={"": "daemon"},
     packages=find_packages("daemon"),
+    # the API's OpenAPI description, served as /openapi.json (docs/openapi.yaml links here)
+    package_data={"crawld": ["openapi.yaml"]},
     install_requires=[
         "twisted>=23.10",
         "klein>=23.5",
         "scrapy>=2.11",
         "croniter>=2.0",
         "psutil>=5.9",
+        "pyyaml>=6.0",  # openapi.yaml, read once and served as /openapi.json
     ],
     extras_require={
         # browser jobs: Playwright drives Debian's Chromium (never a downloaded browser)
@@ -23,7 +26,8 @@ setup(
         "test": [
             "playwright>=1.40",
             "hypothesis>=6",
-            "pyyaml",  # docs/openapi.yaml is checked against the routes
+            "openapi-spec-validator>=0.7",  # openapi.yaml is a valid OpenAPI 3.1 document
+            "schemathesis>=4.32,<5",  # fuzzes the live API (tests/integration/test_schemathesis.py)
             "pytest>=8",
             "pytest-twisted>=1.14",
             "treq>=23.11",

@@ -10,20 +10,24 @@ import ipaddress
 import json
 import re
 from datetime import datetime
-from functools import wraps
+from functools import lru_cache, wraps
+from importlib import resources
 from urllib.parse import parse_qs, urlsplit
 from typing import Any, Callable, Optional
 
+import yaml
 from klein import Klein
 from twisted.internet.defer import Deferred, inlineCallbacks, maybeDeferred
 from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
+from werkzeug.exceptions import HTTPException
 from werkzeug.exceptions import MethodNotAllowed as RouteMethodNotAllowed
 from werkzeug.exceptions import NotFound as RouteNotFound
 
 from . import auth, logs
 from . import spec as specs
-from .errors import BadRequest, CrawldError, Forbidden, NotFound, TooLarge, is_disk_full
+from .errors import (BadRequest, CrawldError, Forbidden, NotFound, TooLarge, TooManyStreams,
+                     is_disk_full)
 from .jobs import validate_policies
 from .model import Job, JobStatus
 from .process import signal_name
@@ -31,7 +35,7 @@ from .process import signal_name
 log = Logger(namespace="crawld.api")
 
 POLICY_PARAMS = ("tz", "jitter", "misfire", "misfire-grace", "overlap", "timeout",
-                 "no-output-timeout")
+                 "no-output-timeout", "max-log-size", "memory-limit")
 
 #: GETs that make something happen (a post handed out, a screenshot taken): a page on
 #: another site must not trigger them with an <img> either.
@@ -91,6 +95,8 @@ def job_dict(job: Job) -> dict[str, Any]:
         "script": job.spider if job.kind == "script" else None,
         "timeout": job.timeout,
         "no-output-timeout": job.no_output_timeout,
+        "max-log-size": job.max_log_size,
+        "memory-limit": job.memory_limit,
     }
 
 
@@ -127,12 +133,18 @@ def arg(request: Any, name: str, required: bool = True, default: Optional[str] =
         raise BadRequest(f"parameter {name!r} is not valid UTF-8") from None
 
 
-def int_arg(request: Any, name: str, default: int, minimum: int = 0) -> int:
+#: The largest whole number a parameter may be: SQLite's and a file offset's limit.
+MAX_INT = 2 ** 63 - 1
+
+
+def int_arg(request: Any, name: str, default: int, minimum: int = 0,
+            maximum: int = MAX_INT) -> int:
     text = arg(request, name, required=False)
     if text is None:
         return default
-    if not re.fullmatch(r"\d+", text) or int(text) < minimum:
-        raise BadRequest(f"parameter {name!r} must be a whole number >= {minimum}")
+    if (not re.fullmatch(r"[0-9]{1,19}", text) or not minimum <= int(text) <= maximum):
+        raise BadRequest(f"parameter {name!r} must be a whole number from {minimum} to "
+                         f"{maximum}")
     return int(text)
 
 
@@ -237,7 +249,7 @@ def endpoint(*methods: str) -> Callable:
 
 _app = Klein()
 
-#: path -> the methods its endpoint accepts; the source of truth for docs/openapi.yaml.
+#: path -> the methods its endpoint accepts; the source of truth for the OpenAPI spec.
 ROUTES: dict[str, tuple[str, ...]] = {}
 
 
@@ -247,6 +259,25 @@ def route(path: str, *methods: str) -> Callable:
         ROUTES[path] = methods
         return _app.route(path, methods=ALL_METHODS)(endpoint(*methods)(fn))
     return decorate
+
+
+def route_methods(path: bytes) -> tuple[str, ...]:
+    """The methods the endpoint at ``path`` accepts (empty when there is none)."""
+    try:
+        rule, _ = _app.url_map.bind("localhost").match(
+            path.decode("latin-1"), method="GET", return_rule=True)
+    except HTTPException:  # no such route, or a redirect werkzeug would suggest
+        return ()
+    return ROUTES.get(rule.rule, ())
+
+
+@lru_cache(maxsize=1)
+def openapi_json() -> bytes:
+    """The API's OpenAPI 3.1 description as JSON: ``openapi.yaml`` of this package (the
+    file docs/openapi.yaml links to), parsed once and kept."""
+    text = resources.files(__package__).joinpath("openapi.yaml").read_text("utf-8")
+    spec = yaml.safe_load(text)
+    return (json.dumps(spec, ensure_ascii=False) + "\n").encode("utf-8")
 
 
 class Api:
@@ -271,6 +302,8 @@ class Api:
         self.authenticator: Any = None  # auth.Authenticator; None: no checks (unit tests)
         self.allowed_origins: frozenset[str] = frozenset()  # [web] allowed-origins
         self.hostnames: frozenset[str] = frozenset()        # [web] hostnames
+        self.max_streams = 64      # [web] max-streams: followed logs and downloads at once
+        self.streams = 0
 
     # -- auth -------------------------------------------------------------------------
     def host_ok(self, request: Any) -> bool:
@@ -313,7 +346,13 @@ class Api:
 
     @app.handle_errors(RouteMethodNotAllowed)
     def bad_method(self, request: Any, failure: Any) -> bytes:
-        return error_body(request, 405, "method not allowed")
+        """A method no route takes at all (TRACE, CONNECT, ...): 405 with ``Allow`` too."""
+        methods = route_methods(request.path)
+        if methods:
+            request.setHeader(b"Allow", ", ".join(methods).encode())
+        method = request.method.decode("ascii", "replace")
+        return error_body(request, 405, f"method {method} not allowed" + (
+            f"; use {' or '.join(methods)}" if methods else ""))
 
     @app.handle_errors(Exception)
     def internal(self, request: Any, failure: Any) -> bytes:
@@ -323,6 +362,14 @@ class Api:
                               "nothing was changed. Free some space and retry")
         log.failure("unhandled error on {path}", failure, path=request.path)
         return error_body(request, 500, "internal error; see the daemon's log")
+
+    # -- the API's own description ----------------------------------------------------
+    @route("/openapi.json", "GET")
+    def openapi(self, request: Any) -> bytes:
+        """This API in OpenAPI 3.1 (what docs/openapi.yaml says), for clients and tools."""
+        request.setHeader(b"Content-Type", b"application/json")
+        request.setHeader(b"Cache-Control", b"no-store")
+        return openapi_json()
 
     # -- scrapy-do endpoints ----------------------------------------------------------
     @route("/status.json", "GET")
@@ -403,9 +450,7 @@ class Api:
     def preview_schedule(self, request: Any) -> dict[str, Any]:
         when = arg(request, "when")
         tz_name = arg(request, "tz", required=False)
-        count = int_arg(request, "count", 5, 1)
-        if count > 100:
-            raise BadRequest("parameter 'count' must be at most 100")
+        count = int_arg(request, "count", 5, 1, 100)
         parsed = specs.parse(when)
         zone = self.jobs.scheduler.zone(tz_name)
         times = specs.preview(parsed, self.reactor.seconds(), count, zone)
@@ -464,9 +509,7 @@ class Api:
         if request.method == b"HEAD":
             fh.close()
             return b""
-        follower = logs.Follower(self.reactor, request, fh,
-                                 lambda: self.supervisor.is_running(job.id))
-        yield follower.done
+        yield self.stream(request, fh, lambda: self.supervisor.is_running(job.id))
         return None
 
     # -- helpers ----------------------------------------------------------------------
@@ -475,6 +518,21 @@ class Api:
         if not UUID_RE.fullmatch(job_id or ""):
             raise NotFound(f"unknown job {job_id!r}")
         return (yield self.jobs.get(job_id))
+
+    def stream(self, request: Any, fh: Any, still_running: Callable[[], bool]) -> Deferred:
+        """Stream a file to the client (following it while ``still_running()``), within
+        the cap on concurrent streams: past ``max_streams`` the client gets 429."""
+        if self.streams >= self.max_streams:
+            fh.close()
+            raise TooManyStreams(f"{self.streams} log and file streams are open, the most "
+                                 f"[web] max-streams allows; retry later")
+        self.streams += 1
+        follower = logs.Follower(self.reactor, request, fh, still_running)
+
+        def closed(result: Any) -> Any:
+            self.streams -= 1
+            return result
+        return follower.done.addBoth(closed)
 
     def _channel(self, job_id: str) -> Any:
         """The control channel of a running browser job (404 otherwise)."""

@@ -42,6 +42,8 @@ def read_output(path: str, start: int, limit: int = MAX_OUTPUT) -> tuple[str, in
     """
     try:
         with open(path, "rb") as f:
+            if start >= os.fstat(f.fileno()).st_size:
+                return "", start  # nothing there yet (a seek that far may even fail)
             f.seek(start)
             data = f.read(limit)
     except FileNotFoundError:
@@ -242,8 +244,7 @@ def job_file(self: Any, request: Any, job_id: str, name: str):
     if request.method == b"HEAD":
         fh.close()
         return b""
-    follower = logs.Follower(self.reactor, request, fh, lambda: False)
-    yield follower.done
+    yield self.stream(request, fh, lambda: False)
     return None
 
 

@@ -49,12 +49,17 @@ class Settings:
     timezone: str = ""  # IANA name; "" means the system's local time
     log_level: str = "info"
     job_timeout: float = 0.0        # default wall-clock limit of spider jobs (0: none)
+    max_log_size: int = 0           # default limit of a job's .out + .err, bytes (0: none)
+    memory_limit: int = 0           # default limit of a job's RSS, bytes (0: none)
     browser_timeout: float = 300.0  # default wall-clock limit of browser jobs (0: none)
     browser_executable: str = "auto"  # Chromium; auto: the first one installed
     screenshot_timeout: float = 15.0
     auth: Optional[str] = None      # none | required; unset: required once credentials exist
     auth_realm: str = "crawld"      # HTTP Basic/Digest realm (Digest hashes depend on it)
     allowed_origins: tuple[str, ...] = ()  # origins whose pages may call the API (CORS)
+    max_streams: int = 64           # followed logs and file downloads at once (429 past it)
+    header_timeout: float = 30.0    # seconds for a request's line and headers to arrive
+    idle_timeout: float = 60.0      # seconds before an idle connection is closed
     hostnames: tuple[str, ...] = ()  # names of this server accepted in Host (auth = none)
     https: bool = False             # serve the API over TLS (cert and key required)
     tls_cert: str = ""              # PEM certificate (or full chain)
@@ -189,6 +194,8 @@ OPTIONS: dict[tuple[str, str], tuple[str, Callable[[str], Any]]] = {
     ("crawld", "log-level"): ("log_level", _log_level),
     ("crawld", "timezone"): ("timezone", _timezone),
     ("crawld", "job-timeout"): ("job_timeout", _positive(float, allow_zero=True)),
+    ("crawld", "max-log-size"): ("max_log_size", _positive(parse_size, allow_zero=True)),
+    ("crawld", "memory-limit"): ("memory_limit", _positive(parse_size, allow_zero=True)),
     ("browser", "executable"): ("browser_executable", str),
     ("browser", "timeout"): ("browser_timeout", _positive(float, allow_zero=True)),
     ("browser", "screenshot-timeout"): ("screenshot_timeout", _positive(float)),
@@ -197,6 +204,9 @@ OPTIONS: dict[tuple[str, str], tuple[str, Callable[[str], Any]]] = {
     ("web", "realm"): ("auth_realm", _realm),
     ("web", "allowed-origins"): ("allowed_origins", _origins),
     ("web", "hostnames"): ("hostnames", _hostnames),
+    ("web", "max-streams"): ("max_streams", _positive(int)),
+    ("web", "header-timeout"): ("header_timeout", _positive(float)),
+    ("web", "idle-timeout"): ("idle_timeout", _positive(float)),
     ("web", "https"): ("https", _boolean),
     ("web", "cert"): ("tls_cert", str),
     ("web", "key"): ("tls_key", str),

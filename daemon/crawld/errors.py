@@ -58,6 +58,12 @@ class ProjectError(CrawldError):
     code = 400
 
 
+class TooManyStreams(CrawldError):
+    """Too many log or file streams are open at once (429)."""
+
+    code = 429
+
+
 class DiskFull(CrawldError):
     """The data directory's disk is full: nothing could be written (507)."""
 

@@ -18,6 +18,7 @@ from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
 
 from . import logs, spec as specs
+from .config import parse_size
 from .errors import BadRequest, Conflict, NotFound
 from .model import Actor, Job, JobStatus, STATUS_GROUPS, TEMPLATES
 from .projects import Projects
@@ -31,7 +32,7 @@ PURGE_DELAY = 1.0          # batch retention work after a burst of finished jobs
 PURGE_PERIOD = 3600.0      # and check ages hourly even when nothing finishes
 
 
-LIMITS = ("timeout", "no_output_timeout")
+LIMITS = ("timeout", "no_output_timeout", "max_log_size", "memory_limit")
 MISFIRE = ("once", "skip")
 OVERLAP = ("skip", "queue", "allow")
 MAX_JITTER = 86400.0
@@ -40,7 +41,9 @@ MAX_JITTER = 86400.0
 def validate_policies(tz: Optional[str] = None, jitter: Optional[str] = None,
                       misfire: Optional[str] = None, misfire_grace: Optional[str] = None,
                       overlap: Optional[str] = None, timeout: Optional[str] = None,
-                      no_output_timeout: Optional[str] = None) -> dict[str, Any]:
+                      no_output_timeout: Optional[str] = None,
+                      max_log_size: Optional[str] = None,
+                      memory_limit: Optional[str] = None) -> dict[str, Any]:
     """Check schedule policy and limit parameters (text from a request); return Job fields."""
     found: dict[str, Any] = {}
     if tz:
@@ -60,6 +63,16 @@ def validate_policies(tz: Optional[str] = None, jitter: Optional[str] = None,
             bound = f" and at most {top:g}" if top else ""
             raise BadRequest(f"parameter {name!r} must be a number of seconds, 0 or more{bound}")
         found[name.replace("-", "_")] = value
+    for name, text in (("max-log-size", max_log_size), ("memory-limit", memory_limit)):
+        if text is None or text == "":
+            continue
+        try:
+            found[name.replace("-", "_")] = size = parse_size(text)
+            if size > 2 ** 63 - 1:  # SQLite's largest integer
+                raise ValueError(text)
+        except ValueError:
+            raise BadRequest(f"parameter {name!r} must be a size such as 500MB or 0 (no "
+                             "limit)") from None
     for name, text, allowed in (("misfire", misfire, MISFIRE), ("overlap", overlap, OVERLAP)):
         if text:
             if text.lower() not in allowed:
@@ -291,8 +304,8 @@ class Jobs:
             fields["payload"] = normalize_payload(payload)
         if not fields:
             raise BadRequest("nothing to update: give when, description, payload, tz, "
-                             "jitter, misfire, misfire-grace, overlap, timeout or "
-                             "no-output-timeout")
+                             "jitter, misfire, misfire-grace, overlap, timeout, "
+                             "no-output-timeout, max-log-size or memory-limit")
         changed = job.evolve(**fields)
         if job.status is JobStatus.SCHEDULED and ("schedule" in fields or "tz" in fields):
             fields["next_fire"] = self.scheduler.first_fire(specs.parse(changed.schedule),

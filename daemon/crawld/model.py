@@ -92,6 +92,8 @@ class Job:
     kind: str = "spider"                 # spider | script | browse
     timeout: Optional[float] = None      # seconds of wall clock before the job is ended
     no_output_timeout: Optional[float] = None  # seconds without output before it is ended
+    max_log_size: Optional[int] = None   # bytes of .out + .err before the job is ended
+    memory_limit: Optional[int] = None   # bytes of RSS (its process tree) before it is ended
 
     @property
     def is_browser(self) -> bool:

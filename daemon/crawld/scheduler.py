@@ -171,7 +171,8 @@ class Scheduler:
                    schedule="now", project=template.project, spider=template.spider,
                    description=template.description, payload=template.payload,
                    parent=template.id, created=now, updated=now, kind=template.kind,
-                   timeout=template.timeout, no_output_timeout=template.no_output_timeout)
+                   timeout=template.timeout, no_output_timeout=template.no_output_timeout,
+                   max_log_size=template.max_log_size, memory_limit=template.memory_limit)
 
     @inlineCallbacks
     def _fire(self, batch: list[tuple[str, float, bool, float]]):

@@ -75,7 +75,9 @@ class Daemon:
                                      on_change=self._job_changed, spawner=self.spawner,
                                      browsers=self.browsers, script_path=self._script_path,
                                      job_timeout=s.job_timeout,
-                                     browser_timeout=s.browser_timeout)
+                                     browser_timeout=s.browser_timeout,
+                                     max_log_size=s.max_log_size,
+                                     memory_limit=s.memory_limit)
         self.projects = Projects(self.reactor, self.store, os.path.join(self.root, "projects"),
                                  s.python, archive.Limits(s.max_archive_files,
                                                           s.max_unpacked_size),
@@ -115,6 +117,7 @@ class Daemon:
         mode = auth.resolve_mode(s.auth, has_any)
         self.api.allowed_origins = frozenset(s.allowed_origins)
         self.api.hostnames = frozenset(s.hostnames)
+        self.api.max_streams = s.max_streams
         self.api.authenticator = auth.Authenticator(self.credentials, mode=mode,
                                                     realm=s.auth_realm,
                                                     clock=self.reactor.seconds)
@@ -151,7 +154,9 @@ class Daemon:
         yield self.jobs.start()
         # browser jobs of a previous daemon are settled by now: their temp dirs can go
         yield deferToThread(shutil.rmtree, self.browsers.tmp_root, True)
-        site = make_site(self.api.app.resource(), self.api.max_body)
+        site = make_site(self.api.app.resource(), self.api.max_body,
+                         header_timeout=self.settings.header_timeout,
+                         idle_timeout=self.settings.idle_timeout)
         for listen in self.settings.listen:
             port = yield self._listen(listen, site)
             self.ports.append(port)

@@ -50,6 +50,8 @@ _MIGRATIONS: dict[int, Sequence[str]] = {
         "ALTER TABLE jobs ADD COLUMN kind TEXT NOT NULL DEFAULT 'spider'",
         "ALTER TABLE jobs ADD COLUMN timeout REAL",
         "ALTER TABLE jobs ADD COLUMN no_output_timeout REAL",
+        "ALTER TABLE jobs ADD COLUMN max_log_size INTEGER",
+        "ALTER TABLE jobs ADD COLUMN memory_limit INTEGER",
         "ALTER TABLE projects ADD COLUMN scripts TEXT NOT NULL DEFAULT '[]'",
     ),
 }
@@ -62,7 +64,7 @@ _JOB_COLUMNS = ("seq", "id", "status", "actor", "schedule", "project", "spider",
                 "description", "payload", "parent", "created", "updated", "started",
                 "finished", "exit_code", "signal", "reason", "pid", "pid_started", "next_fire",
                 "tz", "jitter", "misfire", "misfire_grace", "overlap", "queued", "last_run",
-                "kind", "timeout", "no_output_timeout")
+                "kind", "timeout", "no_output_timeout", "max_log_size", "memory_limit")
 _SELECT_JOB = f"SELECT {', '.join(_JOB_COLUMNS)} FROM jobs"
 
 

@@ -30,6 +30,8 @@ log = Logger(namespace="crawld.supervisor")
 SHUTDOWN_REASON = "stopped by daemon shutdown"
 DISK_FULL_REASON = "the disk of the data directory is full: the job cannot write its logs"
 DISK_CHECK = 2.0       # seconds between free-space checks while jobs run
+WATCH_PERIOD = 1.0     # seconds between checks of a job's output, log size and memory
+MIB = 1024 * 1024
 MIN_FREE = 1024 * 1024  # below this many free bytes the disk counts as full
 RETRY_DELAY = 5.0  # a job whose start hit a store error is queued again after this
 
@@ -49,6 +51,8 @@ class Running:
     limits: list[Any] = field(default_factory=list)  # the timeout timer
     watch: Any = None                   # the next no-output check
     activity: tuple[int, ...] = ()      # log sizes and events seen at the last check
+    max_log: int = 0                    # the limits in force for this run (0: none)
+    max_rss: int = 0
     active_at: float = 0.0              # when that activity last changed
 
 
@@ -82,7 +86,8 @@ class Supervisor:
                  on_change: Optional[Callable[[Job], None]] = None,
                  spawner: Any = None, browsers: Any = None,
                  script_path: Optional[Callable[[str, str], str]] = None,
-                 job_timeout: float = 0.0, browser_timeout: float = 0.0) -> None:
+                 job_timeout: float = 0.0, browser_timeout: float = 0.0,
+                 max_log_size: int = 0, memory_limit: int = 0) -> None:
         self.reactor = reactor
         self.store = store
         self.log_dir = log_dir
@@ -97,6 +102,8 @@ class Supervisor:
         self.script_path = script_path      # (project, script) -> the script's file
         self.job_timeout = job_timeout      # default timeouts, seconds (0: none)
         self.browser_timeout = browser_timeout
+        self.max_log_size = max_log_size    # defaults for jobs that set none (0: none)
+        self.memory_limit = memory_limit
         self.disk_call: Any = None          # the free-space check, while jobs run
         self.record_retry = RETRY_DELAY     # a job end the store could not record: retry
         self._off_thread = deferToThread
@@ -191,8 +198,10 @@ class Supervisor:
 
     # -- limits -----------------------------------------------------------------------
     def _arm_limits(self, run: Running) -> None:
-        """Wall-clock ``timeout`` and ``no-output-timeout``: past either, the job ends
-        FAILED with the reason (TERM, then KILL after the grace period, as a cancel)."""
+        """The job's limits: wall-clock ``timeout``; ``no-output-timeout``,
+        ``max-log-size`` and ``memory-limit``, checked by one watch per job. Past any of
+        them the job ends FAILED with the reason (TERM, then KILL after the grace
+        period, as a cancel)."""
         job = run.job
         timeout = job.timeout
         if timeout is None:
@@ -200,24 +209,36 @@ class Supervisor:
         if timeout:
             run.limits.append(self.reactor.callLater(
                 timeout, self._expire, run, f"timed out after {timeout:g} s (timeout)"))
-        if job.no_output_timeout:
+        run.max_log = job.max_log_size if job.max_log_size is not None else self.max_log_size
+        run.max_rss = job.memory_limit if job.memory_limit is not None else self.memory_limit
+        if job.no_output_timeout or run.max_log or run.max_rss:
             run.active_at = self.reactor.seconds()
-            period = min(1.0, job.no_output_timeout / 4)
-            run.watch = self.reactor.callLater(period, self._watch_output, run, period)
+            period = min(WATCH_PERIOD, (job.no_output_timeout or WATCH_PERIOD) / 4)
+            run.watch = self.reactor.callLater(period, self._watch, run, period)
 
-    def _watch_output(self, run: Running, period: float) -> None:
+    @inlineCallbacks
+    def _watch(self, run: Running, period: float):
+        run.watch = None
         now = self.reactor.seconds()
-        activity = logs.sizes(self.log_dir, run.job.id)
+        sizes = logs.sizes(self.log_dir, run.job.id)
         channel = self.browsers.channels.get(run.job.id) if self.browsers else None
-        activity += (channel.count,) if channel is not None else ()
+        activity = sizes + ((channel.count,) if channel is not None else ())
         if activity != run.activity:
             run.activity, run.active_at = activity, now
-        limit = run.job.no_output_timeout
-        if now - run.active_at >= limit:
-            run.watch = None
-            self._expire(run, f"no output for {limit:g} s (no-output-timeout)")
-            return
-        run.watch = self.reactor.callLater(period, self._watch_output, run, period)
+        silent = run.job.no_output_timeout
+        logged = sum(size for size in sizes if size > 0)
+        if silent and now - run.active_at >= silent:
+            self._expire(run, f"no output for {silent:g} s (no-output-timeout)")
+        elif run.max_log and logged > run.max_log:
+            self._expire(run, f"its logs passed max-log-size ({logged} > {run.max_log} "
+                              "bytes)")
+        elif run.max_rss:
+            rss = yield self._off_thread(tree.tree_rss, run.pid)
+            if rss > run.max_rss and run.cancel_reason is None:
+                self._expire(run, f"memory-limit exceeded: its processes use "
+                                  f"{rss / MIB:.0f} MiB (RSS) > {run.max_rss / MIB:.0f} MiB")
+        if run.cancel_reason is None and self.running.get(run.job.id) is run:
+            run.watch = self.reactor.callLater(period, self._watch, run, period)
 
     def _watch_disk(self) -> None:
         """While jobs run, check the free space of the log directory every few seconds:
@@ -274,8 +295,13 @@ class Supervisor:
         if run.job.is_browser and self.browsers is not None:
             self.browsers.ended(job_id).addErrback(
                 lambda f: log.failure("cleaning up after job {id} failed", f, id=job_id))
-        if run.fail_reason is None and run.cancel_reason is None and disk_full(self.log_dir):
-            run.fail_reason = DISK_FULL_REASON  # whatever it printed last is lost
+        if run.fail_reason is None and run.cancel_reason is None:
+            logged = sum(size for size in logs.sizes(self.log_dir, job_id) if size > 0)
+            if disk_full(self.log_dir):
+                run.fail_reason = DISK_FULL_REASON  # whatever it printed last is lost
+            elif run.max_log and logged > run.max_log:  # too fast for the watch
+                run.fail_reason = (f"its logs passed max-log-size ({logged} > "
+                                   f"{run.max_log} bytes)")
         if run.fail_reason is not None:
             status, reason = JobStatus.FAILED, run.fail_reason
         elif run.cancel_reason is not None:

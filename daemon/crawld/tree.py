@@ -91,3 +91,22 @@ def signal_tree(pid: int, sig: int, known: Optional[list[psutil.Process]] = None
 def kill_tree(pid: int, known: Optional[list[psutil.Process]] = None) -> int:
     """SIGKILL the group and every descendant."""
     return signal_tree(pid, signals.SIGKILL, known)
+
+
+def tree_rss(pid: int) -> int:
+    """Resident memory of ``pid`` and all its descendants, in bytes (blocking: a thread).
+
+    Summed per process, so pages shared between them (a zygote-forked job shares the
+    preloaded Scrapy with the zygote) count once per process: an upper bound."""
+    try:
+        root = psutil.Process(pid)
+        procs = [root] + root.children(recursive=True)
+    except psutil.Error:
+        return 0
+    total = 0
+    for proc in procs:
+        try:
+            total += proc.memory_info().rss
+        except psutil.Error:
+            continue
+    return total

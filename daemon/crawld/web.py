@@ -9,7 +9,8 @@ from urllib.parse import unquote_plus, unquote_to_bytes
 from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from twisted.internet.threads import deferToThread
 
-from twisted.web.http import _getMultiPartArgs, _MultiPartParseException
+from twisted.web.http import HTTPChannel, _getMultiPartArgs, _MultiPartParseException
+from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
 from .errors import BadRequest
@@ -149,12 +150,90 @@ def access_line(timestamp: str, request: Any) -> str:
             f'"{text(request.getHeader(b"user-agent") or b"-")}"')
 
 
-def make_site(resource: Any, max_body: int) -> Site:
-    """A Site serving ``resource`` with bodies limited to ``max_body`` bytes."""
+class Utf8Only(Resource):
+    """The API's resource, for URLs whose path and host name are UTF-8 (400 otherwise).
+
+    Klein answers those with a ``text/plain`` 400 and logs a traceback; the API's
+    errors are JSON, so this answers first, before authentication, as for an unknown
+    path: there is nothing to authorize."""
+
+    isLeaf = True
+
+    def __init__(self, inner: Any) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def render(self, request: Any) -> Any:
+        try:
+            request.getRequestHostname().decode("utf-8")
+            b"/".join(request.prepath + request.postpath).decode("utf-8")
+        except UnicodeDecodeError:
+            request.setResponseCode(400)
+            request.setHeader(b"Content-Type", b"application/json")
+            request.setHeader(b"Cache-Control", b"no-store")
+            return b'{"status": "error", "msg": "the URL path or host is not valid UTF-8"}\n'
+        return self.inner.render(request)
+
+
+IDLE_TIMEOUT = 60.0    # an idle keep-alive connection is closed after this
+HEADER_TIMEOUT = 30.0  # a request's line and headers must arrive within this
+
+
+class DeadlineChannel(HTTPChannel):
+    """HTTP with a deadline for each request's headers.
+
+    Twisted's idle timeout restarts with every byte, so a client that trickles its
+    headers one byte at a time (slowloris) would hold a connection for ever. Here the
+    request line and headers must all arrive within ``header_timeout`` of the
+    connection opening, or of the previous response on a kept-alive connection."""
+
+    header_timeout = HEADER_TIMEOUT
+    header_call: Any = None
+
+    def connectionMade(self) -> None:  # noqa: N802 (Twisted's names)
+        super().connectionMade()
+        self._arm_headers()
+
+    def allHeadersReceived(self) -> None:  # noqa: N802
+        self._disarm_headers()
+        super().allHeadersReceived()
+
+    def requestDone(self, request: Any) -> None:  # noqa: N802
+        super().requestDone(request)
+        if self.persistent and not self._handlingRequest:
+            self._arm_headers()
+
+    def connectionLost(self, reason: Any) -> None:  # noqa: N802
+        self._disarm_headers()
+        super().connectionLost(reason)
+
+    def _arm_headers(self) -> None:
+        self._disarm_headers()
+        self.header_call = self.callLater(self.header_timeout, self._headers_too_slow)
+
+    def _disarm_headers(self) -> None:
+        if self.header_call is not None and self.header_call.active():
+            self.header_call.cancel()
+        self.header_call = None
+
+    def _headers_too_slow(self) -> None:
+        self.header_call = None
+        self._log.info("closing {peer}: no complete request headers within {t:g} s",
+                       peer=str(self.transport.getPeer()), t=self.header_timeout)
+        self.transport.abortConnection()
+
+
+def make_site(resource: Any, max_body: int, header_timeout: float = HEADER_TIMEOUT,
+              idle_timeout: float = IDLE_TIMEOUT) -> Site:
+    """A Site serving ``resource`` with bodies limited to ``max_body`` bytes, a deadline
+    for request headers and an idle timeout for connections."""
     request_class = type("CrawldRequest", (LimitedRequest,), {"max_body": max_body})
     # Twisted would decode form bodies itself, on the reactor thread: parse_body does it.
-    site = Site(resource, requestFactory=request_class, parsePOSTFormSubmission=False,
-                logFormatter=access_line)
+    site = Site(Utf8Only(resource), requestFactory=request_class,
+                parsePOSTFormSubmission=False, logFormatter=access_line,
+                timeout=idle_timeout)
+    site.protocol = type("CrawldChannel", (DeadlineChannel,),
+                         {"header_timeout": header_timeout})
     site.displayTracebacks = False
     site.noisy = False
     return site

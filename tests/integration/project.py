@@ -2,7 +2,8 @@
 
 Spiders: ``ok`` (reports its environment and settings), ``fail`` (exit code 3),
 ``sleep`` (runs until ended; starts a grandchild in its group and one in a session of
-its own), ``stubborn`` (ignores SIGTERM), ``flood`` (writes many MB to stdout).
+its own), ``stubborn`` (ignores SIGTERM), ``flood`` (writes many MB to stdout), ``hog``
+(a helper in its own session holds many MB of memory).
 """
 from __future__ import annotations
 
@@ -77,6 +78,23 @@ class Stubborn(scrapy.Spider):
         yield
 
 
+class Hog(scrapy.Spider):
+    """Starts a helper in a session of its own that holds ``megabytes`` of memory."""
+
+    name = "hog"
+
+    async def start(self):
+        wanted = json.loads(getattr(self, "payload", "{}")).get("megabytes", 300)
+        code = ("import sys, time; b = bytearray(%d * 1024 * 1024); "
+                "b[::4096] = b'x' * len(b[::4096]); print('held', flush=True); "
+                "time.sleep(300)" % wanted)
+        child = subprocess.Popen([sys.executable, "-c", code], start_new_session=True)
+        say(pid=os.getpid(), hog=child.pid)
+        await asyncio.sleep(300)
+        return
+        yield
+
+
 class Flood(scrapy.Spider):
     name = "flood"
 
@@ -91,7 +109,7 @@ class Flood(scrapy.Spider):
         yield
 '''
 
-SPIDER_NAMES = ["fail", "flood", "ok", "sleep", "stubborn"]
+SPIDER_NAMES = ["fail", "flood", "hog", "ok", "sleep", "stubborn"]
 
 
 def build(name: str = "demo", spiders: str = SPIDERS, extra: dict[str, str] | None = None,

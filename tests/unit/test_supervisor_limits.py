@@ -65,7 +65,7 @@ def tick(reactor, seconds: float, step: float = 0.25) -> None:
 def limit_timers(reactor) -> list:
     """Pending timers of the limits (and the SIGKILL after a TERM), not other timers."""
     return [c for c in reactor.getDelayedCalls()
-            if getattr(c.func, "__name__", "") in ("_expire", "_watch_output", "_signal")]
+            if getattr(c.func, "__name__", "") in ("_expire", "_watch", "_signal")]
 
 
 def status(store: Store, job: Job) -> Job:
@@ -298,3 +298,70 @@ def test_shutdown_before_the_timeout_is_recorded_as_shutdown(make, signals):  # 
     done = status(store, job)
     assert (done.status, done.reason) == (JobStatus.CANCELED, SHUTDOWN_REASON)
     assert terms(signals, pid) == [signal.SIGTERM]
+
+
+# --------------------------------------------------------------- max-log-size, memory
+def test_logs_past_max_log_size_end_the_job_failed(make, signals, tmp_path):  # noqa: F811
+    reactor, store, sup = make()
+    job, pid = start(reactor, store, sup, max_log_size=1000)
+    (tmp_path / f"{job.id}.out").open("ab").write(b"x" * 600)
+    (tmp_path / f"{job.id}.err").open("ab").write(b"y" * 300)
+    tick(reactor, 2)
+    assert signals == [], "900 bytes are within the limit"
+    (tmp_path / f"{job.id}.err").open("ab").write(b"y" * 200)
+    tick(reactor, 1)
+    assert signals == [(pid, signal.SIGTERM)]
+    reactor.end(0, signal=signal.SIGTERM)
+    done = status(store, job)
+    assert (done.status, done.reason) == (
+        JobStatus.FAILED, "its logs passed max-log-size (1100 > 1000 bytes)")
+
+
+def test_the_daemon_default_max_log_size_applies_and_zero_turns_it_off(make, signals,  # noqa: F811
+                                                                       tmp_path):
+    reactor, store, sup = make()
+    sup.max_log_size = 100
+    limited, pid = start(reactor, store, sup)
+    free, _ = start(reactor, store, sup, max_log_size=0)
+    for job in (limited, free):
+        (tmp_path / f"{job.id}.out").open("ab").write(b"z" * 500)
+    tick(reactor, 1)
+    assert signals == [(pid, signal.SIGTERM)]
+
+
+def test_memory_limit_ends_the_job_failed_with_its_rss(make, signals, monkeypatch):  # noqa: F811
+    from crawld import supervisor as supervisor_module
+    reactor, store, sup = make()
+    sup._off_thread = lambda f, *a: succeed(f(*a))
+    rss = {"now": 100 * 1024 * 1024}
+    monkeypatch.setattr(supervisor_module.tree, "tree_rss", lambda pid: rss["now"])
+    job, pid = start(reactor, store, sup, memory_limit=200 * 1024 * 1024)
+    tick(reactor, 3)
+    assert signals == []
+    rss["now"] = 300 * 1024 * 1024
+    tick(reactor, 1)
+    assert signals == [(pid, signal.SIGTERM)]
+    reactor.end(0, signal=signal.SIGTERM)
+    done = status(store, job)
+    assert done.status is JobStatus.FAILED
+    assert done.reason == ("memory-limit exceeded: its processes use 300 MiB (RSS) > "
+                           "200 MiB")
+
+
+def test_tree_rss_counts_the_whole_tree():
+    import os
+    import subprocess
+    import sys
+    from crawld import tree
+    child = subprocess.Popen([sys.executable, "-c",
+                              "import time; b = bytearray(80 * 1024 * 1024); "
+                              "b[::4096] = b'x' * len(b[::4096]); print('ok', flush=True); "
+                              "time.sleep(30)"], stdout=subprocess.PIPE)
+    try:
+        assert child.stdout.readline() == b"ok\n"
+        assert tree.tree_rss(child.pid) > 80 * 1024 * 1024
+        assert tree.tree_rss(os.getpid()) >= tree.tree_rss(child.pid)
+    finally:
+        child.kill()
+        child.wait()
+    assert tree.tree_rss(child.pid) == 0
