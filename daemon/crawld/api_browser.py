@@ -62,13 +62,19 @@ def read_output(path: str, start: int, limit: int = MAX_OUTPUT) -> tuple[str, in
 
 
 def list_files(folder: str) -> list[dict[str, Any]]:
-    """A job's artifacts: name and size, sorted by name (runs in a thread)."""
+    """A job's artifacts: name, size and when it was written, sorted by name (runs in
+    a thread)."""
     try:
         entries = sorted(os.scandir(folder), key=lambda e: e.name)
     except FileNotFoundError:
         return []
-    return [{"name": e.name, "size": e.stat().st_size} for e in entries
-            if e.is_file(follow_symlinks=False) and not e.name.startswith(".")]
+    found = []
+    for e in entries:
+        if e.is_file(follow_symlinks=False) and not e.name.startswith("."):
+            st = e.stat()
+            found.append({"name": e.name, "size": st.st_size,
+                          "modified": iso_ms(st.st_mtime)})
+    return found
 
 
 def read_and_remove(path: str) -> bytes:

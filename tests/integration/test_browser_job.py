@@ -278,7 +278,7 @@ def test_a_script_reports_everything_and_leaves_nothing_behind(start, site):
         assert aliases(job) == [f"/tmp/crawld-{digest}"]
     assert job.wait() == 0, job.stderr()
     kinds = [e["type"] for e in job.events]
-    assert kinds == ["ready", "post", "progress", "progress", "file", "file", "result"]
+    assert kinds == ["ready", "post", "progress", "progress", "file", "file", "result"], job.events
     post = job.events[1]["data"]
     assert post == {"argument": {"url": site + "/hello", "n": [1, 2]}, "id": "job-1",
                     "tmp": str(job.tmp), "profile": True,

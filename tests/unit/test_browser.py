@@ -480,6 +480,9 @@ def test_list_files_skips_dot_files_directories_and_links(tmp_path):
     outside = tmp_path.parent / f"{tmp_path.name}-secret"
     outside.write_bytes(b"secret")
     (tmp_path / "link.txt").symlink_to(outside)
-    assert list_files(str(tmp_path)) == [{"name": "a.txt", "size": 0},
-                                         {"name": "b.png", "size": 5}]
+    import datetime as dt
+    os.utime(tmp_path / "b.png", (1_800_000_000.25, 1_800_000_000.25))
+    found = list_files(str(tmp_path))
+    assert [(f["name"], f["size"]) for f in found] == [("a.txt", 0), ("b.png", 5)]
+    assert dt.datetime.fromisoformat(found[1]["modified"]).timestamp() == 1_800_000_000.25
     assert list_files(str(tmp_path / "missing")) == []
