@@ -28,7 +28,7 @@ from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
 
 from . import logs
-from .commands import Command, job_env
+from .commands import Command, RunAs, as_user, job_env
 from .errors import CrawldError, NotFound
 from .model import Job
 from .process import JobProcessProtocol
@@ -244,6 +244,7 @@ class Browsers:
         self.files_root = os.path.join(data_dir, "files")
         self.settings = settings
         self.python = python
+        self.run_as: Optional[RunAs] = None  # [crawld] run-as
         self.channels: dict[str, Channel] = {}
         self.posts: dict[str, deque] = {}  # unread posts of jobs that have ended
         self.version: Optional[str] = None
@@ -277,13 +278,17 @@ class Browsers:
             env["CRAWLD_BROWSE"] = job.payload
         else:
             env["CRAWLD_ARGUMENT"] = job.payload
-        return Command((self.python, "-c", BOOTSTRAP, RUNNER), env, cwd)
+        if self.run_as is not None:
+            env.update(self.run_as.env())
+        return as_user(Command((self.python, "-c", BOOTSTRAP, RUNNER), env, cwd), self.run_as)
 
     def spawn(self, cmd: Command, job_id: str) -> Any:
         """Start the runner with its log files and control pipes; returns a Spawned."""
         from .spawner import Spawned  # spawner imports nothing of ours back
-        os.makedirs(self.tmp_dir(job_id), mode=0o700, exist_ok=True)
-        os.makedirs(self.files_dir(job_id), mode=0o755, exist_ok=True)
+        for path, mode in ((self.tmp_dir(job_id), 0o700), (self.files_dir(job_id), 0o755)):
+            os.makedirs(path, mode=mode, exist_ok=True)
+            if cmd.uid is not None:  # run-as: the job writes there as its own user
+                os.chown(path, cmd.uid, cmd.gid if cmd.gid is not None else -1)
         events = open(events_path(self.log_dir, job_id), "ab")
         channel = Channel(job_id, events, self.reactor.seconds)
         channel.count = _count_lines(events_path(self.log_dir, job_id))
@@ -293,7 +298,7 @@ class Browsers:
             proto = BrowserProtocol(channel)
             self.reactor.spawnProcess(
                 proto, cmd.executable, list(cmd.args), env=dict(cmd.env), path=cmd.cwd,
-                childFDs={0: null_fd, 1: out_fd, 2: err_fd, CONTROL_OUT: "r",
+                uid=cmd.uid, gid=cmd.gid, childFDs={0: null_fd, 1: out_fd, 2: err_fd, CONTROL_OUT: "r",
                           CONTROL_IN: "w"})
         except BaseException:
             events.close()

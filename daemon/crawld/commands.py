@@ -6,8 +6,8 @@ process is decided anywhere else.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
-from typing import Mapping
+from dataclasses import dataclass, replace
+from typing import Mapping, Optional
 
 from .model import Job
 
@@ -26,6 +26,19 @@ FORCED_SETTINGS = {
 
 
 @dataclass(frozen=True)
+class RunAs:
+    """The user jobs run as (``[crawld] run-as``, when crawld starts as root)."""
+
+    name: str
+    uid: int
+    gid: int
+    home: str
+
+    def env(self) -> dict[str, str]:
+        return {"HOME": self.home, "USER": self.name, "LOGNAME": self.name}
+
+
+@dataclass(frozen=True)
 class Command:
     """Everything spawnProcess needs; ``args[0]`` is the executable."""
 
@@ -33,21 +46,34 @@ class Command:
     env: Mapping[str, str]
     cwd: str
     scrapy_args: tuple[str, ...] = ()  # what follows ``scrapy`` (for the zygote)
+    uid: Optional[int] = None          # run as this user and group (None: crawld's)
+    gid: Optional[int] = None
 
     @property
     def executable(self) -> str:
         return self.args[0]
 
 
-def job_env(base: Mapping[str, str], job: Job) -> dict[str, str]:
-    """The daemon's environment plus what tells the child which job it is."""
+def job_env(base: Mapping[str, str], job: Job, run_as: Optional[RunAs] = None
+            ) -> dict[str, str]:
+    """The daemon's environment plus what tells the child which job it is (and, for a
+    ``run-as`` user, that user's HOME, USER and LOGNAME)."""
     env = dict(base)
     env.update(CRAWLD_JOB_ID=job.id, CRAWLD_PROJECT=job.project, CRAWLD_SPIDER=job.spider)
+    if run_as is not None:
+        env.update(run_as.env())
     return env
 
 
+def as_user(cmd: Command, run_as: Optional[RunAs]) -> Command:
+    """``cmd`` run as ``run_as`` (unchanged when None)."""
+    if run_as is None:
+        return cmd
+    return replace(cmd, uid=run_as.uid, gid=run_as.gid)
+
+
 def crawl_command(job: Job, project_dir: str, python: str,
-                  base_env: Mapping[str, str]) -> Command:
+                  base_env: Mapping[str, str], run_as: Optional[RunAs] = None) -> Command:
     """``scrapy crawl <spider>`` for a job, run from the project's unpacked version.
 
     The payload goes to the spider as ``-a payload=<json>`` unless it is the empty object,
@@ -58,12 +84,16 @@ def crawl_command(job: Job, project_dir: str, python: str,
         args += ["-s", f"{name}={value}"]
     if job.payload and json.loads(job.payload) != {}:
         args += ["-a", f"payload={job.payload}"]
-    return Command((python, "-c", CHILD_BOOTSTRAP, *args), job_env(base_env, job),
-                   project_dir, tuple(args))
+    return as_user(Command((python, "-c", CHILD_BOOTSTRAP, *args),
+                           job_env(base_env, job, run_as), project_dir, tuple(args)), run_as)
 
 
-def list_command(project_dir: str, python: str, base_env: Mapping[str, str]) -> Command:
-    """``scrapy list`` in an unpacked project, to discover its spiders."""
+def list_command(project_dir: str, python: str, base_env: Mapping[str, str],
+                 run_as: Optional[RunAs] = None) -> Command:
+    """``scrapy list`` in an unpacked project, to discover its spiders. It imports the
+    project's code, so it runs as the ``run-as`` user too."""
     env = dict(base_env)
+    if run_as is not None:
+        env.update(run_as.env())
     args = (python, "-c", CHILD_BOOTSTRAP, "list")
-    return Command(args, env, project_dir)
+    return as_user(Command(args, env, project_dir), run_as)

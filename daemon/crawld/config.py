@@ -49,6 +49,7 @@ class Settings:
     timezone: str = ""  # IANA name; "" means the system's local time
     log_level: str = "info"
     job_timeout: float = 0.0        # default wall-clock limit of spider jobs (0: none)
+    run_as: str = ""                # user jobs run as when crawld starts as root ("": none)
     max_log_size: int = 0           # default limit of a job's .out + .err, bytes (0: none)
     memory_limit: int = 0           # default limit of a job's RSS, bytes (0: none)
     browser_timeout: float = 300.0  # default wall-clock limit of browser jobs (0: none)
@@ -194,6 +195,7 @@ OPTIONS: dict[tuple[str, str], tuple[str, Callable[[str], Any]]] = {
     ("crawld", "log-level"): ("log_level", _log_level),
     ("crawld", "timezone"): ("timezone", _timezone),
     ("crawld", "job-timeout"): ("job_timeout", _positive(float, allow_zero=True)),
+    ("crawld", "run-as"): ("run_as", str),
     ("crawld", "max-log-size"): ("max_log_size", _positive(parse_size, allow_zero=True)),
     ("crawld", "memory-limit"): ("memory_limit", _positive(parse_size, allow_zero=True)),
     ("browser", "executable"): ("browser_executable", str),

@@ -18,7 +18,7 @@ from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
 
 from . import archive, tree
-from .commands import list_command
+from .commands import RunAs, list_command
 from .errors import Conflict, NotFound, ProjectError, TooLarge
 from .model import Project
 from .process import CollectingProtocol
@@ -49,6 +49,7 @@ class Projects:
         self.to_thread = to_thread
         self.cache: dict[str, Project] = {}
         self.removing: set[str] = set()
+        self.run_as: Optional[RunAs] = None  # [crawld] run-as: scrapy list runs as it
         self.lock = DeferredLock()
 
     @inlineCallbacks
@@ -134,10 +135,11 @@ class Projects:
 
     @inlineCallbacks
     def _list_spiders(self, project_dir: str):
-        cmd = list_command(project_dir, self.python, self.base_env)
+        cmd = list_command(project_dir, self.python, self.base_env, self.run_as)
         proto = CollectingProtocol()
         self.reactor.spawnProcess(proto, cmd.executable, list(cmd.args), env=dict(cmd.env),
-                                  path=cmd.cwd, childFDs={0: "w", 1: "r", 2: "r"})
+                                  path=cmd.cwd, uid=cmd.uid, gid=cmd.gid,
+                                  childFDs={0: "w", 1: "r", 2: "r"})
         proto.transport.closeStdin()
         pid = proto.transport.pid
         timed_out = []

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import pwd
 import shutil
 from typing import Any, Optional
 
@@ -21,6 +22,7 @@ from . import spec as specs
 from .api import Api
 from .browser import Browsers, Settings as BrowserSettings, find_browser
 from .config import Listen, Settings
+from .commands import RunAs
 from .errors import ConfigError
 from .jobs import Jobs
 from .projects import Projects
@@ -97,6 +99,31 @@ class Daemon:
                        max_body=3 * s.max_archive_size + 64 * 1024,
                        max_archive=s.max_archive_size, browsers=self.browsers)
 
+    def _run_as(self) -> None:
+        """``[crawld] run-as``: jobs (and ``scrapy list``) run as that user. crawld must
+        start as root to switch users; the data directory's folders on the way to a
+        job's project, files and temp dirs become traversable (not listable) for it."""
+        name = self.settings.run_as
+        if not name:
+            return
+        try:
+            entry = pwd.getpwnam(name)
+        except KeyError:
+            raise ConfigError(f"[crawld] run-as = {name}: no such user") from None
+        if os.geteuid() != 0:
+            raise ConfigError(f"[crawld] run-as = {name}: crawld must start as root to "
+                              "run jobs as another user")
+        if entry.pw_uid == 0:
+            raise ConfigError(f"[crawld] run-as = {name}: that is root; leave run-as "
+                              "unset instead")
+        run_as = RunAs(name, entry.pw_uid, entry.pw_gid, entry.pw_dir)
+        for path in (self.root, os.path.join(self.root, "projects"),
+                     os.path.join(self.root, "files"), os.path.join(self.root, "tmp")):
+            os.makedirs(path, exist_ok=True)
+            os.chmod(path, 0o711)
+        self.supervisor.run_as = self.projects.run_as = self.browsers.run_as = run_as
+        log.info("jobs run as {name} (uid {uid})", name=name, uid=entry.pw_uid)
+
     def _check_auth(self) -> None:
         """Load the credentials and decide the auth mode, once, before anything listens.
 
@@ -141,6 +168,7 @@ class Daemon:
         self._prepare_dirs()
         self._build()
         self._check_auth()
+        self._run_as()
         if self.browsers.settings.executable is None:
             log.warn("no Chromium found ([browser] executable = {exe}): browser jobs will "
                      "fail until Debian's chromium package is installed or the option set",

@@ -53,7 +53,8 @@ class DirectSpawner:
         try:
             proto = JobProcessProtocol()
             self.reactor.spawnProcess(proto, cmd.executable, list(cmd.args), env=dict(cmd.env),
-                                      path=cmd.cwd, childFDs={0: null_fd, 1: out_fd, 2: err_fd})
+                                      path=cmd.cwd, uid=cmd.uid, gid=cmd.gid,
+                                      childFDs={0: null_fd, 1: out_fd, 2: err_fd})
         finally:
             for fd in (null_fd, out_fd, err_fd):
                 os.close(fd)
@@ -116,7 +117,8 @@ class ZygoteSpawner:
         out, err = (logs.path(log_dir, job_id, ext) for ext in ("out", "err"))
         self.waiting[self.tokens] = (d, cmd, log_dir, job_id)
         request = {"op": "spawn", "token": self.tokens, "args": list(cmd.scrapy_args),
-                   "env": dict(cmd.env), "cwd": cmd.cwd, "out": out, "err": err}
+                   "env": dict(cmd.env), "cwd": cmd.cwd, "out": out, "err": err,
+                   "uid": cmd.uid, "gid": cmd.gid}
         self.proto.transport.write(json.dumps(request).encode() + b"\n")
         return d
 

@@ -8,6 +8,7 @@ single transactions here, which is what makes restarts neither lose nor double w
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 from typing import Any, Callable, Iterable, Optional, Sequence, TypeVar
 
@@ -88,6 +89,12 @@ class Database:
 
     def __init__(self, path: str) -> None:
         self.conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        if path != ":memory:":
+            # jobs may run as another user (run-as) with the data dir traversable: the
+            # database is crawld's alone (SQLite gives -wal/-shm the same mode)
+            for name in (path, path + "-wal", path + "-shm"):
+                if os.path.exists(name):
+                    os.chmod(name, 0o600)
         self.conn.execute("PRAGMA journal_mode=WAL")
         self.conn.execute("PRAGMA synchronous=NORMAL")
         self.conn.execute("PRAGMA foreign_keys=ON")

@@ -19,7 +19,7 @@ from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
 
 from . import logs, tree
-from .commands import crawl_command
+from .commands import RunAs, crawl_command
 from .model import Job, JobStatus
 from .process import Exit, signal_name
 from .spawner import DirectSpawner
@@ -103,6 +103,7 @@ class Supervisor:
         self.job_timeout = job_timeout      # default timeouts, seconds (0: none)
         self.browser_timeout = browser_timeout
         self.max_log_size = max_log_size    # defaults for jobs that set none (0: none)
+        self.run_as: Optional[RunAs] = None  # [crawld] run-as
         self.memory_limit = memory_limit
         self.disk_call: Any = None          # the free-space check, while jobs run
         self.record_retry = RETRY_DELAY     # a job end the store could not record: retry
@@ -188,7 +189,7 @@ class Supervisor:
             if cwd is None or not os.path.isdir(cwd):
                 raise RuntimeError(f"project {job.project!r} is not available")
         if not job.is_browser:
-            cmd = crawl_command(job, cwd, self.python, self.base_env)
+            cmd = crawl_command(job, cwd, self.python, self.base_env, self.run_as)
             return self.spawner.spawn(cmd, self.log_dir, job.id)
         if self.browsers is None:
             raise RuntimeError("browser jobs are not available in this daemon")

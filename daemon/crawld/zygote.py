@@ -6,7 +6,7 @@ all of a short job's cost. The zygote pays it once; each job is then a fork that
 reactor, and speaks JSON lines: requests on stdin, events on stdout.
 
     -> {"op": "spawn", "token": 1, "args": [...], "env": {...}, "cwd": "...",
-        "out": "<log path>", "err": "<log path>"}
+        "out": "<log path>", "err": "<log path>", "uid": null, "gid": null}
     <- {"ev": "ready", "preloaded": 61}
     <- {"ev": "started", "token": 1, "pid": 4242}
     <- {"ev": "exited", "pid": 4242, "status": 0}          (a raw wait status)
@@ -80,6 +80,12 @@ def run_child(request: dict, keep_fds: tuple[int, ...]) -> None:
             os.close(fd)
         for fd in keep_fds:
             os.close(fd)
+        if request.get("uid") is not None:  # run-as: drop root for good, groups first
+            import pwd
+            user = pwd.getpwuid(request["uid"]).pw_name
+            os.initgroups(user, request["gid"])
+            os.setgid(request["gid"])
+            os.setuid(request["uid"])
         os.chdir(request["cwd"])
         os.environ.clear()
         os.environ.update(request["env"])

@@ -41,7 +41,8 @@ class Ok(scrapy.Spider):
             spider=os.environ.get("CRAWLD_SPIDER"), payload=getattr(self, "payload", None),
             telnet=s.getbool("TELNETCONSOLE_ENABLED"),
             remote=s.getbool("REMOTE_CONTROL_ENABLED"), pid=os.getpid(),
-            sid=os.getsid(0), marker=os.environ.get("CRAWLD_TEST_MARKER"))
+            sid=os.getsid(0), marker=os.environ.get("CRAWLD_TEST_MARKER"),
+            uid=os.getuid(), gid=os.getgid(), home=os.environ.get("HOME"))
         return
         yield
 
