@@ -22,12 +22,17 @@ from .errors import ConfigError
 COMMANDS = ("keys", "users")
 
 
-def _location(parser: argparse.ArgumentParser) -> None:
+def _location(parser: argparse.ArgumentParser, leaf: bool = False) -> None:
+    """--config and --data-dir, accepted before the action (``crawld keys --config F
+    add``) and after it (``crawld keys add --config F``): a leaf sets them only when
+    given, so it never hides what the group parsed."""
+    extra = {"default": argparse.SUPPRESS} if leaf else {}
     parser.add_argument("--config", metavar="FILE",
-                        help="INI file whose data-dir to use (see config.example.ini)")
+                        help="INI file whose data-dir to use (see config.example.ini)",
+                        **extra)
     parser.add_argument("--data-dir", metavar="DIR",
                         help="the daemon's data directory (default: from the config, "
-                        "else ./crawld-data)")
+                        "else ./crawld-data)", **extra)
 
 
 def register(sub: Any) -> None:
@@ -38,11 +43,13 @@ def register(sub: Any) -> None:
     _location(keys)
     ksub = keys.add_subparsers(dest="action", required=True)
     add = ksub.add_parser("add", help="create a key and print it (once)")
+    _location(add, leaf=True)
     add.add_argument("--role", required=True, choices=auth.ROLES,
                      help="reader: read-only GETs; operator: everything")
     add.add_argument("--name", default="", help="a label, e.g. who or what uses the key")
-    ksub.add_parser("list", help="list keys: id, role, created, name")
+    _location(ksub.add_parser("list", help="list keys: id, role, created, name"), leaf=True)
     revoke = ksub.add_parser("revoke", help="delete a key")
+    _location(revoke, leaf=True)
     revoke.add_argument("key", metavar="ID", help="the key's id (cwk_xxxxxxxx, from "
                         "'crawld keys list'), its unique name, or the key itself")
 
@@ -52,6 +59,7 @@ def register(sub: Any) -> None:
     _location(users)
     usub = users.add_subparsers(dest="action", required=True)
     uadd = usub.add_parser("add", help="add a user; asks for the password")
+    _location(uadd, leaf=True)
     uadd.add_argument("name", metavar="NAME")
     uadd.add_argument("--role", required=True, choices=auth.ROLES,
                       help="reader: read-only GETs; operator: everything")
@@ -59,8 +67,10 @@ def register(sub: Any) -> None:
                       help="read the password from the first line of stdin (scripts)")
     uadd.add_argument("--replace", action="store_true",
                       help="change the password and role of an existing user")
-    usub.add_parser("list", help="list users: name, role, realm, created")
+    _location(usub.add_parser("list", help="list users: name, role, realm, created"),
+              leaf=True)
     remove = usub.add_parser("remove", help="delete a user")
+    _location(remove, leaf=True)
     remove.add_argument("name", metavar="NAME")
 
 

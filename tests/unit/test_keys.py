@@ -154,3 +154,17 @@ def test_register_mounts_on_another_parser_and_reads_data_dir_flag(tmp_path):
     assert keys.run(args, out=out, err=err) == 0
     assert os.path.exists(auth.credentials_path(str(tmp_path / "d")))
     assert "first credential" in err.getvalue()
+
+
+def test_data_dir_and_config_work_before_and_after_the_action(tmp_path):
+    from crawld import keys
+    parser = keys.build_parser()
+    for argv in (["keys", "--data-dir", str(tmp_path), "add", "--role", "reader"],
+                 ["keys", "add", "--role", "reader", "--data-dir", str(tmp_path)],
+                 ["users", "list", "--config", "c.ini"]):
+        args = parser.parse_args(argv)
+        given = "--data-dir" if "--data-dir" in argv else "--config"
+        value = argv[argv.index(given) + 1]
+        assert getattr(args, given[2:].replace("-", "_")) == value, argv
+    args = parser.parse_args(["keys", "list"])
+    assert args.data_dir is None and args.config is None
