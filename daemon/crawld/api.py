@@ -39,7 +39,13 @@ POLICY_PARAMS = ("tz", "jitter", "misfire", "misfire-grace", "overlap", "timeout
 
 #: GETs that make something happen (a post handed out, a screenshot taken): a page on
 #: another site must not trigger them with an <img> either.
-ACTING_GETS = {b"/job-posts.json", b"/job-screenshot.png"}
+ACTING_GETS = {"/job-posts.json", "/job-screenshot.png"}
+
+
+def acts(request: Any) -> bool:
+    """Whether a GET is one of ACTING_GETS, however its path is spelled (the router
+    percent-decodes: /job-posts%2Ejson is /job-posts.json)."""
+    return bool(auth.path_forms(request.path.decode("latin-1")) & ACTING_GETS)
 ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"]
 UUID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 LOG_NAME_RE = re.compile(rf"({UUID_RE.pattern})\.(out|err)")
@@ -227,7 +233,7 @@ def endpoint(*methods: str) -> Callable:
                 request.setHeader(b"Allow", ", ".join(methods).encode())
                 return error_body(request, 405, f"method {method} not allowed; use "
                                   f"{' or '.join(methods)}")
-            if (method != "GET" or request.path in ACTING_GETS) and not listed:
+            if (method != "GET" or acts(request)) and not listed:
                 refuse_cross_site(request)
             if getattr(request, "body_too_large", False):
                 raise TooLarge(f"request body over the {self.max_body} byte limit "

@@ -14,6 +14,7 @@ import json
 import math
 import mimetypes
 import os
+import stat
 from typing import Any, Optional
 from urllib.parse import quote, urlsplit
 
@@ -61,6 +62,24 @@ def read_output(path: str, start: int, limit: int = MAX_OUTPUT) -> tuple[str, in
     return data.decode("utf-8", "replace"), start + len(data)
 
 
+def events_view(path: str, after: int, limit: int = MAX_MESSAGES) -> dict[str, Any]:
+    """job-output.json's view of a job's events, built in a thread: the messages after
+    ``after`` (at most ``limit``, dates as ISO 8601), the last progress and result."""
+    messages: list[dict[str, Any]] = []
+    progress = label = result = None
+    for event in browser.read_events(path, 0, 10 ** 12):
+        kind = event.get("type")
+        if kind == "progress":
+            data = event.get("data") or {}
+            progress, label = data.get("value"), data.get("label")
+        elif kind == "result":
+            result = event.get("data")
+        if event.get("id", 0) > after and len(messages) < limit:
+            messages.append(dict(event, date=iso_ms(event.get("date"))))
+    return {"messages": messages, "progress": progress, "progress-label": label,
+            "result": result}
+
+
 def list_files(folder: str) -> list[dict[str, Any]]:
     """A job's artifacts: name, size and when it was written, sorted by name (runs in
     a thread)."""
@@ -77,15 +96,54 @@ def list_files(folder: str) -> list[dict[str, Any]]:
     return found
 
 
-def read_and_remove(path: str) -> bytes:
+MAX_SCREENSHOT = 64 * 1024 * 1024
+
+
+def open_regular(root: str, *parts: str) -> Any:
+    """Open ``root/parts...`` for reading, but only a regular file reached without
+    following a link (blocking: run it in a thread). Returns a binary file object.
+
+    The job owns the folders below ``root`` (its files and temp dirs) and may put
+    anything there: a symlink to the database (read as root under run-as), a FIFO (an
+    open that never returns), /dev/zero. Each component is opened with O_NOFOLLOW from
+    the one before, and the result must be a regular file; FileNotFoundError otherwise.
+    """
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        with open(path, "rb") as f:
-            return f.read()
+        for i, part in enumerate(parts):
+            last = i == len(parts) - 1
+            flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | (
+                os.O_NONBLOCK if last else os.O_DIRECTORY)
+            try:
+                child = os.open(part, flags, dir_fd=fd)
+            except OSError as exc:  # ELOOP (a link), ENOTDIR, ENXIO...
+                raise FileNotFoundError(f"no regular file {part!r}") from exc
+            os.close(fd)
+            fd = child
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise FileNotFoundError("not a regular file")
+        os.set_blocking(fd, True)
+        handle = os.fdopen(fd, "rb")
+        fd = -1
+        return handle
+    finally:
+        if fd >= 0:
+            os.close(fd)
+
+
+def read_screenshot(root: str, *parts: str) -> bytes:
+    """A screenshot the job wrote under its temp dir, read safely, then removed."""
+    try:
+        with open_regular(root, *parts) as f:
+            data = f.read(MAX_SCREENSHOT + 1)
     finally:
         try:
-            os.unlink(path)
-        except FileNotFoundError:
+            os.unlink(os.path.join(root, *parts))
+        except OSError:
             pass
+    if len(data) > MAX_SCREENSHOT:
+        raise ValueError("screenshot over 64 MiB")
+    return data
 
 
 def seconds_arg(request: Any, name: str, default: float, top: float) -> float:
@@ -151,21 +209,11 @@ def job_output(self: Any, request: Any):
     after = int_arg(request, "from-message-id", 0)
     output, pos = yield self.to_thread(read_output, logs.path(self.log_dir, job.id, "out"),
                                        start)
-    events = yield self.to_thread(browser.read_events,
-                                  browser.events_path(self.log_dir, job.id), 0, 10 ** 9)
-    channel = self.browsers.channels.get(job.id) if self.browsers else None
-    if channel is not None:
-        progress, label = channel.progress, channel.label
-    else:
-        progress, label = browser.last_progress(events)
-    results = [e["data"] for e in events if e.get("type") == "result"]
+    view = yield self.to_thread(events_view, browser.events_path(self.log_dir, job.id),
+                                after)
     return {"identifier": job.id, "job-status": job.status.value,
             "running": self.supervisor.is_running(job.id),
-            "output": output, "output-pos": pos,
-            "messages": [dict(e, date=iso_ms(e.get("date")))
-                         for e in events if e.get("id", 0) > after][:MAX_MESSAGES],
-            "progress": progress, "progress-label": label,
-            "result": results[-1] if results else None}
+            "output": output, "output-pos": pos, **view}
 
 
 @route("/job-message.json", "POST")
@@ -199,8 +247,8 @@ def job_screenshot(self: Any, request: Any):
     job = yield self._job(arg(request, "id"))
     full_page = flag_arg(request, "full-page")
     channel = self._channel(job.id)
-    shots = os.path.join(self.browsers.tmp_dir(job.id), "shots")
-    path = os.path.join(shots, f"{channel.next_shot + 1}.png")
+    shot = f"{channel.next_shot + 1}.png"
+    path = os.path.join(self.browsers.tmp_dir(job.id), "shots", shot)
     waiting = channel.screenshot(path, full_page)
     waiting.addTimeout(self.browsers.settings.screenshot_timeout, self.reactor)
     try:
@@ -213,7 +261,11 @@ def job_screenshot(self: Any, request: Any):
             f"{self.browsers.settings.screenshot_timeout:g} s (screenshot-timeout)") from None
     if not reply.get("ok"):
         raise browser.ScreenshotFailed(f"screenshot failed: {reply.get('error') or 'unknown'}")
-    data = yield self.to_thread(read_and_remove, path)
+    try:
+        data = yield self.to_thread(read_screenshot, self.browsers.tmp_root, job.id,
+                                    "shots", shot)
+    except (OSError, ValueError) as exc:
+        raise browser.ScreenshotFailed(f"the job's screenshot cannot be read: {exc}") from None
     request.setHeader(b"Content-Type", b"image/png")
     request.setHeader(b"Cache-Control", b"no-store")
     return data
@@ -233,14 +285,11 @@ def job_files(self: Any, request: Any):
 @inlineCallbacks
 def job_file(self: Any, request: Any, job_id: str, name: str):
     job = yield self._job(job_id)
-    folder = self.browsers.files_dir(job.id)
-    path = os.path.join(folder, name)
-    if not valid_file_name(name) or os.path.dirname(os.path.realpath(path)) != \
-            os.path.realpath(folder):
+    if not valid_file_name(name):
         raise NotFound(f"no such file {name!r}")
-    try:
-        fh = open(path, "rb")
-    except (FileNotFoundError, IsADirectoryError):
+    try:  # in a thread, and never through a link or to a FIFO the job put there
+        fh = yield self.to_thread(open_regular, self.browsers.files_root, job.id, name)
+    except OSError:
         raise NotFound(f"job {job.id} has no file {name!r}") from None
     kind = mimetypes.guess_type(name)[0] or "application/octet-stream"
     request.setHeader(b"Content-Type", kind.encode())
@@ -268,14 +317,13 @@ def browse(self: Any, request: Any):
     bound = job.timeout + self.supervisor.kill_grace + BLOCK_MARGIN
     ended = yield self.jobs.wait(job.id, bound)
     final = ended or (yield self.jobs.get(job.id))
-    events = yield self.to_thread(browser.read_events,
-                                  browser.events_path(self.log_dir, job.id), 0, 10 ** 9)
+    view = yield self.to_thread(events_view, browser.events_path(self.log_dir, job.id),
+                                0, 0)
     files = yield self.to_thread(list_files, self.browsers.files_dir(job.id))
     for f in files:
         f["url"] = f"/job-files/{job.id}/{quote(f['name'], safe='')}"
-    results = [e["data"] for e in events if e.get("type") == "result"]
     return {"identifier": job.id, "ended": final.status.completed, "job": job_dict(final),
-            "result": results[-1] if results else None, "files": files}
+            "result": view["result"], "files": files}
 
 
 @route("/browsers.json", "GET")

@@ -127,11 +127,22 @@ def _scripts_only(infos: list[zipfile.ZipInfo]) -> Inspected:
     return Inspected(name, members, scrapy=False)
 
 
+def _folders(root: str, path: str) -> None:
+    """Create ``path`` (under ``root``) with every folder 0755, whatever the umask."""
+    if os.path.isdir(path):
+        return
+    if path != root:
+        _folders(root, os.path.dirname(path))
+    os.makedirs(path, mode=0o755, exist_ok=True)
+    os.chmod(path, 0o755)
+
+
 def unpack(data: bytes, inspected: Inspected, dest: str) -> None:
     """Write the project's files (the contents of ``<name>/``) into ``dest``."""
     zf = zipfile.ZipFile(io.BytesIO(data))
     root = os.path.realpath(dest)
     os.makedirs(root, mode=0o755, exist_ok=True)
+    os.chmod(root, 0o755)
     strip = len(inspected.name) + 1
     for info in inspected.members:
         rel = posixpath.normpath(info.filename[strip:] or ".")
@@ -141,8 +152,9 @@ def unpack(data: bytes, inspected: Inspected, dest: str) -> None:
         try:
             if info.is_dir():
                 os.makedirs(target, mode=0o755, exist_ok=True)
+                os.chmod(target, 0o755)  # whatever the umask: jobs may run as another user
                 continue
-            os.makedirs(os.path.dirname(target), mode=0o755, exist_ok=True)
+            _folders(root, os.path.dirname(target))
             with zf.open(info) as src, open(target, "wb") as out:
                 while chunk := src.read(1024 * 1024):
                     out.write(chunk)

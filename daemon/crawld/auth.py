@@ -147,7 +147,7 @@ OPERATOR_READS: tuple[tuple[str, str], ...] = (
 _OPERATOR_READS = tuple(re.compile(p, re.IGNORECASE) for p, _ in OPERATOR_READS)
 
 
-def _path_forms(path: str) -> set[str]:
+def path_forms(path: str) -> set[str]:
     """The ways a router might read ``path``: raw, percent-decoded, slashes collapsed,
     dot segments resolved, trailing slash dropped. Matching any of them is stricter
     than matching only the one the router uses."""
@@ -170,7 +170,7 @@ def required_role(method: str, path: str) -> str:
     are not reads crawld offers, so they get the strict answer)."""
     if method.upper() not in ("GET", "HEAD"):
         return OPERATOR
-    forms = _path_forms(path)
+    forms = path_forms(path)
     if any(rx.fullmatch(p) for rx in _OPERATOR_READS for p in forms):
         return OPERATOR
     return READER

@@ -118,19 +118,34 @@ class Channel:
     posts: deque = field(default_factory=lambda: deque(maxlen=MAX_POSTS))
     shots: dict[int, Deferred] = field(default_factory=dict)
     next_shot: int = 0
-    buffer: bytes = b""
+    pieces: list = field(default_factory=list)  # the unfinished line, in pieces
+    pending: int = 0                            # its length
     closed: bool = False
 
     # -- job -> daemon ----------------------------------------------------------------
     def data_received(self, data: bytes) -> None:
-        self.buffer += data
-        while b"\n" in self.buffer:
-            line, self.buffer = self.buffer.split(b"\n", 1)
+        """Split the pipe's bytes into lines. Only the new bytes are searched, and an
+        unfinished line is kept as pieces: a 16 MiB line costs one join, not a rescan
+        of the whole buffer at every 8 KiB read."""
+        start = 0
+        while (end := data.find(b"\n", start)) >= 0:
+            self.pieces.append(data[start:end])
+            line = b"".join(self.pieces)
+            self.pieces, self.pending = [], 0
             self.line_received(line)
-        if len(self.buffer) > MAX_LINE:
-            log.warn("job {id}: control line over {n} bytes dropped", id=self.job_id,
-                     n=MAX_LINE)
-            self.buffer = b""
+            start = end + 1
+        if start < len(data):
+            self.pieces.append(data[start:])
+            self.pending += len(data) - start
+            if self.pending > MAX_LINE:
+                log.warn("job {id}: control line over {n} bytes dropped", id=self.job_id,
+                         n=MAX_LINE)
+                self.pieces, self.pending = [], 0
+
+    @property
+    def buffer(self) -> bytes:
+        """The unfinished line so far."""
+        return b"".join(self.pieces)
 
     def line_received(self, line: bytes) -> None:
         try:
@@ -285,6 +300,10 @@ class Browsers:
     def spawn(self, cmd: Command, job_id: str) -> Any:
         """Start the runner with its log files and control pipes; returns a Spawned."""
         from .spawner import Spawned  # spawner imports nothing of ours back
+        if cmd.uid is not None:  # run-as: the roots stay traversable whatever the umask
+            for root in (self.tmp_root, self.files_root):
+                os.makedirs(root, exist_ok=True)
+                os.chmod(root, 0o711)
         for path, mode in ((self.tmp_dir(job_id), 0o700), (self.files_dir(job_id), 0o755)):
             os.makedirs(path, mode=mode, exist_ok=True)
             if cmd.uid is not None:  # run-as: the job writes there as its own user

@@ -103,6 +103,7 @@ class Projects:
         inspected = yield self.to_thread(archive.inspect, data, self.limits)
         name = inspected.name
         staging = os.path.join(self.root, ".staging", uuid.uuid4().hex)
+        yield self.to_thread(_traversable, os.path.join(self.root, ".staging"))
         try:
             yield self.to_thread(archive.unpack, data, inspected, staging)
             scripts = sorted((yield self.to_thread(find_scripts, staging)))
@@ -245,9 +246,16 @@ def find_scripts(project_dir: str) -> dict[str, str]:
 
 def _move(src: str, dest: str) -> None:
     os.makedirs(os.path.dirname(dest), exist_ok=True)
+    os.chmod(os.path.dirname(dest), 0o755)  # traversable for a run-as user, any umask
     if os.path.exists(dest):  # a leftover of an interrupted push of this version
         shutil.rmtree(dest)
     os.rename(src, dest)
+
+
+def _traversable(path: str) -> None:
+    """A folder others may pass through but not list (scrapy list runs as run-as)."""
+    os.makedirs(path, exist_ok=True)
+    os.chmod(path, 0o711)
 
 
 def _collect(project_root: str, keep: set[str]) -> None:

@@ -28,6 +28,7 @@ log = Logger(namespace="crawld.scheduler")
 
 DEFAULT_MISFIRE_GRACE = 60.0  # seconds late before a firing counts as missed
 FIRE_BATCH = 500  # firings per store transaction when many are due at once
+FIRE_RETRY = 5.0  # seconds before a batch the store refused is tried again
 
 
 @dataclass(slots=True)
@@ -146,23 +147,43 @@ class Scheduler:
 
     def _tick(self) -> None:
         self.timer = None
-        now = self.reactor.seconds()
-        due: list[tuple[str, float, bool, float]] = []
-        while self.heap and self.heap[0][0] <= now and not self.stopped:
-            fire_at, _, template_id = heapq.heappop(self.heap)
-            if self._stale((fire_at, _, template_id)):
-                continue
-            entry = self.entries[template_id]
-            missed = now - fire_at > entry.grace
-            entry.nominal = entry.spec.following(entry.nominal, now, entry.tz, self.rng)
-            self._push(template_id, entry, arm=False)
-            due.append((template_id, entry.nominal,
-                        not (missed and entry.misfire == "skip"), now - fire_at))
-        for start in range(0, len(due), FIRE_BATCH):
-            batch = due[start:start + FIRE_BATCH]
-            self._fire(batch).addErrback(
-                lambda f, n=len(batch): log.failure("firing {n} schedules failed", f, n=n))
-        self._arm()
+        try:
+            now = self.reactor.seconds()
+            due: list[tuple[str, float, bool, float]] = []
+            while self.heap and self.heap[0][0] <= now and not self.stopped:
+                fire_at, _, template_id = heapq.heappop(self.heap)
+                if self._stale((fire_at, _, template_id)):
+                    continue
+                entry = self.entries[template_id]
+                try:
+                    following = entry.spec.following(entry.nominal, now, entry.tz, self.rng)
+                except Exception:  # e.g. a date past year 9999: this one schedule stops
+                    log.failure("schedule {id} has no next fire time; it stops firing",
+                                id=template_id)
+                    self.remove(template_id)
+                    continue
+                missed = now - fire_at > entry.grace
+                entry.nominal = following
+                self._push(template_id, entry, arm=False)
+                due.append((template_id, entry.nominal,
+                            not (missed and entry.misfire == "skip"), now - fire_at))
+            for start in range(0, len(due), FIRE_BATCH):
+                self._send(due[start:start + FIRE_BATCH])
+        finally:
+            self._arm()  # whatever happened to one schedule, the others keep firing
+
+    def _send(self, batch: list[tuple[str, float, bool, float]]) -> None:
+        """Fire a batch; if the store refuses it (e.g. a full disk), the transaction
+        rolled back: try the same batch again later, so no firing is lost."""
+        def failed(failure: Any) -> None:
+            if self.stopped:
+                log.failure("firing {n} schedules failed at shutdown; the next start "
+                            "runs them as missed firings", failure, n=len(batch))
+                return
+            log.failure("firing {n} schedules failed; retrying in {delay:g} s", failure,
+                        n=len(batch), delay=FIRE_RETRY)
+            self.reactor.callLater(FIRE_RETRY, self._send, batch)
+        self._fire(batch).addErrback(failed)
 
     # -- firing -----------------------------------------------------------------------
     def child_of(self, template: Job, now: float, actor: Actor = Actor.SCHEDULER) -> Job:
@@ -179,21 +200,29 @@ class Scheduler:
         """One store transaction for the firings of one tick; then launch the children."""
         fired = yield self.store.call("fire_templates", [b[:3] for b in batch],
                                       self.child_of, self.reactor.seconds)
-        for (template_id, template, created, why), (_, _, wanted, late) in zip(fired, batch):
-            when = template.schedule if template is not None else "?"
-            if created is not None:
-                late_note = "" if late < 1 else f" ({late:.0f} s late)"
-                log.info("schedule {id} ({when}) fired job {child}{late}", id=template_id,
-                         when=when, child=created.id, late=late_note)
-                self.launch(created)
-            elif not wanted:
-                log.info("schedule {id} ({when}): missed firing skipped (misfire=skip, "
-                         "{late:.0f} s late)", id=template_id, when=when, late=late)
-            else:
-                log.info("schedule {id} ({when}): firing not run, {why}", id=template_id,
-                         when=when, why=why)
-            if template is None:
-                self.remove(template_id)
+        for outcome, firing in zip(fired, batch):
+            try:  # the firings are committed: a problem from here on is logged, not retried
+                self._fired(outcome, firing)
+            except Exception:
+                log.failure("after firing schedule {id}", id=outcome[0])
+
+    def _fired(self, outcome: tuple, firing: tuple[str, float, bool, float]) -> None:
+        template_id, template, created, why = outcome
+        _, _, wanted, late = firing
+        when = template.schedule if template is not None else "?"
+        if created is not None:
+            late_note = "" if late < 1 else f" ({late:.0f} s late)"
+            log.info("schedule {id} ({when}) fired job {child}{late}", id=template_id,
+                     when=when, child=created.id, late=late_note)
+            self.launch(created)
+        elif not wanted:
+            log.info("schedule {id} ({when}): missed firing skipped (misfire=skip, "
+                     "{late:.0f} s late)", id=template_id, when=when, late=late)
+        else:
+            log.info("schedule {id} ({when}): firing not run, {why}", id=template_id,
+                     when=when, why=why)
+        if template is None:
+            self.remove(template_id)
 
     @inlineCallbacks
     def release(self, template_id: str):

@@ -235,6 +235,8 @@ class Supervisor:
                               "bytes)")
         elif run.max_rss:
             rss = yield self._off_thread(tree.tree_rss, run.pid)
+            if self.running.get(run.job.id) is not run:
+                return  # it ended while its memory was measured
             if rss > run.max_rss and run.cancel_reason is None:
                 self._expire(run, f"memory-limit exceeded: its processes use "
                                   f"{rss / MIB:.0f} MiB (RSS) > {run.max_rss / MIB:.0f} MiB")
@@ -260,7 +262,8 @@ class Supervisor:
         self._watch_disk()
 
     def _expire(self, run: Running, reason: str) -> None:
-        if run.cancel_reason is not None or run.pid is None:
+        if (run.cancel_reason is not None or run.pid is None
+                or self.running.get(run.job.id) is not run):  # ended (and reaped) already
             return
         log.warn("job {id}: {reason}; ending it", id=run.job.id, reason=reason)
         run.fail_reason = run.cancel_reason = reason

@@ -51,7 +51,11 @@ def test_jobs_and_scrapy_list_run_as_the_configured_user(tmp_path: Any, shared_d
     d = DaemonProcess(tmp_path, f"python = {user_python}\nrun-as = {USER}\n"
                                 f"preload = {preload}\n")
     d.data_dir = os.path.join(shared_dir, f"data-{preload}")
-    d.start()
+    old = os.umask(0o027)  # as systemd/crawld.service sets it (UMask=0027)
+    try:
+        d.start()
+    finally:
+        os.umask(old)
     try:
         assert f"jobs run as {USER}" in d.log()
         assert "ok" in d.push()["spiders"]  # scrapy list ran as nobody

@@ -436,3 +436,16 @@ def test_a_lockout_is_429_too_many_requests_with_retry_after(client):
     assert (response.code, response.phrase) == (429, b"Too Many Requests")
     assert response.headers.getRawHeaders("Retry-After") == ["30"]
     assert json.loads(body)["msg"].startswith("too many failed attempts")
+
+
+def test_acting_gets_are_refused_cross_site_however_the_path_is_spelled(client):
+    stub, _ = client
+    response, _ = call(stub, "get", "/job-posts%2Ejson?id=00000000-0000-0000-0000-000000000000",
+                       headers={"Sec-Fetch-Site": "cross-site"})
+    assert response.code == 403  # the router reads it as /job-posts.json
+    for path in ("/job-posts.json/", "/job%2Dscreenshot.png"):
+        response, body = call(stub, "get", path + "?id=00000000-0000-0000-0000-000000000000",
+                              headers={"Sec-Fetch-Site": "cross-site"})
+        assert response.code in (403, 404), (path, body)
+        if response.code == 404:
+            assert b"no such endpoint" in body, (path, body)  # never reached the route

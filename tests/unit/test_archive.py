@@ -249,3 +249,24 @@ def test_unpack_refuses_a_member_that_would_escape(tmp_path):
     with pytest.raises(ProjectError, match="escapes"):
         unpack(data, crafted, str(tmp_path / "v1"))
     assert not (tmp_path / "evil.py").exists()
+
+
+def test_unpacked_folders_are_0755_whatever_the_umask(tmp_path):
+    import io as _io
+    import os as _os
+    import zipfile as _zipfile
+    from crawld.archive import Limits, inspect as _inspect, unpack as _unpack
+    buf = _io.BytesIO()
+    with _zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("p/scrapy.cfg", "[deploy]\nproject = p\n")
+        zf.writestr("p/p/spiders/deep/s.py", "x = 1\n")
+        zf.writestr("p/p/empty/", "")
+    data = buf.getvalue()
+    old = _os.umask(0o077)
+    try:
+        _unpack(data, _inspect(data, Limits(100, 10 ** 6)), str(tmp_path / "out"))
+    finally:
+        _os.umask(old)
+    for folder in ("out", "out/p", "out/p/spiders", "out/p/spiders/deep", "out/p/empty"):
+        assert (tmp_path / folder).stat().st_mode & 0o777 == 0o755, folder
+    assert (tmp_path / "out/p/spiders/deep/s.py").stat().st_mode & 0o777 == 0o644

@@ -486,3 +486,30 @@ def test_list_files_skips_dot_files_directories_and_links(tmp_path):
     assert [(f["name"], f["size"]) for f in found] == [("a.txt", 0), ("b.png", 5)]
     assert dt.datetime.fromisoformat(found[1]["modified"]).timestamp() == 1_800_000_000.25
     assert list_files(str(tmp_path / "missing")) == []
+
+
+def test_open_regular_refuses_links_fifos_and_linked_folders(tmp_path):
+    from crawld.api_browser import open_regular, read_screenshot
+    job = tmp_path / "job"
+    (job / "shots").mkdir(parents=True)
+    (job / "ok.png").write_bytes(b"\x89PNG data")
+    secret = tmp_path / "secret.db"
+    secret.write_bytes(b"root-only data")
+    (job / "link.png").symlink_to(secret)
+    os.mkfifo(job / "fifo.png")
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "x.png").write_bytes(b"outside")
+    (job / "linked").symlink_to(tmp_path / "elsewhere")
+    with open_regular(str(tmp_path), "job", "ok.png") as f:
+        assert f.read() == b"\x89PNG data"
+    for parts in (("job", "link.png"), ("job", "fifo.png"), ("job", "linked", "x.png"),
+                  ("job", "missing.png"), ("job", "shots")):
+        with pytest.raises(FileNotFoundError):
+            open_regular(str(tmp_path), *parts)  # returns at once, even for the FIFO
+    (job / "shots" / "1.png").symlink_to(secret)
+    with pytest.raises(FileNotFoundError):
+        read_screenshot(str(tmp_path), "job", "shots", "1.png")
+    assert not os.path.lexists(job / "shots" / "1.png"), "the link is removed either way"
+    (job / "shots" / "2.png").write_bytes(b"\x89PNG shot")
+    assert read_screenshot(str(tmp_path), "job", "shots", "2.png") == b"\x89PNG shot"
+    assert not (job / "shots" / "2.png").exists()

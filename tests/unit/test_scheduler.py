@@ -149,3 +149,50 @@ def test_a_template_canceled_behind_the_schedulers_back_is_forgotten_at_its_firi
     result(store.call("transition", t.id, [JobStatus.SCHEDULED], JobStatus.CANCELED, T0))
     clock.advance(600)
     assert launched == [] and len(sched) == 0
+
+
+def test_a_schedule_without_a_next_time_stops_alone_the_others_keep_firing():
+    clock, store, sched, launched = make()
+    steady = template(clock, store, sched, "every 1 minutes")
+    broken = template(clock, store, sched, "every 2 minutes")
+
+    def no_next(*args, **kwargs):
+        raise OverflowError("date value out of range")
+    object.__setattr__(sched.entries[broken.id], "spec",
+                       type("Broken", (), {"following": staticmethod(no_next)})())
+    for minute in range(1, 6):
+        clock.advance(60)
+        for job in [j for j in launched if j.status is JobStatus.PENDING]:
+            finish(store, job)
+    assert [j.parent for j in launched].count(steady.id) == 5
+    assert broken.id not in sched.entries and sched.timer is not None
+
+
+class FlakyStore(Store):
+    """An inline store whose fire_templates fails the first ``failures`` times."""
+
+    def __init__(self, failures: int) -> None:
+        super().__init__(":memory:")
+        self.failures = failures
+
+    def call(self, method, *args, **kwargs):
+        if method == "fire_templates" and self.failures:
+            self.failures -= 1
+            from twisted.internet.defer import fail
+            import sqlite3
+            return fail(sqlite3.OperationalError("database or disk is full"))
+        return super().call(method, *args, **kwargs)
+
+
+def test_a_batch_the_store_refuses_is_fired_later_not_lost():
+    from crawld.scheduler import FIRE_RETRY
+    clock, store, sched, launched = make(store=FlakyStore(failures=2))
+    templates = [template(clock, store, sched, "every 1 hours") for _ in range(3)]
+    clock.advance(3600)
+    assert launched == []
+    clock.advance(FIRE_RETRY)
+    assert launched == []
+    clock.advance(FIRE_RETRY)
+    assert sorted(j.parent for j in launched) == sorted(t.id for t in templates)
+    for t in templates:
+        assert result(store.call("get_job", t.id)).next_fire == T0 + 7200

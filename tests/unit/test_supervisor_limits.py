@@ -365,3 +365,20 @@ def test_tree_rss_counts_the_whole_tree():
         child.kill()
         child.wait()
     assert tree.tree_rss(child.pid) == 0
+
+
+def test_a_memory_check_that_returns_after_the_job_ended_signals_nothing(make, signals,  # noqa: F811
+                                                                         monkeypatch):
+    from twisted.internet.defer import Deferred
+    reactor, store, sup = make()
+    pending: list[Deferred] = []
+    sup._off_thread = lambda f, *a: pending.append(Deferred()) or pending[-1]
+    job, pid = start(reactor, store, sup, memory_limit=100 * 1024 * 1024)
+    tick(reactor, 1)
+    assert len(pending) == 1, "the watch is measuring"
+    reactor.end(0)  # the job ends (and is reaped) meanwhile
+    pending[0].callback(500 * 1024 * 1024)
+    tick(reactor, 30)
+    assert terms(signals, pid) == [] and kills(signals, pid) == [], \
+        "no signal to a pid that may belong to someone else now"
+    assert status(store, job).status is JobStatus.SUCCESSFUL
