@@ -19,7 +19,7 @@ from twisted.logger import Logger
 
 from . import archive, auth
 from . import spec as specs
-from .api import Api
+from .api import Api, openapi_json
 from .browser import Browsers, Settings as BrowserSettings, find_browser
 from .config import Listen, Settings
 from .commands import RunAs
@@ -182,6 +182,7 @@ class Daemon:
         yield self.jobs.start()
         # browser jobs of a previous daemon are settled by now: their temp dirs can go
         yield deferToThread(shutil.rmtree, self.browsers.tmp_root, True)
+        yield deferToThread(openapi_json)  # parsed once, off the reactor (~75 ms)
         site = make_site(self.api.app.resource(), self.api.max_body,
                          header_timeout=self.settings.header_timeout,
                          idle_timeout=self.settings.idle_timeout)
