@@ -11,9 +11,7 @@ import io
 import json
 import os
 import signal
-import threading
 import zipfile
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Iterator
 
 import psutil
@@ -22,6 +20,7 @@ import pytest
 from tests.conftest import wait_for
 from tests.integration import project
 from tests.integration.conftest import gone
+from tests.integration.pages import serve
 
 PAGES = {
     "/page": "<html><head><title>Test page</title></head>"
@@ -74,31 +73,10 @@ async def run(page, job):
 }
 
 
-class _Pages(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
-        body = PAGES.get(self.path.split("?")[0])
-        if body is None:
-            self.send_error(404)
-            return
-        data = body.encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "text/html; charset=utf-8")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
 @pytest.fixture(scope="module")
 def site() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Pages)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with serve(PAGES) as url:
+        yield url
 
 
 def with_scripts() -> bytes:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import http.server
 import importlib.util
 import json
 import os
@@ -18,7 +17,6 @@ import socket
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
@@ -27,6 +25,7 @@ import psutil
 import pytest
 
 from tests.conftest import wait_for
+from tests.integration.pages import serve
 
 ROOT = Path(__file__).resolve().parents[2]
 BROWSER_JOB = ROOT / "daemon" / "crawld" / "browser_job.py"
@@ -60,31 +59,11 @@ def browser_available() -> None:
         pytest.fail(f"the playwright package is not installed for {sys.executable}")
 
 
-class Handler(http.server.BaseHTTPRequestHandler):
-    """Serves PAGES as UTF-8 HTML; anything else is a 404."""
-
-    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
-        body = PAGES.get(self.path)
-        data = (body or "not found").encode()
-        self.send_response(200 if body else 404)
-        self.send_header("Content-Type", "text/html; charset=utf-8")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
 @pytest.fixture(scope="module")
 def site() -> Iterator[str]:
     """Base URL of the page server on a free loopback port."""
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with serve(PAGES) as url:
+        yield url
 
 
 class BrowserJob:
