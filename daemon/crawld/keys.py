@@ -20,6 +20,8 @@ from . import auth
 from .errors import ConfigError
 
 COMMANDS = ("keys", "users")
+FIRST_CREDENTIAL = ("this is the first credential: a daemon that started without any and "
+                    "without auth = required checks none until it restarts\n")
 
 
 def _location(parser: argparse.ArgumentParser, leaf: bool = False) -> None:
@@ -154,8 +156,7 @@ def _keys(args: argparse.Namespace, path: str, out: TextIO, err: TextIO,
                   + (f" ({record.name!r})" if record.name else "")
                   + ": keep it now, it is not shown again\n")
         if was_empty:
-            err.write("this is the first credential: a daemon that started without any "
-                      "and without auth = required checks none until it restarts\n")
+            err.write(FIRST_CREDENTIAL)
         return 0
     if args.action == "list":
         creds = auth.read_credentials(path)
@@ -186,8 +187,7 @@ def _users(args: argparse.Namespace, path: str, out: TextIO, err: TextIO, stdin:
         out.write(f"{'replaced' if args.replace else 'added'} {user.role} user "
                   f"{user.name!r} (HTTP Basic, and Digest for realm {realm!r})\n")
         if was_empty:
-            err.write("this is the first credential: a daemon that started without any "
-                      "and without auth = required checks none until it restarts\n")
+            err.write(FIRST_CREDENTIAL)
         return 0
     if args.action == "list":
         creds = auth.read_credentials(path)
