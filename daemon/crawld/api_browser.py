@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import itertools
 import json
 import math
 import mimetypes
@@ -65,19 +66,14 @@ def read_output(path: str, start: int, limit: int = MAX_OUTPUT) -> tuple[str, in
 def events_view(path: str, after: int, limit: int = MAX_MESSAGES) -> dict[str, Any]:
     """job-output.json's view of a job's events, built in a thread: the messages after
     ``after`` (at most ``limit``, dates as ISO 8601), the last progress and result."""
-    messages: list[dict[str, Any]] = []
-    progress = label = result = None
-    for event in browser.read_events(path, 0, 10 ** 12):
-        kind = event.get("type")
-        if kind == "progress":
-            data = event.get("data") or {}
-            progress, label = data.get("value"), data.get("label")
-        elif kind == "result":
-            result = event.get("data")
-        if event.get("id", 0) > after and len(messages) < limit:
-            messages.append(dict(event, date=iso_ms(event.get("date"))))
-    return {"messages": messages, "progress": progress, "progress-label": label,
-            "result": result}
+    events = browser.read_events(path, 0, 10 ** 12)
+    progress, label = browser.last_progress(events)
+    newer = (e for e in events if e.get("id", 0) > after)
+    results = [e.get("data") for e in events if e.get("type") == "result"]
+    return {"messages": [dict(e, date=iso_ms(e.get("date")))
+                         for e in itertools.islice(newer, limit)],
+            "progress": progress, "progress-label": label,
+            "result": results[-1] if results else None}
 
 
 def list_files(folder: str) -> list[dict[str, Any]]:
