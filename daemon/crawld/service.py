@@ -117,8 +117,8 @@ class Daemon:
             raise ConfigError(f"[crawld] run-as = {name}: that is root; leave run-as "
                               "unset instead")
         run_as = RunAs(name, entry.pw_uid, entry.pw_gid, entry.pw_dir)
-        for path in (self.root, os.path.join(self.root, "projects"),
-                     os.path.join(self.root, "files"), os.path.join(self.root, "tmp")):
+        # (browser jobs' files and tmp roots: Browsers.spawn, as it recreates them)
+        for path in (self.root, os.path.join(self.root, "projects")):
             os.makedirs(path, exist_ok=True)
             os.chmod(path, 0o711)
         self.supervisor.run_as = self.projects.run_as = self.browsers.run_as = run_as
