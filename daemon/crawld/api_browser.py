@@ -12,7 +12,6 @@ import base64
 import binascii
 import itertools
 import json
-import math
 import mimetypes
 import os
 import stat
@@ -25,6 +24,7 @@ from twisted.internet.utils import getProcessOutput
 from . import browser, logs
 from .api import arg, int_arg, iso_ms, job_dict, route
 from .errors import BadRequest, NotFound
+from .jobs import parse_seconds
 
 MAX_OUTPUT = 1024 * 1024   # bytes of stdout per job-output.json answer
 MAX_MESSAGES = 1000        # events per job-output.json answer
@@ -146,14 +146,7 @@ def seconds_arg(request: Any, name: str, default: float, top: float) -> float:
     text = arg(request, name, required=False)
     if text is None or text == "":
         return default
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not math.isfinite(value) or value <= 0 or value > top:
-        raise BadRequest(f"parameter {name!r} must be a number of seconds, more than 0 "
-                         f"and at most {top:g}")
-    return value
+    return parse_seconds(name, text, top, zero=False)
 
 
 def flag_arg(request: Any, name: str) -> bool:

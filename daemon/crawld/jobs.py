@@ -38,6 +38,22 @@ OVERLAP = ("skip", "queue", "allow")
 MAX_JITTER = 86400.0
 
 
+def parse_seconds(name: str, text: str, top: Optional[float] = None,
+                  zero: bool = True) -> float:
+    """A request's number of seconds: finite, 0 or more (more than 0 when not ``zero``)
+    and at most ``top``; else a 400 naming the parameter and the bounds."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value < 0 or (value == 0 and not zero) or (
+            top is not None and value > top):
+        low = "0 or more" if zero else "more than 0"
+        bound = f" and at most {top:g}" if top else ""
+        raise BadRequest(f"parameter {name!r} must be a number of seconds, {low}{bound}")
+    return value
+
+
 def validate_policies(tz: Optional[str] = None, jitter: Optional[str] = None,
                       misfire: Optional[str] = None, misfire_grace: Optional[str] = None,
                       overlap: Optional[str] = None, timeout: Optional[str] = None,
@@ -55,14 +71,7 @@ def validate_policies(tz: Optional[str] = None, jitter: Optional[str] = None,
                             ("no-output-timeout", no_output_timeout, None)):
         if text is None or text == "":
             continue
-        try:
-            value = float(text)
-        except ValueError:
-            value = float("nan")
-        if not math.isfinite(value) or value < 0 or (top is not None and value > top):
-            bound = f" and at most {top:g}" if top else ""
-            raise BadRequest(f"parameter {name!r} must be a number of seconds, 0 or more{bound}")
-        found[name.replace("-", "_")] = value
+        found[name.replace("-", "_")] = parse_seconds(name, text, top)
     for name, text in (("max-log-size", max_log_size), ("memory-limit", memory_limit)):
         if text is None or text == "":
             continue
