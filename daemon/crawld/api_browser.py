@@ -183,6 +183,16 @@ def browse_params(request: Any) -> dict[str, Any]:
     return params
 
 
+def job_files_listed(self: Any, job_id: str) -> Any:
+    """A job's artifacts as job-files.json and browse.json list them: with the path
+    each one downloads from."""
+    def listed(files: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        for f in files:
+            f["url"] = f"/job-files/{job_id}/{quote(f['name'], safe='')}"
+        return files
+    return self.to_thread(list_files, self.browsers.files_dir(job_id)).addCallback(listed)
+
+
 @route("/list-scripts.json", "GET")
 def list_scripts(self: Any, request: Any) -> dict[str, Any]:
     name = arg(request, "project")
@@ -264,9 +274,7 @@ def job_screenshot(self: Any, request: Any):
 @inlineCallbacks
 def job_files(self: Any, request: Any):
     job = yield self._job(arg(request, "id"))
-    files = yield self.to_thread(list_files, self.browsers.files_dir(job.id))
-    for f in files:
-        f["url"] = f"/job-files/{job.id}/{quote(f['name'], safe='')}"
+    files = yield job_files_listed(self, job.id)
     return {"identifier": job.id, "files": files}
 
 
@@ -308,9 +316,7 @@ def browse(self: Any, request: Any):
     final = ended or (yield self.jobs.get(job.id))
     view = yield self.to_thread(events_view, browser.events_path(self.log_dir, job.id),
                                 0, 0)
-    files = yield self.to_thread(list_files, self.browsers.files_dir(job.id))
-    for f in files:
-        f["url"] = f"/job-files/{job.id}/{quote(f['name'], safe='')}"
+    files = yield job_files_listed(self, job.id)
     return {"identifier": job.id, "ended": final.status.completed, "job": job_dict(final),
             "result": view["result"], "files": files}
 
