@@ -251,7 +251,8 @@ class Browsers:
     """Runs browser jobs and holds the control channels of the running ones."""
 
     def __init__(self, reactor: Any, data_dir: str, log_dir: str, settings: Settings,
-                 python: str, to_thread: Callable[..., Deferred] = deferToThread) -> None:
+                 python: str, run_as: Optional[RunAs] = None,
+                 to_thread: Callable[..., Deferred] = deferToThread) -> None:
         self.reactor = reactor
         self.to_thread = to_thread
         self.log_dir = log_dir
@@ -259,7 +260,7 @@ class Browsers:
         self.files_root = os.path.join(data_dir, "files")
         self.settings = settings
         self.python = python
-        self.run_as: Optional[RunAs] = None  # [crawld] run-as
+        self.run_as = run_as  # [crawld] run-as
         self.channels: dict[str, Channel] = {}
         self.posts: dict[str, deque] = {}  # unread posts of jobs that have ended
         self.version: Optional[str] = None

@@ -11,7 +11,8 @@ import math
 import os
 import shutil
 import uuid
-from typing import Any, Optional
+from datetime import tzinfo
+from typing import Any, Callable, Optional, Protocol
 
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.threads import deferToThread
@@ -20,10 +21,12 @@ from twisted.logger import Logger
 from . import logs, spec as specs
 from .config import parse_size
 from .errors import BadRequest, Conflict, NotFound
+from .database import COUNTERS
+from .events import JobEvents
 from .model import Actor, Job, JobStatus, STATUS_GROUPS, TEMPLATES
 from .projects import Projects
 from .scheduler import Scheduler
-from .store import COUNTERS, Store
+from .store import Store
 from .supervisor import Supervisor
 
 log = Logger(namespace="crawld.jobs")
@@ -100,41 +103,65 @@ def normalize_payload(payload: Optional[str]) -> str:
         raise BadRequest(f"payload is not valid JSON: {exc}") from None
 
 
-class Jobs:
-    """Job operations for the API, and the glue between scheduler and supervisor."""
+class JobFiles(Protocol):
+    """What retention removes of a purged job besides its logs (browser.Browsers)."""
 
-    def __init__(self, reactor: Any, store: Store, projects: Projects, log_dir: str,
-                 completed_cap: int, max_age_days: float, to_thread: Any = deferToThread) -> None:
+    files_root: str
+
+    def forget(self, job_id: str) -> None:
+        """Drop what is kept in memory of the job (unread posts)."""
+
+
+class Jobs:
+    """Job operations for the API: rows in the store, templates to the scheduler,
+    PENDING jobs to the supervisor, every change published to the event list."""
+
+    def __init__(self, reactor: Any, store: Store, projects: Projects, scheduler: Scheduler,
+                 supervisor: Supervisor, events: JobEvents, log_dir: str,
+                 completed_cap: int, max_age_days: float, files: Optional[JobFiles] = None,
+                 to_thread: Callable[..., Deferred] = deferToThread) -> None:
         self.reactor = reactor
         self.store = store
         self.projects = projects
+        self.scheduler = scheduler
+        self.supervisor = supervisor
+        self.events = events
         self.log_dir = log_dir
         self.completed_cap = completed_cap
         self.max_age = max_age_days * 86400
+        self.files = files                     # browser jobs' artifacts and posts
         self.to_thread = to_thread
         self.counters: dict[str, int] = {name: 0 for name in COUNTERS}
-        self.scheduler: Optional[Scheduler] = None
-        self.supervisor: Optional[Supervisor] = None
         self.stopped = False
         self.purge_soon: Any = None      # debounced purge after jobs finish
         self.purge_periodic: Any = None  # the hourly age check
-        self.files_root: Optional[str] = None  # browser jobs' artifacts, one dir per job
-        self.browsers: Any = None              # browser.Browsers: unread posts to forget
         self.end_waiters: dict[str, list[Deferred]] = {}  # see wait()
+        events.subscribe(self.job_changed)
 
-    def attach(self, scheduler: Scheduler, supervisor: Supervisor) -> None:
-        self.scheduler, self.supervisor = scheduler, supervisor
+    # -- time zones (the daemon's, and each schedule's own) ---------------------------
+    def zone(self, name: Optional[str]) -> Optional[tzinfo]:
+        """A schedule's zone by name, or the daemon's (``[crawld] timezone``) for None."""
+        return self.scheduler.zone(name)
+
+    def timezone_name(self) -> str:
+        """The daemon's time zone as list-jobs and previews name it ("local": the host's)."""
+        zone = self.scheduler.tz
+        return str(zone) if zone is not None else "local"
+
+    def schedule_count(self) -> int:
+        """How many schedules the scheduler tracks."""
+        return len(self.scheduler)
 
     # -- start-up ---------------------------------------------------------------------
     @inlineCallbacks
     def start(self):
         """Settle orphans, refill the queue and the scheduler from the store."""
-        running = yield self.store.call("list_jobs", [JobStatus.RUNNING])
+        running = yield self.store.list_jobs([JobStatus.RUNNING])
         yield self.supervisor.recover(running)
-        rows = yield self.store.call("schedule_rows")
+        rows = yield self.store.schedule_rows()
         for job_id, exc in self.scheduler.load(rows):
             log.error("schedule {id} cannot be loaded: {exc}", id=job_id, exc=exc)
-        for job in (yield self.store.call("pending_in_order")):
+        for job in (yield self.store.pending_in_order()):
             self.supervisor.enqueue(job.id)
         yield self.refresh_counters()
         yield self.purge()
@@ -171,8 +198,12 @@ class Jobs:
         if not spec.is_now:
             job = job.evolve(status=JobStatus.SCHEDULED, schedule=when, **policies)
             job = job.evolve(next_fire=self.scheduler.first_fire(spec, job.tz))
-        job = yield self.store.call("add_job", job)
-        self.launch(job) if spec.is_now else self.scheduler.add(job)
+        job = yield self.store.add_job(job)
+        if spec.is_now:
+            self.launch(job)
+        else:
+            self.events.publish(job)
+            self.scheduler.add(job)
         log.info("job {id} scheduled: {project}/{spider} when={when!r}", id=job.id,
                  project=project, spider=spider, when=when)
         return job
@@ -187,7 +218,7 @@ class Jobs:
                   schedule="now", project="", spider="", description=description,
                   payload=json.dumps(params, ensure_ascii=False), created=now, updated=now,
                   kind="browse", timeout=timeout)
-        job = yield self.store.call("add_job", job)
+        job = yield self.store.add_job(job)
         self.launch(job)
         log.info("job {id}: browse {what}", id=job.id,
                  what=params.get("url") or f"{len(params.get('html', ''))} bytes of HTML")
@@ -206,13 +237,14 @@ class Jobs:
         return waiting.addBoth(lambda r: (timer.active() and timer.cancel(), r)[1])
 
     def launch(self, job: Job) -> None:
-        """Hand a PENDING job to the supervisor."""
+        """A PENDING job exists: publish it and hand it to the supervisor."""
+        self.events.publish(job)
         self.supervisor.enqueue(job.id)
 
     # -- read -------------------------------------------------------------------------
     @inlineCallbacks
     def get(self, job_id: str):
-        job = yield self.store.call("get_job", job_id)
+        job = yield self.store.get_job(job_id)
         if job is None:
             raise NotFound(f"unknown job {job_id!r}")
         return job
@@ -225,7 +257,7 @@ class Jobs:
         except KeyError:
             raise BadRequest(f"unknown status {status!r}; one of "
                              f"{', '.join(STATUS_GROUPS)}") from None
-        return self.store.call("list_jobs", statuses, limit, offset, project, spider)
+        return self.store.list_jobs(statuses, limit, offset, project, spider)
 
     # -- cancel -----------------------------------------------------------------------
     @inlineCallbacks
@@ -235,13 +267,13 @@ class Jobs:
             job = yield self.get(job_id)
             now = self.reactor.seconds()
             if job.status in (JobStatus.SCHEDULED, JobStatus.PAUSED, JobStatus.PENDING):
-                done = yield self.store.call("transition", job_id, [job.status],
+                done = yield self.store.transition(job_id, [job.status],
                                              JobStatus.CANCELED, now, finished=now,
                                              reason="canceled by user", next_fire=None)
                 if done is not None:
                     if job.status is JobStatus.SCHEDULED:
                         self.scheduler.remove(job_id)
-                    self.job_changed(done)
+                    self.events.publish(done)
                     return done
             elif job.status is JobStatus.RUNNING:
                 waiting = self.supervisor.cancel(job_id)
@@ -262,7 +294,7 @@ class Jobs:
 
     @inlineCallbacks
     def _move(self, job_id: str, current: JobStatus, status: JobStatus, **fields: Any):
-        job = yield self.store.call("transition", job_id, [current], status,
+        job = yield self.store.transition(job_id, [current], status,
                                     self.reactor.seconds(), **fields)
         if job is None:
             raise Conflict(f"job {job_id} changed status; try again")
@@ -290,9 +322,8 @@ class Jobs:
         """Fire a schedule once, now, outside its series (its overlap policy aside)."""
         template = yield self._template(job_id, *TEMPLATES)
         now = self.reactor.seconds()
-        child = yield self.store.call("add_job",
-                                      self.scheduler.child_of(template, now, Actor.USER))
-        yield self.store.call("update_job", job_id, last_run=now, updated=now)
+        child = yield self.store.add_job(self.scheduler.child_of(template, now, Actor.USER))
+        yield self.store.update_job(job_id, last_run=now, updated=now)
         self.launch(child)
         return child
 
@@ -320,7 +351,7 @@ class Jobs:
             fields["next_fire"] = self.scheduler.first_fire(specs.parse(changed.schedule),
                                                             changed.tz)
         fields["updated"] = self.reactor.seconds()
-        yield self.store.call("update_job", job_id, **fields)
+        yield self.store.update_job(job_id, **fields)
         job = yield self.get(job_id)
         if job.status is JobStatus.SCHEDULED:
             self.scheduler.add(job)  # replaces the old entry (a new generation)
@@ -328,23 +359,20 @@ class Jobs:
 
     # -- counters and retention -------------------------------------------------------
     def job_changed(self, job: Job) -> None:
-        """Called when a job starts or ends: refresh counters, plan retention."""
+        """A job changed (an event): answer waiters, refresh counters, plan retention."""
         if job.status.completed:
             for waiting in self.end_waiters.pop(job.id, []):
                 waiting.callback(job)
-        if self.stopped:
+        if self.stopped or not (job.status.completed or job.status is JobStatus.RUNNING):
             return
         self.refresh_counters().addErrback(
             lambda f: log.failure("refreshing the counters failed", f))
-        if job.status.completed and job.parent is not None:
-            self.scheduler.release(job.parent).addErrback(
-                lambda f: log.failure("releasing a queued firing failed", f))
         if job.status.completed and (self.purge_soon is None or not self.purge_soon.active()):
             self.purge_soon = self.reactor.callLater(PURGE_DELAY, self._purge_logged)
 
     @inlineCallbacks
     def refresh_counters(self):
-        self.counters = yield self.store.call("counters")
+        self.counters = yield self.store.counters()
 
     def _purge_logged(self) -> None:
         if not self.stopped:
@@ -354,10 +382,9 @@ class Jobs:
         """A purged job's logs, events and artifacts (blocking: runs in a thread)."""
         for job_id in job_ids:
             logs.remove(self.log_dir, job_id)
-            if self.files_root:
-                shutil.rmtree(os.path.join(self.files_root, job_id), ignore_errors=True)
-            if self.browsers is not None:
-                self.browsers.forget(job_id)
+            if self.files is not None:
+                shutil.rmtree(os.path.join(self.files.files_root, job_id), ignore_errors=True)
+                self.files.forget(job_id)
 
     @inlineCallbacks
     def purge(self):
@@ -366,7 +393,7 @@ class Jobs:
             self.purge_periodic.cancel()
         self.purge_periodic = self.reactor.callLater(PURGE_PERIOD, self._purge_logged)
         cutoff = self.reactor.seconds() - self.max_age
-        removed = yield self.store.call("purge", self.completed_cap, cutoff)
+        removed = yield self.store.purge(self.completed_cap, cutoff)
         if removed:
             yield self.to_thread(self._remove_files, removed)
             log.info("retention: removed {n} completed job(s) and their logs", n=len(removed))

@@ -46,6 +46,18 @@ def sizes(log_dir: str, job_id: str) -> tuple[int, ...]:
     return tuple(found)
 
 
+def write_at(log_dir: str, job_id: str, ext: str, offset: int, data: bytes) -> None:
+    """Write output that came home from elsewhere at its offset in the job's log.
+
+    Writing at the offset, not appending, makes a chunk reported twice (a remote launcher
+    may report more than once) land on itself. One bounded chunk: a single pwrite."""
+    fd = os.open(path(log_dir, job_id, ext), os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o640)
+    try:
+        os.pwrite(fd, data, offset)
+    finally:
+        os.close(fd)
+
+
 def remove(log_dir: str, job_id: str) -> None:
     """Delete a job's log and events files, if they exist (blocking: call from a thread)."""
     for name in [path(log_dir, job_id, ext) for ext in EXTENSIONS] + [

@@ -37,6 +37,7 @@ class Projects:
     def __init__(self, reactor: Any, store: Store, root: str, python: str,
                  limits: archive.Limits, list_timeout: float,
                  in_use: Callable[[], set[str]], base_env: Optional[Mapping[str, str]] = None,
+                 run_as: Optional[RunAs] = None,
                  to_thread: Callable[..., Any] = deferToThread) -> None:
         self.reactor = reactor
         self.store = store
@@ -49,13 +50,13 @@ class Projects:
         self.to_thread = to_thread
         self.cache: dict[str, Project] = {}
         self.removing: set[str] = set()
-        self.run_as: Optional[RunAs] = None  # [crawld] run-as: scrapy list runs as it
+        self.run_as = run_as  # [crawld] run-as: scrapy list runs as it
         self.lock = DeferredLock()
 
     @inlineCallbacks
     def load(self):
         """Read the projects from the store (at start-up)."""
-        for project in (yield self.store.call("projects")):
+        for project in (yield self.store.projects()):
             # Resolved here, not read from the row: the data directory may have moved.
             path = os.path.join(self.root, project.name, str(project.version))
             self.cache[project.name] = project.evolve(path=path)
@@ -112,7 +113,7 @@ class Projects:
                                    "starting with _ are helpers, not scripts)")
             spiders = (yield self._list_spiders(staging)) if inspected.scrapy else []
             for kind, found in (("spider", spiders), ("script", scripts)):
-                wanted = yield self.store.call("scheduled_spiders", name, kind)
+                wanted = yield self.store.scheduled_spiders(name, kind)
                 missing = sorted(set(wanted) - set(found))
                 if missing:
                     raise Conflict(f"{kind}(s) {', '.join(missing)} would be removed but "
@@ -126,7 +127,7 @@ class Projects:
             raise
         project = Project(name, version, final, tuple(spiders), self.reactor.seconds(),
                           tuple(scripts))
-        yield self.store.call("put_project", project)
+        yield self.store.put_project(project)
         self.cache[name] = project
         log.info("project {name} version {version} pushed with spiders {spiders} and "
                  "scripts {scripts}", name=name, version=version,
@@ -181,11 +182,11 @@ class Projects:
         yield self.lock.acquire()
         self.removing.add(name)  # from here on, nothing new may be scheduled for it
         try:
-            active = yield self.store.call("active_project_names")
+            active = yield self.store.active_project_names()
             if name in active:
                 raise Conflict(f"project {name!r} has scheduled, pending or running jobs; "
                                "cancel them first")
-            yield self.store.call("delete_project", name)
+            yield self.store.delete_project(name)
             self.cache.pop(name, None)
             yield self.to_thread(shutil.rmtree, os.path.join(self.root, name), True)
             log.info("project {name} removed", name=name)

@@ -21,6 +21,7 @@ from twisted.internet.defer import inlineCallbacks
 from twisted.logger import Logger
 
 from . import spec as specs
+from .events import JobEvents
 from .model import Actor, Job, JobStatus
 from .store import Store
 
@@ -47,11 +48,13 @@ class Entry:
 class Scheduler:
     """Keeps templates' next fire times and turns each firing into a PENDING job."""
 
-    def __init__(self, reactor: Any, store: Store, launch: Callable[[Job], None],
-                 tz: Optional[tzinfo] = None, rng: Optional[random.Random] = None) -> None:
+    def __init__(self, reactor: Any, store: Store, enqueue: Callable[[str], None],
+                 events: JobEvents, tz: Optional[tzinfo] = None,
+                 rng: Optional[random.Random] = None) -> None:
         self.reactor = reactor
         self.store = store
-        self.launch = launch
+        self.enqueue = enqueue   # hands a PENDING job to the supervisor
+        self.events = events
         self.tz = tz
         self.rng = rng or random.Random()
         self.heap: list[tuple[float, int, str]] = []
@@ -59,6 +62,18 @@ class Scheduler:
         self.generation = 0
         self.timer: Any = None
         self.stopped = False
+        events.subscribe(self._job_changed)
+
+    def launch(self, job: Job) -> None:
+        """A firing's PENDING child exists: publish it and queue it to run."""
+        self.events.publish(job)
+        self.enqueue(job.id)
+
+    def _job_changed(self, job: Job) -> None:
+        """A run of an overlap=queue template ended: the firing that waited may start."""
+        if job.status.completed and job.parent is not None and not self.stopped:
+            self.release(job.parent).addErrback(
+                lambda f: log.failure("releasing a queued firing failed", f))
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -198,7 +213,7 @@ class Scheduler:
     @inlineCallbacks
     def _fire(self, batch: list[tuple[str, float, bool, float]]):
         """One store transaction for the firings of one tick; then launch the children."""
-        fired = yield self.store.call("fire_templates", [b[:3] for b in batch],
+        fired = yield self.store.fire_templates([b[:3] for b in batch],
                                       self.child_of, self.reactor.seconds)
         for outcome, firing in zip(fired, batch):
             try:  # the firings are committed: a problem from here on is logged, not retried
@@ -227,11 +242,11 @@ class Scheduler:
     @inlineCallbacks
     def release(self, template_id: str):
         """A run of ``template_id`` ended: start the firing that waited (overlap=queue)."""
-        template = yield self.store.call("get_job", template_id)
+        template = yield self.store.get_job(template_id)
         if template is None or not template.queued:
             return
         now = self.reactor.seconds()
-        created = yield self.store.call("release_queued", template_id,
+        created = yield self.store.release_queued(template_id,
                                         self.child_of(template, now), now)
         if created is not None:
             log.info("schedule {id}: queued firing runs as job {child}", id=template_id,

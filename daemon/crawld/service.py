@@ -29,7 +29,10 @@ from .projects import Projects
 from .scheduler import Scheduler
 from .spawner import DirectSpawner, ZygoteSpawner
 from .status import StatusReport
-from .store import Store
+from .events import JobEvents
+from .launch.local import LocalLauncher, LocalSettings
+from .limits import Defaults
+from .store import Store, ThreadExecutor
 from .supervisor import Supervisor
 from .tls import ReloadingCertificate
 from .web import make_site
@@ -63,34 +66,37 @@ class Daemon:
             raise ConfigError(f"[crawld] data-dir = {self.root}: another crawld is using "
                               "this data directory") from None
 
-    def _build(self) -> None:
+    def _build(self, run_as: Optional[RunAs]) -> None:
+        """Wire the services, each given what it uses in its constructor: the event list
+        first, then the store, the launcher, the supervisor and the services above it."""
         s = self.settings
-        self.store = Store(os.path.join(self.root, "crawld.db"), self.reactor)
+        self.events = JobEvents()
+        self.store = Store(os.path.join(self.root, "crawld.db"), ThreadExecutor(self.reactor))
         self.spawner = (ZygoteSpawner(self.reactor, s.python, self.root) if s.preload
                         else DirectSpawner(self.reactor))
         self.browsers = Browsers(self.reactor, self.root, self.log_dir,
                                  BrowserSettings(find_browser(s.browser_executable),
                                                  s.kill_grace, s.screenshot_timeout),
-                                 s.python)
-        self.supervisor = Supervisor(self.reactor, self.store, self.log_dir, s.slots,
-                                     s.kill_grace, s.python, self._project_dir,
-                                     on_change=self._job_changed, spawner=self.spawner,
-                                     browsers=self.browsers, script_path=self._script_path,
-                                     job_timeout=s.job_timeout,
-                                     browser_timeout=s.browser_timeout,
-                                     max_log_size=s.max_log_size,
-                                     memory_limit=s.memory_limit)
+                                 s.python, run_as=run_as)
+        self.launcher = LocalLauncher(
+            self.reactor, LocalSettings(s.python, self.log_dir, self._project_dir,
+                                        self._script_path, run_as=run_as),
+            self.spawner, self.browsers)
+        self.supervisor = Supervisor(
+            self.reactor, self.store, self.launcher, self.events, self.log_dir, s.slots,
+            s.kill_grace, Defaults(job_timeout=s.job_timeout, browser_timeout=s.browser_timeout,
+                                   max_log_size=s.max_log_size, memory_limit=s.memory_limit))
         self.projects = Projects(self.reactor, self.store, os.path.join(self.root, "projects"),
                                  s.python, archive.Limits(s.max_archive_files,
                                                           s.max_unpacked_size),
-                                 s.list_timeout, self.supervisor.dirs_in_use)
-        self.jobs = Jobs(self.reactor, self.store, self.projects, self.log_dir,
-                         s.completed_cap, s.completed_max_age_days)
-        self.jobs.files_root = self.browsers.files_root
-        self.jobs.browsers = self.browsers
+                                 s.list_timeout, self.launcher.in_use, run_as=run_as)
         zone = specs.zone(s.timezone) if s.timezone else None
-        self.scheduler = Scheduler(self.reactor, self.store, self.jobs.launch, tz=zone)
-        self.jobs.attach(self.scheduler, self.supervisor)
+        self.scheduler = Scheduler(self.reactor, self.store, self.supervisor.enqueue,
+                                   self.events, tz=zone)
+        self.jobs = Jobs(self.reactor, self.store, self.projects, self.scheduler,
+                         self.supervisor, self.events, self.log_dir, s.completed_cap,
+                         s.completed_max_age_days, files=self.browsers)
+        self.events.subscribe(self._collect_versions)
         self.credentials = auth.Credentials(auth.credentials_path(self.root),
                                             clock=self.reactor.seconds)
         self.api = Api(self.reactor, self.jobs, self.projects, self.supervisor,
@@ -99,13 +105,13 @@ class Daemon:
                        max_body=3 * s.max_archive_size + 64 * 1024,
                        max_archive=s.max_archive_size, browsers=self.browsers)
 
-    def _run_as(self) -> None:
+    def _run_as(self) -> Optional[RunAs]:
         """``[crawld] run-as``: jobs (and ``scrapy list``) run as that user. crawld must
         start as root to switch users; the data directory's folders on the way to a
         job's project, files and temp dirs become traversable (not listable) for it."""
         name = self.settings.run_as
         if not name:
-            return
+            return None
         try:
             entry = pwd.getpwnam(name)
         except KeyError:
@@ -116,13 +122,12 @@ class Daemon:
         if entry.pw_uid == 0:
             raise ConfigError(f"[crawld] run-as = {name}: that is root; leave run-as "
                               "unset instead")
-        run_as = RunAs(name, entry.pw_uid, entry.pw_gid, entry.pw_dir)
         # (browser jobs' files and tmp roots: Browsers.spawn, as it recreates them)
         for path in (self.root, os.path.join(self.root, "projects")):
             os.makedirs(path, exist_ok=True)
             os.chmod(path, 0o711)
-        self.supervisor.run_as = self.projects.run_as = self.browsers.run_as = run_as
         log.info("jobs run as {name} (uid {uid})", name=name, uid=entry.pw_uid)
+        return RunAs(name, entry.pw_uid, entry.pw_gid, entry.pw_dir)
 
     def _check_auth(self) -> None:
         """Load the credentials and decide the auth mode, once, before anything listens.
@@ -156,8 +161,8 @@ class Daemon:
     def _script_path(self, project: str, script: str) -> str:
         return self.projects.script_path(project, script)
 
-    def _job_changed(self, job: Any) -> None:
-        self.jobs.job_changed(job)
+    def _collect_versions(self, job: Any) -> None:
+        """A job ended: its project's old versions may be unused now (an observer)."""
         if job.status.completed and job.project and not self.jobs.stopped:
             self.projects.collect(job.project).addErrback(
                 lambda f: log.failure("removing old versions of {p} failed", f, p=job.project))
@@ -166,9 +171,8 @@ class Daemon:
     def start(self):
         """Open everything and start listening; fires with the listening addresses."""
         self._prepare_dirs()
-        self._build()
+        self._build(self._run_as())
         self._check_auth()
-        self._run_as()
         if self.browsers.settings.executable is None:
             log.warn("no Chromium found ([browser] executable = {exe}): browser jobs will "
                      "fail until Debian's chromium package is installed or the option set",
@@ -221,6 +225,6 @@ class Daemon:
         for port in self.ports:
             yield port.stopListening()
         yield self.supervisor.stop()
-        yield self.spawner.stop()
+        yield self.launcher.stop()
         yield self.store.close()
         log.info("crawld stopped")

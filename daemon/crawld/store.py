@@ -1,388 +1,70 @@
-"""SQLite persistence: the schema, its migrations and every SQL string of crawld.
+"""The store: the typed, asynchronous face of the database, on a thread of its own.
 
-All methods of ``Database`` are synchronous and run on one dedicated thread (see
-``Store``), so SQLite has exactly one writer and the reactor never waits on disk.
-State changes that must not be split (fire a template, finish a job and count it) are
-single transactions here, which is what makes restarts neither lose nor double work.
+Services call ``Store`` methods and get Deferreds; each runs the ``Database`` method of
+the same name on an ``Executor``: in the daemon one dedicated thread (SQLite has exactly
+one writer, the reactor never waits on the disk), in tools and unit tests inline.
 """
 from __future__ import annotations
 
-import json
-import os
-import sqlite3
-from typing import Any, Callable, Iterable, Optional, Sequence, TypeVar
+from typing import Any, Callable, Optional, Protocol, Sequence, TypeVar
 
-from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 
-from .model import Actor, Job, JobStatus, Project
-
-SCHEMA_VERSION = 3
-
-_MIGRATIONS: dict[int, Sequence[str]] = {
-    1: (
-        "CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL)",
-        """CREATE TABLE projects (
-               name TEXT PRIMARY KEY, version INTEGER NOT NULL, path TEXT NOT NULL,
-               spiders TEXT NOT NULL, pushed REAL NOT NULL)""",
-        """CREATE TABLE jobs (
-               seq INTEGER PRIMARY KEY AUTOINCREMENT,
-               id TEXT NOT NULL UNIQUE, status TEXT NOT NULL, actor TEXT NOT NULL,
-               schedule TEXT NOT NULL, project TEXT NOT NULL, spider TEXT NOT NULL,
-               description TEXT NOT NULL, payload TEXT NOT NULL, parent TEXT,
-               created REAL NOT NULL, updated REAL NOT NULL, started REAL, finished REAL,
-               exit_code INTEGER, signal INTEGER, reason TEXT, pid INTEGER,
-               pid_started REAL, next_fire REAL)""",
-        "CREATE INDEX jobs_by_status ON jobs (status, updated)",
-        "CREATE INDEX jobs_by_parent ON jobs (parent, status)",
-        "CREATE INDEX jobs_by_finished ON jobs (finished)",
-    ),
-    2: (  # schedule policies (issue 3)
-        "ALTER TABLE jobs ADD COLUMN tz TEXT",
-        "ALTER TABLE jobs ADD COLUMN jitter REAL NOT NULL DEFAULT 0",
-        "ALTER TABLE jobs ADD COLUMN misfire TEXT NOT NULL DEFAULT 'once'",
-        "ALTER TABLE jobs ADD COLUMN misfire_grace REAL",
-        "ALTER TABLE jobs ADD COLUMN overlap TEXT NOT NULL DEFAULT 'skip'",
-        "ALTER TABLE jobs ADD COLUMN queued INTEGER NOT NULL DEFAULT 0",
-        "ALTER TABLE jobs ADD COLUMN last_run REAL",
-    ),
-    3: (  # browser jobs and timeouts (issue 4)
-        "ALTER TABLE jobs ADD COLUMN kind TEXT NOT NULL DEFAULT 'spider'",
-        "ALTER TABLE jobs ADD COLUMN timeout REAL",
-        "ALTER TABLE jobs ADD COLUMN no_output_timeout REAL",
-        "ALTER TABLE jobs ADD COLUMN max_log_size INTEGER",
-        "ALTER TABLE jobs ADD COLUMN memory_limit INTEGER",
-        "ALTER TABLE projects ADD COLUMN scripts TEXT NOT NULL DEFAULT '[]'",
-    ),
-}
-
-COUNTERS = ("jobs-run", "jobs-successful", "jobs-failed", "jobs-canceled")
-_COUNTER_FOR = {JobStatus.SUCCESSFUL: "jobs-successful", JobStatus.FAILED: "jobs-failed",
-                JobStatus.CANCELED: "jobs-canceled"}
-
-_JOB_COLUMNS = ("seq", "id", "status", "actor", "schedule", "project", "spider",
-                "description", "payload", "parent", "created", "updated", "started",
-                "finished", "exit_code", "signal", "reason", "pid", "pid_started", "next_fire",
-                "tz", "jitter", "misfire", "misfire_grace", "overlap", "queued", "last_run",
-                "kind", "timeout", "no_output_timeout", "max_log_size", "memory_limit")
-_SELECT_JOB = f"SELECT {', '.join(_JOB_COLUMNS)} FROM jobs"
-
-
-#: One firing's outcome: (template id, template or None, child or None, why no child).
-Fired = tuple[str, Optional[Job], Optional[Job], str]
-
-
-def _row_to_job(row: Sequence[Any]) -> Job:
-    data = dict(zip(_JOB_COLUMNS, row))
-    data["status"] = JobStatus(data["status"])
-    data["actor"] = Actor(data["actor"])
-    return Job(**data)
-
-
-def _marks(values: Iterable[Any]) -> str:
-    return ", ".join("?" for _ in values)
-
-
-class Database:
-    """The synchronous SQL layer. Use it from one thread only (Store sees to that)."""
-
-    def __init__(self, path: str) -> None:
-        self.conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        if path != ":memory:":
-            # jobs may run as another user (run-as) with the data dir traversable: the
-            # database is crawld's alone (SQLite gives -wal/-shm the same mode)
-            for name in (path, path + "-wal", path + "-shm"):
-                if os.path.exists(name):
-                    os.chmod(name, 0o600)
-        self.conn.execute("PRAGMA journal_mode=WAL")
-        self.conn.execute("PRAGMA synchronous=NORMAL")
-        self.conn.execute("PRAGMA foreign_keys=ON")
-        self._migrate()
-
-    # -- schema -----------------------------------------------------------------------
-    def _migrate(self) -> None:
-        version = self.conn.execute("PRAGMA user_version").fetchone()[0]
-        if version > SCHEMA_VERSION:
-            raise RuntimeError(f"database schema {version} is newer than this crawld "
-                               f"({SCHEMA_VERSION}); upgrade crawld")
-        for target in range(version + 1, SCHEMA_VERSION + 1):
-            with self._transaction():
-                for statement in _MIGRATIONS[target]:
-                    self.conn.execute(statement)
-                self.conn.execute(f"PRAGMA user_version = {target}")
-
-    def schema_version(self) -> int:
-        return self.conn.execute("PRAGMA user_version").fetchone()[0]
-
-    def _transaction(self) -> "_Tx":
-        return _Tx(self.conn)
-
-    def close(self) -> None:
-        self.conn.close()
-
-    # -- counters ---------------------------------------------------------------------
-    def counters(self) -> dict[str, int]:
-        found = dict(self.conn.execute("SELECT name, value FROM counters").fetchall())
-        return {name: found.get(name, 0) for name in COUNTERS}
-
-    def _bump(self, name: str) -> None:
-        self.conn.execute("INSERT INTO counters (name, value) VALUES (?, 1) "
-                          "ON CONFLICT(name) DO UPDATE SET value = value + 1", (name,))
-
-    # -- projects ---------------------------------------------------------------------
-    def projects(self) -> list[Project]:
-        rows = self.conn.execute(
-            "SELECT name, version, path, spiders, pushed, scripts FROM projects ORDER BY name")
-        return [Project(n, v, p, tuple(json.loads(s)), t, tuple(json.loads(b)))
-                for n, v, p, s, t, b in rows]
-
-    def put_project(self, project: Project) -> None:
-        self.conn.execute(
-            "INSERT INTO projects (name, version, path, spiders, pushed, scripts) "
-            "VALUES (?,?,?,?,?,?) "
-            "ON CONFLICT(name) DO UPDATE SET version=excluded.version, path=excluded.path, "
-            "spiders=excluded.spiders, pushed=excluded.pushed, scripts=excluded.scripts",
-            (project.name, project.version, project.path, json.dumps(list(project.spiders)),
-             project.pushed, json.dumps(list(project.scripts))))
-
-    def delete_project(self, name: str) -> None:
-        self.conn.execute("DELETE FROM projects WHERE name = ?", (name,))
-
-    def scheduled_spiders(self, project: str, kind: str = "spider") -> list[str]:
-        """Spiders (or scripts) of a project that SCHEDULED or PAUSED templates still name."""
-        rows = self.conn.execute("SELECT DISTINCT spider FROM jobs WHERE project = ? "
-                                 "AND kind = ? AND status IN ('SCHEDULED', 'PAUSED')",
-                                 (project, kind))
-        return [r[0] for r in rows]
-
-    def active_project_names(self) -> set[str]:
-        """Projects with jobs that are scheduled, paused, pending or running."""
-        rows = self.conn.execute("SELECT DISTINCT project FROM jobs WHERE status IN "
-                                 "('SCHEDULED', 'PAUSED', 'PENDING', 'RUNNING')")
-        return {r[0] for r in rows}
-
-    # -- jobs: reads ------------------------------------------------------------------
-    def get_job(self, job_id: str) -> Optional[Job]:
-        row = self.conn.execute(f"{_SELECT_JOB} WHERE id = ?", (job_id,)).fetchone()
-        return _row_to_job(row) if row else None
-
-    def list_jobs(self, statuses: Sequence[JobStatus], limit: int = -1, offset: int = 0,
-                  project: Optional[str] = None, spider: Optional[str] = None) -> list[Job]:
-        """Jobs in any of ``statuses``, most recently changed first (as scrapy-do orders)."""
-        where = [f"status IN ({_marks(statuses)})"]
-        args: list[Any] = [s.value for s in statuses]
-        for column, value in (("project", project), ("spider", spider)):
-            if value is not None:
-                where.append(f"{column} = ?")
-                args.append(value)
-        sql = (f"{_SELECT_JOB} WHERE {' AND '.join(where)} "
-               "ORDER BY updated DESC, seq DESC LIMIT ? OFFSET ?")
-        return [_row_to_job(r) for r in self.conn.execute(sql, (*args, limit, offset))]
-
-    def schedule_rows(self) -> list[tuple]:
-        """What the scheduler keeps of every SCHEDULED template, without whole rows:
-        (id, schedule, next_fire, tz, jitter, misfire, misfire_grace). Start-up with
-        100,000 schedules reads these instead of building 100,000 Jobs."""
-        return self.conn.execute(
-            "SELECT id, schedule, next_fire, tz, jitter, misfire, misfire_grace FROM jobs "
-            "WHERE status = 'SCHEDULED'").fetchall()
-
-    def pending_in_order(self) -> list[Job]:
-        """PENDING jobs, first in first out."""
-        return [_row_to_job(r) for r in
-                self.conn.execute(f"{_SELECT_JOB} WHERE status = 'PENDING' ORDER BY seq")]
-
-    # -- jobs: writes -----------------------------------------------------------------
-    def add_job(self, job: Job) -> Job:
-        columns = [c for c in _JOB_COLUMNS if c != "seq"]
-        values = [getattr(job, c) for c in columns]
-        values[columns.index("status")] = job.status.value
-        values[columns.index("actor")] = job.actor.value
-        with self._transaction():
-            cur = self.conn.execute(
-                f"INSERT INTO jobs ({', '.join(columns)}) VALUES ({_marks(columns)})", values)
-        return job.evolve(seq=cur.lastrowid)
-
-    def transition(self, job_id: str, allowed: Sequence[JobStatus], status: JobStatus,
-                   now: float, **fields: Any) -> Optional[Job]:
-        """Move a job to ``status`` only if it is in one of ``allowed`` (compare and set).
-
-        Reaching a completed status counts it in the persistent counters in the same
-        transaction, and so does reaching RUNNING (jobs-run); CANCELED counts only for
-        jobs that had started, as scrapy-do counts it. Returns the new job, or
-        None when the job is gone or in another status.
-        """
-        sets = ["status = ?", "updated = ?"] + [f"{k} = ?" for k in fields]
-        with self._transaction():
-            cur = self.conn.execute(
-                f"UPDATE jobs SET {', '.join(sets)} WHERE id = ? "
-                f"AND status IN ({_marks(allowed)})",
-                (status.value, now, *fields.values(), job_id, *(s.value for s in allowed)))
-            if cur.rowcount != 1:
-                return None
-            if status is JobStatus.RUNNING:
-                self._bump("jobs-run")
-            elif status is JobStatus.CANCELED:
-                # as in scrapy-do: a canceled schedule or queued job was never run
-                started = self.conn.execute("SELECT started FROM jobs WHERE id = ?",
-                                            (job_id,)).fetchone()[0]
-                if started is not None:
-                    self._bump("jobs-canceled")
-            elif status in _COUNTER_FOR:
-                self._bump(_COUNTER_FOR[status])
-        return self.get_job(job_id)
-
-    def unstart(self, job_id: str, now: float) -> None:
-        """Undo a RUNNING transition for a job whose process was never spawned."""
-        with self._transaction():
-            cur = self.conn.execute("UPDATE jobs SET status = 'PENDING', started = NULL, "
-                                    "updated = ? WHERE id = ? AND status = 'RUNNING'",
-                                    (now, job_id))
-            if cur.rowcount == 1:
-                self.conn.execute("UPDATE counters SET value = value - 1 "
-                                  "WHERE name = 'jobs-run' AND value > 0")
-
-    def update_job(self, job_id: str, **fields: Any) -> None:
-        """Set fields of a job without changing its status (e.g. the pid once known)."""
-        sets = ", ".join(f"{k} = ?" for k in fields)
-        with self._transaction():
-            self.conn.execute(f"UPDATE jobs SET {sets} WHERE id = ?", (*fields.values(), job_id))
-
-    def fire_template(self, template_id: str, child: Optional[Job], next_fire: float,
-                      now: float) -> tuple[Optional[Job], str]:
-        """Fire one template with a ready-made child; see ``fire_templates``."""
-        fired = self.fire_templates([(template_id, next_fire, child is not None)],
-                                    lambda template, stamp: child, lambda: now)
-        return fired[0][2], fired[0][3]
-
-    def fire_templates(self, firings: Sequence[tuple[str, float, bool]],
-                       make_child: Callable[[Job, float], Job],
-                       clock: Callable[[], float]) -> list[Fired]:
-        """Fire SCHEDULED templates: move each one's next fire time, maybe add a child.
-
-        ``firings`` are ``(template_id, next_fire, want_child)``. All of them are one
-        transaction, so a crash leaves every firing done or none, and a thousand firings
-        due in the same second cost one commit. A child (built by ``make_child(template,
-        stamp)``, with ``stamp = clock()`` read just before the commit, so its ``created``
-        time is when it became PENDING) is not added, and the reason given, when the
-        template is no longer SCHEDULED, or when a previous child is still PENDING or
-        RUNNING and the overlap policy is ``skip`` (dropped) or ``queue`` (remembered:
-        it fires when that run ends). Returns ``(template_id, template, child, reason)``
-        per firing, in order.
-        """
-        results: list[Fired] = []
-        with self._transaction():
-            for template_id, next_fire, want_child in firings:
-                template = self.get_job(template_id)
-                if template is None or template.status is not JobStatus.SCHEDULED:
-                    results.append((template_id, None, None, "template is no longer scheduled"))
-                    continue
-                self.conn.execute("UPDATE jobs SET next_fire = ? WHERE id = ?",
-                                  (next_fire, template_id))
-                why = "no child requested" if not want_child else self._blocked(template)
-                results.append((template_id, template, None, why))
-            stamp = clock()
-            for i, (template_id, template, _, why) in enumerate(results):
-                if template is not None and not why:
-                    child = self._add_child(template_id, make_child(template, stamp), stamp)
-                    results[i] = (template_id, template, child, "")
-        return results
-
-    def _blocked(self, template: Job) -> str:
-        """Why the template may not start a run now (its overlap policy), or ''."""
-        if template.overlap == "allow":
-            return ""
-        busy = self._active_child(template.id)
-        if not busy:
-            return ""
-        if template.overlap == "queue":
-            self.conn.execute("UPDATE jobs SET queued = 1 WHERE id = ?", (template.id,))
-            return f"queued behind run {busy}"
-        return f"previous run {busy} is still active"
-
-    def release_queued(self, template_id: str, child: Job, now: float) -> Optional[Job]:
-        """overlap=queue: the template's run ended; fire the firing that waited, if any."""
-        with self._transaction():
-            row = self.conn.execute("SELECT status, queued FROM jobs WHERE id = ?",
-                                    (template_id,)).fetchone()
-            if row is None or row[0] != JobStatus.SCHEDULED.value or not row[1]:
-                return None
-            if self._active_child(template_id):
-                return None
-            self.conn.execute("UPDATE jobs SET queued = 0 WHERE id = ?", (template_id,))
-            return self._add_child(template_id, child, now)
-
-    def _active_child(self, template_id: str) -> Optional[str]:
-        row = self.conn.execute(
-            "SELECT id FROM jobs WHERE parent = ? AND status IN ('PENDING', 'RUNNING') "
-            "LIMIT 1", (template_id,)).fetchone()
-        return row[0] if row else None
-
-    def _add_child(self, template_id: str, child: Job, now: float) -> Job:
-        self.conn.execute("UPDATE jobs SET updated = ?, last_run = ? WHERE id = ?",
-                          (now, now, template_id))
-        return self.add_job(child)  # joins this transaction
-
-    def purge(self, cap: int, older_than: float) -> list[str]:
-        """Delete completed jobs past the newest ``cap`` or finished before ``older_than``."""
-        done = "status IN ('SUCCESSFUL', 'FAILED', 'CANCELED')"
-        ids = [r[0] for r in self.conn.execute(
-            f"SELECT id FROM jobs WHERE {done} AND (finished < ? OR id NOT IN "
-            f"(SELECT id FROM jobs WHERE {done} ORDER BY updated DESC, seq DESC LIMIT ?))",
-            (older_than, cap))]
-        with self._transaction():
-            self.conn.executemany("DELETE FROM jobs WHERE id = ?", ((i,) for i in ids))
-        return ids
-
-
-class _Tx:
-    """BEGIN IMMEDIATE ... COMMIT/ROLLBACK; nested uses join the outer transaction."""
-
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self.conn = conn
-        self.outer = False
-
-    def __enter__(self) -> None:
-        self.outer = not self.conn.in_transaction
-        if self.outer:
-            self.conn.execute("BEGIN IMMEDIATE")
-
-    def __exit__(self, kind, value, tb) -> None:
-        if not self.outer:
-            return
-        if kind is not None:
-            self.conn.execute("ROLLBACK")
-            return
-        try:
-            self.conn.execute("COMMIT")
-        except sqlite3.Error:
-            # e.g. disk full: never leave the transaction open, or every later write
-            # would join it and none would ever commit
-            if self.conn.in_transaction:
-                self.conn.execute("ROLLBACK")
-            raise
-
+from .database import Database, Fired
+from .model import Job, JobStatus, Project
 
 T = TypeVar("T")
 
 
-class Store:
-    """Runs Database calls off the reactor thread, one at a time, in submission order.
+class Executor(Protocol):
+    """Where the store's calls run: one at a time, in submission order."""
 
-    ``store.call("get_job", job_id)`` returns a Deferred. With ``reactor=None`` calls run
-    inline (unit tests use that for speed and determinism).
-    """
+    def run(self, name: str, fn: Callable[[], T]) -> "Deferred[T]":
+        """Run ``fn`` (the Database method ``name``, bound to its arguments)."""
 
-    def __init__(self, path: str, reactor: Any = None) -> None:
+    def close(self) -> "Deferred[None]":
+        """Stop once every call already submitted has run."""
+
+
+class ThreadExecutor:
+    """The daemon's executor: one dedicated thread, so SQLite has exactly one writer
+    and the reactor never waits on the disk."""
+
+    def __init__(self, reactor: Any) -> None:
         self.reactor = reactor
-        self.pool: Optional[ThreadPool] = None
-        if reactor is not None:
-            self.pool = ThreadPool(minthreads=1, maxthreads=1, name="crawld-store")
-            self.pool.start()
+        self.pool = ThreadPool(minthreads=1, maxthreads=1, name="crawld-store")
+        self.pool.start()
+
+    def run(self, name: str, fn: Callable[[], T]) -> "Deferred[T]":
+        return deferToThreadPool(self.reactor, self.pool, fn)
+
+    def close(self) -> "Deferred[None]":
+        d: Deferred = deferToThreadPool(self.reactor, self.pool, lambda: None)
+        return d.addBoth(lambda result: (self.pool.stop(), None)[1])
+
+
+class InlineExecutor:
+    """Runs each call at once, on the caller's thread: for tools and unit tests that
+    want synchronous, deterministic results."""
+
+    def run(self, name: str, fn: Callable[[], T]) -> "Deferred[T]":
+        return maybeDeferred(fn)
+
+    def close(self) -> "Deferred[None]":
+        return succeed(None)
+
+
+class Store:
+    """The typed, asynchronous face of ``Database``: each method runs the Database
+    method of the same name on the executor and returns a Deferred of its result."""
+
+    def __init__(self, path: str, executor: Executor) -> None:
+        self.executor = executor
         self.db: Optional[Database] = None
         self._error: Optional[BaseException] = None
-        self._run(self._open, path)
+        executor.run("open", lambda: self._open(path))
 
     def _open(self, path: str) -> None:
         try:
@@ -390,32 +72,81 @@ class Store:
         except Exception as exc:  # reported by every later call, starting with ready()
             self._error = exc
 
-    def _invoke(self, method: str, args: tuple, kwargs: dict) -> Any:
-        if self.db is None:
-            raise self._error or RuntimeError("the store is closed")
-        return getattr(self.db, method)(*args, **kwargs)
+    def _call(self, name: str, *args: Any, **kwargs: Any) -> Deferred:
+        def invoke() -> Any:
+            if self.db is None:
+                raise self._error or RuntimeError("the store is closed")
+            return getattr(self.db, name)(*args, **kwargs)
+        return self.executor.run(name, invoke)
 
-    def _run(self, fn: Callable[..., T], *args: Any) -> "Deferred[T]":
-        if self.pool is None:
-            return maybeDeferred(fn, *args)
-        return deferToThreadPool(self.reactor, self.pool, fn, *args)
+    def ready(self) -> "Deferred[int]":
+        """Fires with the schema version once the database is open and migrated;
+        errbacks if it cannot be."""
+        return self._call("schema_version")
 
-    def ready(self) -> Deferred:
-        """Fires once the database is open and migrated; errbacks if it cannot be."""
-        return self.call("schema_version")
+    def counters(self) -> "Deferred[dict[str, int]]":
+        return self._call("counters")
 
-    def call(self, method: str, *args: Any, **kwargs: Any) -> Deferred:
-        """Run ``Database.<method>(*args, **kwargs)`` on the store thread."""
-        return self._run(self._invoke, method, args, kwargs)
+    def projects(self) -> "Deferred[list[Project]]":
+        return self._call("projects")
 
-    def close(self) -> Deferred:
-        """Close the database after every call already submitted, then stop the thread."""
+    def put_project(self, project: Project) -> "Deferred[None]":
+        return self._call("put_project", project)
+
+    def delete_project(self, name: str) -> "Deferred[None]":
+        return self._call("delete_project", name)
+
+    def scheduled_spiders(self, project: str, kind: str = "spider") -> "Deferred[list[str]]":
+        return self._call("scheduled_spiders", project, kind)
+
+    def active_project_names(self) -> "Deferred[set[str]]":
+        return self._call("active_project_names")
+
+    def get_job(self, job_id: str) -> "Deferred[Optional[Job]]":
+        return self._call("get_job", job_id)
+
+    def list_jobs(self, statuses: Sequence[JobStatus], limit: int = -1, offset: int = 0,
+                  project: Optional[str] = None, spider: Optional[str] = None
+                  ) -> "Deferred[list[Job]]":
+        return self._call("list_jobs", statuses, limit, offset, project, spider)
+
+    def schedule_rows(self) -> "Deferred[list[tuple]]":
+        return self._call("schedule_rows")
+
+    def pending_in_order(self) -> "Deferred[list[Job]]":
+        return self._call("pending_in_order")
+
+    def add_job(self, job: Job) -> "Deferred[Job]":
+        return self._call("add_job", job)
+
+    def transition(self, job_id: str, allowed: Sequence[JobStatus], status: JobStatus,
+                   now: float, **fields: Any) -> "Deferred[Optional[Job]]":
+        return self._call("transition", job_id, allowed, status, now, **fields)
+
+    def unstart(self, job_id: str, now: float) -> "Deferred[None]":
+        return self._call("unstart", job_id, now)
+
+    def update_job(self, job_id: str, **fields: Any) -> "Deferred[None]":
+        return self._call("update_job", job_id, **fields)
+
+    def fire_templates(self, firings: Sequence[tuple[str, float, bool]],
+                       make_child: Callable[[Job, float], Job],
+                       clock: Callable[[], float]) -> "Deferred[list[Fired]]":
+        return self._call("fire_templates", firings, make_child, clock)
+
+    def release_queued(self, template_id: str, child: Job, now: float
+                       ) -> "Deferred[Optional[Job]]":
+        return self._call("release_queued", template_id, child, now)
+
+    def purge(self, cap: int, older_than: float) -> "Deferred[list[str]]":
+        return self._call("purge", cap, older_than)
+
+    def close(self) -> "Deferred[None]":
+        """Close the database after every call already submitted, then the executor."""
         def shut() -> None:
             if self.db is not None:
                 self.db.close()
                 self.db = None
-        d = self._run(shut)
-        if self.pool is not None:
-            pool = self.pool
-            d.addBoth(lambda result: (pool.stop(), result)[1])
-        return d
+        def then(result: Any) -> Deferred:
+            return self.executor.close().addCallback(lambda _: result)
+        return self.executor.run("close", shut).addBoth(then)

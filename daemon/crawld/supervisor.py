@@ -1,38 +1,34 @@
-"""Runs jobs: slots, a first-in-first-out queue, spawning, cancel, shutdown and orphans.
+"""Runs jobs: slots, a first-in-first-out queue, limits, cancel, shutdown and orphans.
 
-The supervisor decides; the process protocol only reports the end. A slot is refilled
-the moment a process ends (no polling loop), and each job runs in a session of its own
-so that cancel and shutdown reach every process it started.
+The supervisor decides; a launcher (launch/) does. A slot is refilled the moment an
+attempt ends (no polling loop). Every change of a job is published to the event list.
+Reports from the launcher name their attempt, and one that does not match the attempt
+running (late, or a second time) is ignored: a remote launcher may report from elsewhere
+and more than once.
 """
 from __future__ import annotations
 
-import os
+import itertools
 import signal as signals
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Optional
 
-import psutil
-from twisted.internet.defer import Deferred, DeferredList, inlineCallbacks
+from twisted.internet.defer import Deferred, DeferredList, inlineCallbacks, succeed
 from twisted.internet.task import deferLater
-from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
 
-from . import logs, tree
-from .commands import RunAs, crawl_command
+from . import logs
+from .events import JobEvents
+from .launch.protocol import Attempt, Launcher, Started
+from .limits import Defaults, Limits, Watch
 from .model import Job, JobStatus
 from .process import Exit, signal_name
-from .spawner import DirectSpawner
 from .store import Store
 
 log = Logger(namespace="crawld.supervisor")
 
 SHUTDOWN_REASON = "stopped by daemon shutdown"
-DISK_FULL_REASON = "the disk of the data directory is full: the job cannot write its logs"
-DISK_CHECK = 2.0       # seconds between free-space checks while jobs run
-WATCH_PERIOD = 1.0     # seconds between checks of a job's output, log size and memory
-MIB = 1024 * 1024
-MIN_FREE = 1024 * 1024  # below this many free bytes the disk counts as full
 RETRY_DELAY = 5.0  # a job whose start hit a store error is queued again after this
 
 
@@ -40,29 +36,14 @@ RETRY_DELAY = 5.0  # a job whose start hit a store error is queued again after t
 class Running:
     """A job the supervisor has started (or is starting) and not yet seen end."""
 
-    job: Job
-    pid: Optional[int] = None
-    cwd: Optional[str] = None
+    job: Optional[Job] = None
+    attempt: Optional[Attempt] = None
+    started: Optional[Started] = None
     cancel_reason: Optional[str] = None
-    known: list[psutil.Process] = field(default_factory=list)
+    fail_reason: Optional[str] = None   # ended by a limit: FAILED, not CANCELED
     kill_call: Any = None
+    watch: Optional[Watch] = None
     waiters: list[Deferred] = field(default_factory=list)
-    fail_reason: Optional[str] = None   # ended by a limit (timeout): FAILED, not CANCELED
-    limits: list[Any] = field(default_factory=list)  # the timeout timer
-    watch: Any = None                   # the next no-output check
-    activity: tuple[int, ...] = ()      # log sizes and events seen at the last check
-    max_log: int = 0                    # the limits in force for this run (0: none)
-    max_rss: int = 0
-    active_at: float = 0.0              # when that activity last changed
-
-
-def disk_full(path: str) -> bool:
-    """Less than MIN_FREE bytes left for unprivileged writes where ``path`` lives."""
-    try:
-        st = os.statvfs(path)
-    except OSError:
-        return False
-    return st.f_bavail * st.f_frsize < MIN_FREE
 
 
 def describe_exit(exit: Exit) -> Optional[str]:
@@ -79,38 +60,23 @@ def describe_exit(exit: Exit) -> Optional[str]:
 class Supervisor:
     """Starts PENDING jobs when slots are free and records how they end."""
 
-    def __init__(self, reactor: Any, store: Store, log_dir: str, slots: int,
-                 kill_grace: float, python: str,
-                 project_dir: Callable[[str], Optional[str]],
-                 base_env: Optional[Mapping[str, str]] = None,
-                 on_change: Optional[Callable[[Job], None]] = None,
-                 spawner: Any = None, browsers: Any = None,
-                 script_path: Optional[Callable[[str, str], str]] = None,
-                 job_timeout: float = 0.0, browser_timeout: float = 0.0,
-                 max_log_size: int = 0, memory_limit: int = 0) -> None:
+    def __init__(self, reactor: Any, store: Store, launcher: Launcher, events: JobEvents,
+                 log_dir: str, slots: int, kill_grace: float,
+                 limits: Defaults = Defaults(), record_retry: float = RETRY_DELAY) -> None:
         self.reactor = reactor
         self.store = store
+        self.launcher = launcher
+        self.events = events
         self.log_dir = log_dir
         self.slots = slots
         self.kill_grace = kill_grace
-        self.python = python
-        self.project_dir = project_dir
-        self.base_env = dict(os.environ if base_env is None else base_env)
-        self.on_change = on_change or (lambda job: None)
-        self.spawner = spawner or DirectSpawner(reactor)
-        self.browsers = browsers            # runs browser jobs (browser.Browsers)
-        self.script_path = script_path      # (project, script) -> the script's file
-        self.job_timeout = job_timeout      # default timeouts, seconds (0: none)
-        self.browser_timeout = browser_timeout
-        self.max_log_size = max_log_size    # defaults for jobs that set none (0: none)
-        self.run_as: Optional[RunAs] = None  # [crawld] run-as
-        self.memory_limit = memory_limit
-        self.disk_call: Any = None          # the free-space check, while jobs run
-        self.record_retry = RETRY_DELAY     # a job end the store could not record: retry
-        self._off_thread = deferToThread
+        self.record_retry = record_retry    # a job end the store could not record: retry
+        self.limits = Limits(reactor, log_dir, limits, self.expire,
+                             self._activity, self._rss)
         self.queue: deque[str] = deque()
         self.running: dict[str, Running] = {}
         self.stopping = False
+        self._numbers = itertools.count(1)
 
     # -- queue ------------------------------------------------------------------------
     def enqueue(self, job_id: str) -> None:
@@ -126,21 +92,22 @@ class Supervisor:
     def is_running(self, job_id: str) -> bool:
         return job_id in self.running
 
-    def dirs_in_use(self) -> set[str]:
-        """Project version directories that running jobs use (kept by project GC)."""
-        return {run.cwd for run in self.running.values() if run.cwd}
+    def pid(self, job_id: str) -> Optional[int]:
+        """The pid of a running job's process, once it has one."""
+        run = self.running.get(job_id)
+        return run.started.pid if run is not None and run.started is not None else None
 
     # -- start ------------------------------------------------------------------------
     def _start(self, job_id: str) -> None:
-        run = Running(job=None)  # type: ignore[arg-type]
+        run = Running()
         self.running[job_id] = run  # holds the slot from now on
         self._try_start(job_id, run).addErrback(self._start_failed, job_id, run)
 
     @inlineCallbacks
     def _try_start(self, job_id: str, run: Running):
         now = self.reactor.seconds()
-        job = yield self.store.call("transition", job_id, [JobStatus.PENDING],
-                                    JobStatus.RUNNING, now, started=now)
+        job = yield self.store.transition(job_id, [JobStatus.PENDING], JobStatus.RUNNING,
+                                          now, started=now)
         if job is None:  # canceled (or removed) while it waited
             self._release(job_id, run, None)
             return
@@ -148,141 +115,64 @@ class Supervisor:
         if run.cancel_reason is not None or self.stopping:
             # Canceled, or the daemon is stopping, before any process exists: nothing
             # ran, so the job goes back to PENDING (and to CANCELED if a user asked).
-            yield self.store.call("unstart", job_id, self.reactor.seconds())
+            yield self.store.unstart(job_id, self.reactor.seconds())
             final = None
             if run.cancel_reason not in (None, SHUTDOWN_REASON):
-                final = yield self.store.call(
-                    "transition", job_id, [JobStatus.PENDING], JobStatus.CANCELED,
-                    self.reactor.seconds(), finished=self.reactor.seconds(),
+                now = self.reactor.seconds()
+                final = yield self.store.transition(
+                    job_id, [JobStatus.PENDING], JobStatus.CANCELED, now, finished=now,
                     reason=run.cancel_reason)
             self._release(job_id, run, final)
             return
+        run.attempt = Attempt(job, next(self._numbers))
         try:
-            spawned = yield self._spawn(job, run)
+            yield self.launcher.start(run.attempt, self)
         except Exception as exc:
             log.error("job {id} could not start: {exc}", id=job_id, exc=exc)
-            failed = yield self.store.call(
-                "transition", job_id, [JobStatus.RUNNING], JobStatus.FAILED,
-                self.reactor.seconds(), finished=self.reactor.seconds(),
+            now = self.reactor.seconds()
+            failed = yield self.store.transition(
+                job_id, [JobStatus.RUNNING], JobStatus.FAILED, now, finished=now,
                 reason=f"could not start: {exc}")
             self._release(job_id, run, failed)
-            return
-        run.pid = spawned.pid
-        spawned.ended.addCallback(self._ended, run).addErrback(
-            lambda f: log.failure("recording the end of job {id} failed", f, id=job_id))
-        self._arm_limits(run)
-        self._watch_disk()
-        self._changed(job)
-        log.info("job {id} started: {project}/{spider} pid {pid}", id=job_id,
-                 project=job.project, spider=job.spider, pid=run.pid)
-        if run.cancel_reason is not None:  # canceled while the spawn was under way
+
+    def _current(self, attempt: Attempt) -> Optional[Running]:
+        """The run this attempt belongs to, if it is still the one running."""
+        run = self.running.get(attempt.job.id)
+        return run if run is not None and run.attempt == attempt else None
+
+    # -- reports from the launcher (Reporter) -----------------------------------------
+    def started(self, attempt: Attempt, info: Started) -> None:
+        """The attempt runs: arm its limits, publish it, record its pid."""
+        run = self._current(attempt)
+        if run is None or run.started is not None:
+            return  # late or repeated
+        run.started = info
+        job = attempt.job
+        run.watch = self.limits.arm(job)
+        self.limits.watch_disk(self._running_ids)
+        self.events.publish(job)
+        log.info("job {id} started: {project}/{spider} pid {pid}", id=job.id,
+                 project=job.project, spider=job.spider, pid=info.pid)
+        if run.cancel_reason is not None:  # canceled while the start was under way
             self._signal(run, signals.SIGTERM)
-        yield self.store.call("update_job", job_id, pid=run.pid,
-                              pid_started=tree.start_time(run.pid))
+        self.store.update_job(job.id, pid=info.pid, pid_started=info.pid_started
+                              ).addErrback(lambda f: log.failure(
+                                  "recording the pid of job {id} failed", f, id=job.id))
 
-    def _spawn(self, job: Job, run: Running) -> Deferred:
-        """Start the job's process: Scrapy (maybe forked by the zygote) or a browser."""
-        if job.kind == "browse":
-            cwd = self.browsers.files_dir(job.id)
-        else:
-            run.cwd = cwd = self.project_dir(job.project)
-            if cwd is None or not os.path.isdir(cwd):
-                raise RuntimeError(f"project {job.project!r} is not available")
-        if not job.is_browser:
-            cmd = crawl_command(job, cwd, self.python, self.base_env, self.run_as)
-            return self.spawner.spawn(cmd, self.log_dir, job.id)
-        if self.browsers is None:
-            raise RuntimeError("browser jobs are not available in this daemon")
-        script = self.script_path(job.project, job.spider) if job.kind == "script" else None
-        return self.browsers.spawn(self.browsers.command(job, cwd, script, self.base_env),
-                                   job.id)
-
-    # -- limits -----------------------------------------------------------------------
-    def _arm_limits(self, run: Running) -> None:
-        """The job's limits: wall-clock ``timeout``; ``no-output-timeout``,
-        ``max-log-size`` and ``memory-limit``, checked by one watch per job. Past any of
-        them the job ends FAILED with the reason (TERM, then KILL after the grace
-        period, as a cancel)."""
-        job = run.job
-        timeout = job.timeout
-        if timeout is None:
-            timeout = self.browser_timeout if job.is_browser else self.job_timeout
-        if timeout:
-            run.limits.append(self.reactor.callLater(
-                timeout, self._expire, run, f"timed out after {timeout:g} s (timeout)"))
-        run.max_log = job.max_log_size if job.max_log_size is not None else self.max_log_size
-        run.max_rss = job.memory_limit if job.memory_limit is not None else self.memory_limit
-        if job.no_output_timeout or run.max_log or run.max_rss:
-            run.active_at = self.reactor.seconds()
-            period = min(WATCH_PERIOD, (job.no_output_timeout or WATCH_PERIOD) / 4)
-            run.watch = self.reactor.callLater(period, self._watch, run, period)
-
-    @inlineCallbacks
-    def _watch(self, run: Running, period: float):
-        run.watch = None
-        now = self.reactor.seconds()
-        sizes = logs.sizes(self.log_dir, run.job.id)
-        channel = self.browsers.channels.get(run.job.id) if self.browsers else None
-        activity = sizes + ((channel.count,) if channel is not None else ())
-        if activity != run.activity:
-            run.activity, run.active_at = activity, now
-        silent = run.job.no_output_timeout
-        logged = sum(size for size in sizes if size > 0)
-        if silent and now - run.active_at >= silent:
-            self._expire(run, f"no output for {silent:g} s (no-output-timeout)")
-        elif run.max_log and logged > run.max_log:
-            self._expire(run, f"its logs passed max-log-size ({logged} > {run.max_log} "
-                              "bytes)")
-        elif run.max_rss:
-            rss = yield self._off_thread(tree.tree_rss, run.pid)
-            if self.running.get(run.job.id) is not run:
-                return  # it ended while its memory was measured
-            if rss > run.max_rss and run.cancel_reason is None:
-                self._expire(run, f"memory-limit exceeded: its processes use "
-                                  f"{rss / MIB:.0f} MiB (RSS) > {run.max_rss / MIB:.0f} MiB")
-        if run.cancel_reason is None and self.running.get(run.job.id) is run:
-            run.watch = self.reactor.callLater(period, self._watch, run, period)
-
-    def _watch_disk(self) -> None:
-        """While jobs run, check the free space of the log directory every few seconds:
-        on a full disk they cannot write their logs, and end FAILED saying so."""
-        if self.disk_call is not None and self.disk_call.active():
+    def output(self, attempt: Attempt, stream: str, offset: int, data: bytes) -> None:
+        """Output that came home from elsewhere: written into the job's log at offset."""
+        if self._current(attempt) is None:
             return
-        if not self.running or self.stopping:
-            self.disk_call = None
-            return
-        if disk_full(self.log_dir):
-            for run in list(self.running.values()):
-                if run.job is not None:
-                    self._expire(run, DISK_FULL_REASON)
-        self.disk_call = self.reactor.callLater(DISK_CHECK, self._disk_tick)
+        logs.write_at(self.log_dir, attempt.job.id, stream, offset, data)
 
-    def _disk_tick(self) -> None:
-        self.disk_call = None
-        self._watch_disk()
-
-    def _expire(self, run: Running, reason: str) -> None:
-        if (run.cancel_reason is not None or run.pid is None
-                or self.running.get(run.job.id) is not run):  # ended (and reaped) already
-            return
-        log.warn("job {id}: {reason}; ending it", id=run.job.id, reason=reason)
-        run.fail_reason = run.cancel_reason = reason
-        self._signal(run, signals.SIGTERM)
-
-    def _start_failed(self, failure: Any, job_id: str, run: Running) -> None:
-        """A store error while starting: free the slot, tell waiters, retry later."""
-        log.failure("starting job {id} failed", failure, id=job_id)
-        if run.pid is not None:
-            return  # the process runs; its end is recorded by _ended
-        self._release(job_id, run, None)
-        if not self.stopping:
-            self.reactor.callLater(RETRY_DELAY, self.enqueue, job_id)
-
-    def _release(self, job_id: str, run: Running, job: Optional[Job]) -> None:
-        if self.running.get(job_id) is run:
-            del self.running[job_id]
-        self._notify(run, job)
-        self.pump()
+    def ended(self, attempt: Attempt, exit: Exit) -> None:
+        """The attempt is gone: record how it ended (once)."""
+        run = self._current(attempt)
+        if run is None:
+            return  # late or repeated
+        self._ended(exit, run).addErrback(
+            lambda f: log.failure("recording the end of job {id} failed", f,
+                                  id=attempt.job.id))
 
     # -- end --------------------------------------------------------------------------
     @inlineCallbacks
@@ -290,22 +180,13 @@ class Supervisor:
         job_id = run.job.id
         now = self.reactor.seconds()  # the end, before the freed slot starts another job
         self.running.pop(job_id, None)
-        for call in [run.kill_call, run.watch, *run.limits]:
-            if call is not None and call.active():
-                call.cancel()
-        # Whatever the job left in its process group goes with it (the leader is reaped).
-        tree.signal_tree(run.pid, signals.SIGKILL, run.known, leader=False)
+        if run.kill_call is not None and run.kill_call.active():
+            run.kill_call.cancel()
+        if run.watch is not None:
+            run.watch.cancel()
         self.pump()
-        if run.job.is_browser and self.browsers is not None:
-            self.browsers.ended(job_id).addErrback(
-                lambda f: log.failure("cleaning up after job {id} failed", f, id=job_id))
         if run.fail_reason is None and run.cancel_reason is None:
-            logged = sum(size for size in logs.sizes(self.log_dir, job_id) if size > 0)
-            if disk_full(self.log_dir):
-                run.fail_reason = DISK_FULL_REASON  # whatever it printed last is lost
-            elif run.max_log and logged > run.max_log:  # too fast for the watch
-                run.fail_reason = (f"its logs passed max-log-size ({logged} > "
-                                   f"{run.max_log} bytes)")
+            run.fail_reason = self.limits.at_end(job_id, run.watch)
         if run.fail_reason is not None:
             status, reason = JobStatus.FAILED, run.fail_reason
         elif run.cancel_reason is not None:
@@ -316,8 +197,8 @@ class Supervisor:
             status, reason = JobStatus.FAILED, describe_exit(exit)
         fields = dict(finished=now, exit_code=exit.code, signal=exit.signal, reason=reason)
         try:
-            job = yield self.store.call("transition", job_id, [JobStatus.RUNNING], status,
-                                        now, **fields)
+            job = yield self.store.transition(job_id, [JobStatus.RUNNING], status, now,
+                                              **fields)
         except Exception as exc:
             # e.g. a full disk: tell the waiters now, record it once the store can
             log.error("could not record the end of job {id} ({exc}); retrying every "
@@ -336,27 +217,58 @@ class Supervisor:
         while not self.stopping:
             yield deferLater(self.reactor, self.record_retry, lambda: None)
             try:
-                job = yield self.store.call("transition", job_id, [JobStatus.RUNNING],
-                                            status, now, **fields)
+                job = yield self.store.transition(job_id, [JobStatus.RUNNING], status,
+                                                  now, **fields)
             except Exception:
                 continue
             if job is not None:
                 log.info("job {id}: its end is recorded now", id=job_id)
-                self._changed(job)
+                self.events.publish(job)
             return
+
+    def _start_failed(self, failure: Any, job_id: str, run: Running) -> None:
+        """A store error while starting: free the slot, tell waiters, retry later."""
+        log.failure("starting job {id} failed", failure, id=job_id)
+        if run.started is not None:
+            return  # the process runs; its end is recorded by ended()
+        self._release(job_id, run, None)
+        if not self.stopping:
+            self.reactor.callLater(self.record_retry, self.enqueue, job_id)
+
+    def _release(self, job_id: str, run: Running, job: Optional[Job]) -> None:
+        if self.running.get(job_id) is run:
+            del self.running[job_id]
+        self._notify(run, job)
+        self.pump()
 
     def _notify(self, run: Running, job: Optional[Job]) -> None:
         if job is not None:
-            self._changed(job)
+            self.events.publish(job)
         waiters, run.waiters = run.waiters, []
         for d in waiters:
             d.callback(job)
 
-    def _changed(self, job: Job) -> None:
-        try:
-            self.on_change(job)
-        except Exception:
-            log.failure("on_change failed for job {id}", id=job.id)
+    # -- limits -----------------------------------------------------------------------
+    def _running_ids(self) -> list[str]:
+        return [] if self.stopping else [job_id for job_id, run in self.running.items()
+                                         if run.started is not None]
+
+    def _activity(self, job_id: str) -> int:
+        run = self.running.get(job_id)
+        return self.launcher.activity(run.attempt) if run and run.attempt else 0
+
+    def _rss(self, job_id: str) -> "Deferred[int]":
+        run = self.running.get(job_id)
+        return self.launcher.rss(run.attempt) if run and run.attempt else succeed(0)
+
+    def expire(self, job_id: str, reason: str) -> None:
+        """A running job broke a limit: end it, to be recorded FAILED with ``reason``."""
+        run = self.running.get(job_id)
+        if run is None or run.started is None or run.cancel_reason is not None:
+            return  # ended (and reaped) already, or already ending
+        log.warn("job {id}: {reason}; ending it", id=job_id, reason=reason)
+        run.fail_reason = run.cancel_reason = reason
+        self._signal(run, signals.SIGTERM)
 
     # -- cancel -----------------------------------------------------------------------
     def cancel(self, job_id: str, reason: str = "canceled by user") -> Optional[Deferred]:
@@ -370,15 +282,14 @@ class Supervisor:
             return None
         if run.cancel_reason is None:
             run.cancel_reason = reason
-            if run.pid is not None:
+            if run.started is not None:
                 self._signal(run, signals.SIGTERM)
         d: Deferred = Deferred()
         run.waiters.append(d)
         return d
 
     def _signal(self, run: Running, sig: int) -> None:
-        run.known = list({p.pid: p for p in run.known + tree.descendants(run.pid)}.values())
-        tree.signal_tree(run.pid, sig, run.known)
+        self.launcher.signal(run.attempt, sig)
         if sig == signals.SIGTERM:
             run.kill_call = self.reactor.callLater(self.kill_grace, self._signal, run,
                                                    signals.SIGKILL)
@@ -392,31 +303,14 @@ class Supervisor:
     # -- restart ----------------------------------------------------------------------
     @inlineCallbacks
     def recover(self, running: list[Job]):
-        """Settle jobs a previous daemon left RUNNING: kill their orphans, never re-run.
-
-        A job whose recorded pid still runs with the recorded start time is an orphan of
-        a daemon that died: its whole tree is killed. Either way the job ends FAILED with
-        the reason recorded.
-        """
+        """Settle jobs a previous daemon left RUNNING: the launcher ends whatever of
+        them still runs; each ends FAILED with the reason recorded, never re-run."""
         for job in running:
-            if job.pid is not None and tree.is_same_process(job.pid, job.pid_started):
-                killed = tree.kill_tree(job.pid)
-                reason = (f"orphaned when the daemon stopped; pid {job.pid} and "
-                          f"{killed} descendant(s) killed at restart")
-            elif job.pid is None or job.pid_started is None:
-                # The daemon died between spawning and recording the pid: the job's
-                # processes, if any, carry its id in their environment.
-                pids = yield self._off_thread(tree.find_by_env, "CRAWLD_JOB_ID", job.id)
-                for pid in pids:
-                    tree.kill_tree(pid)
-                reason = ("the daemon stopped while the job was starting"
-                          + (f"; pid(s) {', '.join(map(str, pids))} killed at restart"
-                             if pids else ""))
-            else:
-                reason = f"the daemon stopped while the job ran; pid {job.pid} was gone at restart"
+            reason = yield self.launcher.settle_orphan(job)
             now = self.reactor.seconds()
-            ended = yield self.store.call("transition", job.id, [JobStatus.RUNNING],
-                                          JobStatus.FAILED, now, finished=now, reason=reason)
+            ended = yield self.store.transition(job.id, [JobStatus.RUNNING],
+                                                JobStatus.FAILED, now, finished=now,
+                                                reason=reason)
             log.warn("job {id}: {reason}", id=job.id, reason=reason)
             if ended is not None:
-                self._changed(ended)
+                self.events.publish(ended)

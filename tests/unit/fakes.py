@@ -55,3 +55,18 @@ class FakeProcessReactor(Clock):
         else:
             reason = Failure(ProcessTerminated(code, None, None))
         proto.processEnded(reason)
+
+
+def scheduler_for(clock: Any, store: Any, **kwargs: Any) -> tuple[Any, list]:
+    """A Scheduler whose launched children are recorded: (scheduler, launched Jobs).
+
+    The scheduler publishes each PENDING child to the event list, then enqueues its id;
+    the list records the published children, in order."""
+    from crawld.events import JobEvents
+    from crawld.model import JobStatus
+    from crawld.scheduler import Scheduler
+    events = JobEvents()
+    launched: list = []
+    events.subscribe(lambda job: launched.append(job) if job.status is JobStatus.PENDING
+                     else None)
+    return Scheduler(clock, store, lambda job_id: None, events, **kwargs), launched

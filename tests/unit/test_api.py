@@ -8,11 +8,12 @@ import pytest
 from treq.testing import StubTreq
 
 from crawld.api import Api
+from crawld.events import JobEvents
 from crawld.jobs import Jobs
 from crawld.model import Project
 from crawld.scheduler import Scheduler
 from crawld.status import StatusReport
-from crawld.store import Store
+from crawld.store import InlineExecutor, Store
 from tests.unit.fakes import result
 from twisted.internet.task import Clock
 
@@ -57,12 +58,13 @@ class FakeProjects:
 def client(tmp_path):
     clock = Clock()
     clock.advance(1_800_000_000)
-    store = Store(":memory:")
+    store = Store(":memory:", InlineExecutor())
     projects = FakeProjects()
     sup = FakeSupervisor()
-    jobs = Jobs(clock, store, projects, str(tmp_path), 1000, 30,
+    events = JobEvents()
+    scheduler = Scheduler(clock, store, sup.enqueue, events, tz=ZoneInfo("UTC"))
+    jobs = Jobs(clock, store, projects, scheduler, sup, events, str(tmp_path), 1000, 30,
                 to_thread=lambda f, *a: result_of(f, *a))
-    jobs.attach(Scheduler(clock, store, jobs.launch, tz=ZoneInfo("UTC")), sup)
     api = Api(clock, jobs, projects, sup, StatusReport(clock, clock.seconds()), str(tmp_path),
               max_body=1 << 20, max_archive=1 << 20)
     stub = StubTreq(api.app.resource())

@@ -6,9 +6,11 @@ import uuid
 from twisted.internet.defer import succeed
 from twisted.internet.task import Clock
 
+from crawld.events import JobEvents
+from crawld.scheduler import Scheduler
 from crawld.jobs import PURGE_DELAY, PURGE_PERIOD, Jobs, normalize_payload
 from crawld.model import Actor, Job, JobStatus
-from crawld.store import Store
+from crawld.store import InlineExecutor, Store
 from tests.unit.fakes import result
 
 DAY = 86400.0
@@ -18,20 +20,23 @@ def done_job(store: Store, finished: float) -> Job:
     job = Job(id=str(uuid.uuid4()), status=JobStatus.SUCCESSFUL, actor=Actor.USER,
               schedule="now", project="p", spider="s", created=finished, updated=finished,
               started=finished, finished=finished)
-    return result(store.call("add_job", job))
+    return result(store.add_job(job))
 
 
 def make(tmp_path, cap: int = 1000):
     clock = Clock()
     clock.advance(1_800_000_000)
-    store = Store(":memory:")
-    jobs = Jobs(clock, store, projects=None, log_dir=str(tmp_path), completed_cap=cap,
-                max_age_days=30, to_thread=lambda f, *a: succeed(f(*a)))
+    store = Store(":memory:", InlineExecutor())
+    events = JobEvents()
+    scheduler = Scheduler(clock, store, lambda job_id: None, events)
+    jobs = Jobs(clock, store, projects=None, scheduler=scheduler, supervisor=None,
+                events=events, log_dir=str(tmp_path), completed_cap=cap, max_age_days=30,
+                to_thread=lambda f, *a: succeed(f(*a)))
     return clock, store, jobs
 
 
 def exists(store: Store, job: Job) -> bool:
-    return result(store.call("get_job", job.id)) is not None
+    return result(store.get_job(job.id)) is not None
 
 
 def test_jobs_older_than_max_age_are_purged_with_their_logs(tmp_path):

@@ -17,7 +17,7 @@ from crawld.archive import Limits, inspect
 from crawld.errors import Conflict, NotFound, ProjectError
 from crawld.model import Actor, Job, JobStatus, Project
 from crawld.projects import Projects, find_scripts
-from crawld.store import Store
+from crawld.store import InlineExecutor, Store
 from tests.unit.fakes import FakeProcessReactor, result
 
 LIMITS = Limits(max_files=100, max_unpacked=10 * 1024 * 1024)
@@ -179,7 +179,7 @@ def world(tmp_path, monkeypatch):
                         lambda pid, sig, known=None, leader=True: sent.append((pid, sig)))
     reactor = FakeProcessReactor()
     reactor.advance(T0)
-    store = Store(":memory:")
+    store = Store(":memory:", InlineExecutor())
     root = tmp_path / "projects"
     projects = Projects(reactor, store, str(root), "/py", LIMITS, list_timeout=30,
                         in_use=set, base_env={"PATH": "/bin"},
@@ -195,7 +195,7 @@ def template_for(store: Store, project: str, script: str) -> Job:
     job = Job(id=str(uuid.uuid4()), status=JobStatus.SCHEDULED, actor=Actor.USER,
               schedule="every 1 hours", project=project, spider=script, created=T0,
               updated=T0, kind="script", next_fire=T0 + 3600)
-    return result(store.call("add_job", job))
+    return result(store.add_job(job))
 
 
 def staging_left(root) -> list[str]:
@@ -209,7 +209,7 @@ def test_push_of_a_scripts_only_project(world):
     assert project == Project("tool", 1, str(root / "tool" / "1"), (), T0,
                               ("b-check", "shoot"))
     assert reactor.spawned == [], "no scrapy list for a project without scrapy.cfg"
-    assert result(store.call("projects")) == [project]
+    assert result(store.projects()) == [project]
     assert projects.get("tool") is project
     path = projects.script_path("tool", "shoot")
     assert path == str(root / "tool" / "1" / "scripts" / "shoot.py") and os.path.isfile(path)
@@ -228,7 +228,7 @@ def test_a_push_that_drops_a_scheduled_script_is_refused_and_leaves_nothing(worl
     assert failure.check(Conflict)
     assert "script(s) shoot would be removed but have scheduled jobs" in str(failure.value)
     assert projects.get("tool").version == 1
-    assert [p.version for p in result(store.call("projects"))] == [1]
+    assert [p.version for p in result(store.projects())] == [1]
     assert sorted(os.listdir(root / "tool")) == ["1"] and staging_left(root) == []
 
 
@@ -250,7 +250,7 @@ def test_a_push_with_two_scripts_of_one_name_stores_nothing(world):
     data = make_zip(["tool/scripts/shoot.py", "tool/pkg/scripts/shoot.py"])
     failure = failure_of(projects.push(data))
     assert failure.check(ProjectError) and "two scripts are named" in str(failure.value)
-    assert result(store.call("projects")) == [] and projects.names() == []
+    assert result(store.projects()) == [] and projects.names() == []
     assert staging_left(root) == []
 
 

@@ -9,8 +9,8 @@ from twisted.internet.task import Clock
 from crawld import spec
 from crawld.model import Actor, Job, JobStatus
 from crawld.scheduler import Scheduler
-from crawld.store import Store
-from tests.unit.fakes import result
+from crawld.store import InlineExecutor, Store
+from tests.unit.fakes import result, scheduler_for
 
 T0 = 1_800_000_000.0
 
@@ -19,9 +19,9 @@ def make(store: Store | None = None, clock: Clock | None = None):
     clock = clock or Clock()
     if clock.seconds() == 0:
         clock.advance(T0)
-    store = store or Store(":memory:")
-    launched: list[Job] = []
-    return clock, store, Scheduler(clock, store, launched.append, tz=ZoneInfo("UTC")), launched
+    store = store or Store(":memory:", InlineExecutor())
+    sched, launched = scheduler_for(clock, store, tz=ZoneInfo("UTC"))
+    return clock, store, sched, launched
 
 
 def template(clock: Clock, store: Store, sched: Scheduler, when: str) -> Job:
@@ -29,13 +29,13 @@ def template(clock: Clock, store: Store, sched: Scheduler, when: str) -> Job:
               schedule=when, project="p", spider="s", created=clock.seconds(),
               updated=clock.seconds(), payload='{"x": 1}', description="d")
     job = job.evolve(next_fire=sched.first_fire(spec.parse(when)))
-    job = result(store.call("add_job", job))
+    job = result(store.add_job(job))
     sched.add(job)
     return job
 
 
 def finish(store: Store, job: Job) -> None:
-    result(store.call("transition", job.id, [JobStatus.PENDING], JobStatus.SUCCESSFUL, 0.0))
+    result(store.transition(job.id, [JobStatus.PENDING], JobStatus.SUCCESSFUL, 0.0))
 
 
 def test_fires_a_pending_child_at_the_due_time(make_=make):
@@ -49,7 +49,7 @@ def test_fires_a_pending_child_at_the_due_time(make_=make):
     assert child.schedule == "now" and child.parent == t.id
     assert (child.project, child.spider, child.payload, child.description) == ("p", "s",
                                                                                '{"x": 1}', "d")
-    assert result(store.call("get_job", t.id)).next_fire == T0 + 1200
+    assert result(store.get_job(t.id)).next_fire == T0 + 1200
 
 
 def test_no_second_firing_while_the_previous_run_is_active():
@@ -67,7 +67,7 @@ def test_no_second_firing_while_the_previous_run_is_active():
 def test_canceled_template_fires_no_more():
     clock, store, sched, launched = make()
     t = template(clock, store, sched, "every 1 minutes")
-    result(store.call("transition", t.id, [JobStatus.SCHEDULED], JobStatus.CANCELED, 1.0))
+    result(store.transition(t.id, [JobStatus.SCHEDULED], JobStatus.CANCELED, 1.0))
     sched.remove(t.id)
     clock.advance(600)
     assert launched == [] and len(sched) == 0
@@ -91,11 +91,11 @@ def test_restart_keeps_next_fire_and_fires_a_missed_run_once():
     # a new scheduler over the same store, three hours later: the firing was missed
     clock.advance(3 * 3600 + 5)
     clock2, _, sched2, launched2 = make(store, clock)
-    for job in result(store.call("list_jobs", [JobStatus.SCHEDULED])):
+    for job in result(store.list_jobs([JobStatus.SCHEDULED])):
         sched2.add(job)
     clock2.advance(0)
     assert len(launched2) == 1 and launched2[0].parent == t.id
-    nxt = result(store.call("get_job", t.id)).next_fire
+    nxt = result(store.get_job(t.id)).next_fire
     assert nxt > clock2.seconds(), "the series continues from now, no backlog"
     finish(store, launched2[0])
     clock2.advance(nxt - clock2.seconds() - 1)
@@ -110,23 +110,28 @@ def test_restart_before_due_fires_at_the_persisted_time():
     sched.stop()
     clock.advance(300)
     _, _, sched2, launched2 = make(store, clock)
-    sched2.add(result(store.call("get_job", t.id)))
+    sched2.add(result(store.get_job(t.id)))
     clock.advance(299)
     assert launched2 == []
     clock.advance(1)
     assert len(launched2) == 1
 
 
-class CountingStore(Store):
-    """An inline store that counts calls by method name."""
+class CountingExecutor(InlineExecutor):
+    """Runs store calls inline and counts them by method name."""
 
     def __init__(self) -> None:
-        super().__init__(":memory:")
         self.calls: list[str] = []
 
-    def call(self, method, *args, **kwargs):
-        self.calls.append(method)
-        return super().call(method, *args, **kwargs)
+    def run(self, name, fn):
+        self.calls.append(name)
+        return super().run(name, fn)
+
+
+def CountingStore() -> Store:
+    store = Store(":memory:", CountingExecutor())
+    store.calls = store.executor.calls
+    return store
 
 
 def test_firings_due_in_one_tick_share_one_transaction_per_batch():
@@ -140,13 +145,13 @@ def test_firings_due_in_one_tick_share_one_transaction_per_batch():
     assert sorted(c.parent for c in launched) == sorted(t.id for t in templates)
     assert {c.created for c in launched} == {T0 + 600}
     for t in templates:
-        assert result(store.call("get_job", t.id)).next_fire == T0 + 1200
+        assert result(store.get_job(t.id)).next_fire == T0 + 1200
 
 
 def test_a_template_canceled_behind_the_schedulers_back_is_forgotten_at_its_firing():
     clock, store, sched, launched = make()
     t = template(clock, store, sched, "every 10 minutes")
-    result(store.call("transition", t.id, [JobStatus.SCHEDULED], JobStatus.CANCELED, T0))
+    result(store.transition(t.id, [JobStatus.SCHEDULED], JobStatus.CANCELED, T0))
     clock.advance(600)
     assert launched == [] and len(sched) == 0
 
@@ -168,20 +173,23 @@ def test_a_schedule_without_a_next_time_stops_alone_the_others_keep_firing():
     assert broken.id not in sched.entries and sched.timer is not None
 
 
-class FlakyStore(Store):
-    """An inline store whose fire_templates fails the first ``failures`` times."""
+class FlakyExecutor(InlineExecutor):
+    """Runs store calls inline; fire_templates fails the first ``failures`` times."""
 
     def __init__(self, failures: int) -> None:
-        super().__init__(":memory:")
         self.failures = failures
 
-    def call(self, method, *args, **kwargs):
-        if method == "fire_templates" and self.failures:
+    def run(self, name, fn):
+        if name == "fire_templates" and self.failures:
             self.failures -= 1
             from twisted.internet.defer import fail
             import sqlite3
             return fail(sqlite3.OperationalError("database or disk is full"))
-        return super().call(method, *args, **kwargs)
+        return super().run(name, fn)
+
+
+def FlakyStore(failures: int) -> Store:
+    return Store(":memory:", FlakyExecutor(failures))
 
 
 def test_a_batch_the_store_refuses_is_fired_later_not_lost():
@@ -195,4 +203,4 @@ def test_a_batch_the_store_refuses_is_fired_later_not_lost():
     clock.advance(FIRE_RETRY)
     assert sorted(j.parent for j in launched) == sorted(t.id for t in templates)
     for t in templates:
-        assert result(store.call("get_job", t.id)).next_fire == T0 + 7200
+        assert result(store.get_job(t.id)).next_fire == T0 + 7200

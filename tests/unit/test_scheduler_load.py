@@ -19,8 +19,8 @@ from crawld.errors import BadRequest
 from crawld.model import Actor, Job, JobStatus
 from crawld.scheduler import DEFAULT_MISFIRE_GRACE, Scheduler
 from crawld.spec import SpecError
-from crawld.store import Store
-from tests.unit.fakes import result
+from crawld.store import InlineExecutor, Store
+from tests.unit.fakes import result, scheduler_for
 
 T0 = 1_800_000_000.0
 
@@ -48,9 +48,8 @@ class CountingClock(Clock):
 def setup():
     clock = CountingClock()
     clock.advance(T0)
-    store = Store(":memory:")
-    launched: list[Job] = []
-    sched = Scheduler(clock, store, launched.append, tz=ZoneInfo("UTC"),
+    store = Store(":memory:", InlineExecutor())
+    sched, launched = scheduler_for(clock, store, tz=ZoneInfo("UTC"),
                       rng=random.Random(3))
     return clock, store, sched, launched
 
@@ -61,15 +60,15 @@ def stored(store: Store, when: str = "every 1 hours", next_fire: float | None = 
     job = Job(id=str(uuid.uuid4()), status=JobStatus.SCHEDULED, actor=Actor.USER,
               schedule=when, project="p", spider="s", created=T0, updated=T0,
               next_fire=next_fire, **fields)
-    return result(store.call("add_job", job))
+    return result(store.add_job(job))
 
 
 def rows(store: Store) -> list[tuple]:
-    return result(store.call("schedule_rows"))
+    return result(store.schedule_rows())
 
 
 def get(store: Store, job: Job) -> Job:
-    return result(store.call("get_job", job.id))
+    return result(store.get_job(job.id))
 
 
 def parents(launched: list[Job]) -> list[str]:
@@ -84,7 +83,7 @@ def test_schedule_rows_are_what_load_takes():
     t = stored(store, "every 5 minutes", T0 + 10, tz="Europe/Paris", jitter=2.0,
                misfire="skip", misfire_grace=30.0)
     stored(store)
-    result(store.call("add_job", Job(id="not-a-template", status=JobStatus.PENDING,
+    result(store.add_job(Job(id="not-a-template", status=JobStatus.PENDING,
                                      actor=Actor.USER, schedule="now", project="p",
                                      spider="s", created=T0, updated=T0)))
     found = {r[0]: r for r in rows(store)}
@@ -191,7 +190,7 @@ def test_a_loaded_template_can_be_removed_and_changed():
     moved = stored(store, next_fire=T0 + 20)
     sched.load(rows(store))
     sched.remove(gone.id)
-    moved = result(store.call("transition", moved.id, [JobStatus.SCHEDULED],
+    moved = result(store.transition(moved.id, [JobStatus.SCHEDULED],
                               JobStatus.SCHEDULED, T0, next_fire=T0 + 50))
     sched.add(moved)
     clock.advance(49)
@@ -252,11 +251,11 @@ def test_parse_refuses_what_is_not_text_without_a_type_error(bad):
 def child(store: Store, template: Job, status: JobStatus) -> Job:
     job = Job(id=str(uuid.uuid4()), status=status, actor=Actor.SCHEDULER, schedule="now",
               project="p", spider="s", created=T0, updated=T0, parent=template.id)
-    return result(store.call("add_job", job))
+    return result(store.add_job(job))
 
 
 def children(store: Store, template: Job) -> list[Job]:
-    jobs = result(store.call("list_jobs", list(JobStatus)))
+    jobs = result(store.list_jobs(list(JobStatus)))
     return [j for j in jobs if j.parent == template.id]
 
 
@@ -272,7 +271,7 @@ def batch():
         unwanted=stored(store, next_fire=T0),
         allow=stored(store, next_fire=T0, overlap="allow"),
     )
-    result(store.call("transition", t["gone"].id, [JobStatus.SCHEDULED], JobStatus.CANCELED,
+    result(store.transition(t["gone"].id, [JobStatus.SCHEDULED], JobStatus.CANCELED,
                       T0))
     busy = dict(skip=child(store, t["skip"], JobStatus.PENDING),
                 queue=child(store, t["queue"], JobStatus.RUNNING),
@@ -305,7 +304,7 @@ def test_fire_templates_does_a_mixed_batch_in_one_transaction(batch):
         made.append((template.id, now))
         return sched.child_of(template, now)
     statements = traced(store)
-    fired = result(store.call("fire_templates", firings, make_child, clock))
+    fired = result(store.fire_templates(firings, make_child, clock))
     store.db.conn.set_trace_callback(None)
 
     assert reads == [True], "the clock is read once, inside the transaction"
@@ -343,14 +342,14 @@ def test_fire_templates_does_a_mixed_batch_in_one_transaction(batch):
 def test_fire_templates_is_all_or_nothing(batch):
     store, sched, t, busy, firings = batch
     before = {name: get(store, job) for name, job in t.items()}
-    count = len(result(store.call("list_jobs", list(JobStatus))))
+    count = len(result(store.list_jobs(list(JobStatus))))
 
     def make_child(template: Job, now: float) -> Job:
         if template.id == t["allow"].id:  # the second child of the batch
             raise RuntimeError("disk full")
         return sched.child_of(template, now)
     with pytest.raises(RuntimeError, match="disk full"):
-        result(store.call("fire_templates", firings, make_child, lambda: T0 + 7.5))
+        result(store.fire_templates(firings, make_child, lambda: T0 + 7.5))
     assert not store.db.conn.in_transaction
     assert {name: get(store, job) for name, job in t.items()} == before
-    assert len(result(store.call("list_jobs", list(JobStatus)))) == count
+    assert len(result(store.list_jobs(list(JobStatus)))) == count

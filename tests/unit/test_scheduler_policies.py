@@ -11,8 +11,8 @@ from twisted.internet.task import Clock
 from crawld import spec
 from crawld.model import Actor, Job, JobStatus
 from crawld.scheduler import DEFAULT_MISFIRE_GRACE, Scheduler
-from crawld.store import Store
-from tests.unit.fakes import result
+from crawld.store import InlineExecutor, Store
+from tests.unit.fakes import result, scheduler_for
 
 NEW_YORK = ZoneInfo("America/New_York")
 
@@ -20,9 +20,8 @@ NEW_YORK = ZoneInfo("America/New_York")
 def setup(start: float, seed: int = 7):
     clock = Clock()
     clock.advance(start)
-    store = Store(":memory:")
-    launched: list[Job] = []
-    sched = Scheduler(clock, store, launched.append, tz=ZoneInfo("UTC"), rng=random.Random(seed))
+    store = Store(":memory:", InlineExecutor())
+    sched, launched = scheduler_for(clock, store, tz=ZoneInfo("UTC"), rng=random.Random(seed))
     return clock, store, sched, launched
 
 
@@ -31,18 +30,18 @@ def template(clock, store, sched, when: str, **policies) -> Job:
               schedule=when, project="p", spider="s", created=clock.seconds(),
               updated=clock.seconds(), **policies)
     job = job.evolve(next_fire=sched.first_fire(spec.parse(when), job.tz))
-    job = result(store.call("add_job", job))
+    job = result(store.add_job(job))
     sched.add(job)
     return job
 
 
 def finish(store, job) -> None:
-    result(store.call("transition", job.id, [JobStatus.PENDING, JobStatus.RUNNING],
+    result(store.transition(job.id, [JobStatus.PENDING, JobStatus.RUNNING],
                       JobStatus.SUCCESSFUL, 0.0))
 
 
 def start(store, job) -> None:
-    result(store.call("transition", job.id, [JobStatus.PENDING], JobStatus.RUNNING, 0.0,
+    result(store.transition(job.id, [JobStatus.PENDING], JobStatus.RUNNING, 0.0,
                       started=0.0))
 
 
@@ -51,12 +50,12 @@ def test_a_template_fires_in_its_own_time_zone():
     clock, store, sched, launched = setup(t0)
     t = template(clock, store, sched, "every day at 10:30", tz="America/New_York")
     due = datetime(2026, 11, 20, 10, 30, tzinfo=NEW_YORK).timestamp()  # 15:30 UTC
-    assert result(store.call("get_job", t.id)).next_fire == due
+    assert result(store.get_job(t.id)).next_fire == due
     clock.advance(due - clock.seconds() - 1)
     assert launched == []
     clock.advance(1)
     assert len(launched) == 1
-    stored = result(store.call("get_job", t.id))
+    stored = result(store.get_job(t.id))
     assert stored.last_run == due
     assert stored.next_fire == datetime(2026, 11, 21, 10, 30, tzinfo=NEW_YORK).timestamp()
 
@@ -72,16 +71,15 @@ def test_jitter_delays_each_firing_within_its_bound_and_keeps_the_series():
         fire_times.append(clock.seconds())
         finish(store, launched[-1])
         assert nominal + 600 * n <= fire_times[-1] <= nominal + 600 * n + 121
-        assert result(store.call("get_job", t.id)).next_fire == nominal + 600 * (n + 1)
+        assert result(store.get_job(t.id)).next_fire == nominal + 600 * (n + 1)
     assert len({round(f - nominal) % 600 for f in fire_times}) > 1, "drawn anew per firing"
 
 
 def restart_after(clock, store, seconds: float):
     sched_clock = clock
     sched_clock.advance(seconds)
-    launched: list[Job] = []
-    sched = Scheduler(sched_clock, store, launched.append, tz=ZoneInfo("UTC"))
-    for job in result(store.call("list_jobs", [JobStatus.SCHEDULED])):
+    sched, launched = scheduler_for(sched_clock, store, tz=ZoneInfo("UTC"))
+    for job in result(store.list_jobs([JobStatus.SCHEDULED])):
         sched.add(job)
     clock.advance(0)
     return sched, launched
@@ -93,7 +91,7 @@ def test_misfire_skip_drops_missed_firings_and_continues_from_now():
     sched.stop()
     sched2, launched2 = restart_after(clock, store, 3 * 3600 + 10)
     assert launched2 == []
-    assert result(store.call("get_job", t.id)).next_fire > clock.seconds()
+    assert result(store.get_job(t.id)).next_fire > clock.seconds()
 
 
 def test_misfire_skip_still_runs_a_firing_late_within_the_grace():
@@ -120,13 +118,13 @@ def test_overlap_queue_runs_one_waiting_firing_after_the_run_ends():
     start(store, first)
     clock.advance(60)
     clock.advance(60)  # two firings during the run: at most one waits
-    assert len(launched) == 1 and result(store.call("get_job", t.id)).queued == 1
+    assert len(launched) == 1 and result(store.get_job(t.id)).queued == 1
     finish(store, first)
     result(sched.release(t.id))
     assert len(launched) == 2 and launched[1].parent == t.id
     result(sched.release(t.id))
     assert len(launched) == 2, "only one firing was waiting"
-    assert result(store.call("get_job", t.id)).queued == 0
+    assert result(store.get_job(t.id)).queued == 0
 
 
 def test_overlap_allow_runs_alongside_and_skip_drops():

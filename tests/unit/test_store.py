@@ -6,7 +6,9 @@ import sqlite3
 import pytest
 
 from crawld.model import Actor, Job, JobStatus, Project
-from crawld.store import COUNTERS, SCHEMA_VERSION, Database, Store
+from crawld.database import COUNTERS, Database
+from crawld.migrations import SCHEMA_VERSION
+from crawld.store import InlineExecutor, Store
 
 S = JobStatus
 
@@ -70,12 +72,12 @@ def test_database_from_a_newer_crawld_is_refused(db_path):
         Database(db_path)
 
 
-def test_store_without_reactor_runs_calls_inline():
-    store = Store(":memory:")
+def test_store_with_the_inline_executor_runs_calls_at_once():
+    store = Store(":memory:", InlineExecutor())
     results = []
     store.ready().addCallback(results.append)
-    store.call("add_job", job("a"))
-    store.call("get_job", "a").addCallback(lambda j: results.append(j.id))
+    store.add_job(job("a"))
+    store.get_job("a").addCallback(lambda j: results.append(j.id))
     store.close()
     assert results == [SCHEMA_VERSION, "a"]
 
@@ -85,7 +87,7 @@ def test_store_that_cannot_open_fails_ready(db_path):
     raw.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
     raw.close()
     failures = []
-    Store(db_path).ready().addErrback(failures.append)
+    Store(db_path, InlineExecutor()).ready().addErrback(failures.append)
     assert len(failures) == 1 and failures[0].check(RuntimeError)
 
 
@@ -195,9 +197,16 @@ def test_counters_persist_across_reopen(db_path):
 # ---------------------------------------------------------------------- fire_template
 
 
+def fire_one(db, template_id, child, next_fire, now):
+    """Fire one template with a ready-made child (one firing of fire_templates)."""
+    fired = db.fire_templates([(template_id, next_fire, child is not None)],
+                              lambda template, stamp: child, lambda: now)
+    return fired[0][2], fired[0][3]
+
+
 def test_fire_template_inserts_the_child_and_moves_next_fire(db):
     db.add_job(template("t", next_fire=100.0, t=1.0))
-    created, why = db.fire_template("t", child_of("t", "c1", 150.0), 200.0, 150.0)
+    created, why = fire_one(db, "t", child_of("t", "c1", 150.0), 200.0, 150.0)
     assert why == ""
     assert created is not None and created.id == "c1" and created.seq > 0
     stored = db.get_job("c1")
@@ -212,10 +221,10 @@ def test_fire_template_inserts_the_child_and_moves_next_fire(db):
 @pytest.mark.parametrize("busy", [S.PENDING, S.RUNNING])
 def test_fire_template_skips_while_a_previous_child_is_active(db, busy):
     db.add_job(template("t", next_fire=100.0))
-    db.fire_template("t", child_of("t", "c1"), 200.0, 150.0)
+    fire_one(db, "t", child_of("t", "c1"), 200.0, 150.0)
     if busy is S.RUNNING:
         assert db.transition("c1", [S.PENDING], S.RUNNING, 160.0) is not None
-    created, why = db.fire_template("t", child_of("t", "c2", 210.0), 300.0, 210.0)
+    created, why = fire_one(db, "t", child_of("t", "c2", 210.0), 300.0, 210.0)
     assert created is None
     assert "c1" in why and "still active" in why
     assert db.get_job("c2") is None
@@ -224,25 +233,25 @@ def test_fire_template_skips_while_a_previous_child_is_active(db, busy):
 
 def test_fire_template_runs_again_once_the_previous_child_completed(db):
     db.add_job(template("t"))
-    db.fire_template("t", child_of("t", "c1"), 200.0, 150.0)
+    fire_one(db, "t", child_of("t", "c1"), 200.0, 150.0)
     db.transition("c1", [S.PENDING], S.RUNNING, 160.0)
     db.transition("c1", [S.RUNNING], S.SUCCESSFUL, 170.0)
-    created, why = db.fire_template("t", child_of("t", "c2", 210.0), 300.0, 210.0)
+    created, why = fire_one(db, "t", child_of("t", "c2", 210.0), 300.0, 210.0)
     assert created is not None and created.id == "c2" and why == ""
 
 
 def test_fire_template_ignores_active_jobs_of_other_templates(db):
     db.add_job(template("t1"))
     db.add_job(template("t2"))
-    db.fire_template("t1", child_of("t1", "a"), 200.0, 150.0)
-    created, _ = db.fire_template("t2", child_of("t2", "b"), 200.0, 150.0)
+    fire_one(db, "t1", child_of("t1", "a"), 200.0, 150.0)
+    created, _ = fire_one(db, "t2", child_of("t2", "b"), 200.0, 150.0)
     assert created is not None and created.id == "b"
 
 
 @pytest.mark.parametrize("status", [S.CANCELED, S.SUCCESSFUL, S.PENDING])
 def test_fire_template_no_longer_scheduled_skips_and_keeps_next_fire(db, status):
     db.add_job(job("t", status, next_fire=100.0, schedule="every 10 minutes"))
-    created, why = db.fire_template("t", child_of("t", "c1"), 200.0, 150.0)
+    created, why = fire_one(db, "t", child_of("t", "c1"), 200.0, 150.0)
     assert created is None
     assert why == "template is no longer scheduled"
     assert db.get_job("c1") is None
@@ -250,14 +259,14 @@ def test_fire_template_no_longer_scheduled_skips_and_keeps_next_fire(db, status)
 
 
 def test_fire_unknown_template_skips(db):
-    created, why = db.fire_template("ghost", child_of("ghost", "c1"), 200.0, 150.0)
+    created, why = fire_one(db, "ghost", child_of("ghost", "c1"), 200.0, 150.0)
     assert created is None and why == "template is no longer scheduled"
     assert db.get_job("c1") is None
 
 
 def test_fire_template_without_child_only_moves_next_fire(db):
     db.add_job(template("t", next_fire=100.0))
-    created, why = db.fire_template("t", None, 200.0, 150.0)
+    created, why = fire_one(db, "t", None, 200.0, 150.0)
     assert created is None and why == "no child requested"
     assert db.get_job("t").next_fire == 200.0
     assert db.pending_in_order() == []
@@ -267,7 +276,7 @@ def test_fire_template_is_atomic_when_inserting_the_child_fails(db):
     db.add_job(template("t", next_fire=100.0))
     db.add_job(job("taken", S.SUCCESSFUL))
     with pytest.raises(sqlite3.IntegrityError):
-        db.fire_template("t", child_of("t", "taken"), 200.0, 150.0)
+        fire_one(db, "t", child_of("t", "taken"), 200.0, 150.0)
     assert db.get_job("t").next_fire == 100.0  # neither the child nor the move
 
 
@@ -437,7 +446,7 @@ def test_projects_persist_across_reopen(db_path):
 
 def test_a_version_1_database_is_migrated_in_place(tmp_path):
     import sqlite3
-    from crawld.store import _MIGRATIONS, SCHEMA_VERSION, Database
+    from crawld.migrations import MIGRATIONS as _MIGRATIONS
     path = str(tmp_path / "v1.db")
     conn = sqlite3.connect(path)
     for statement in _MIGRATIONS[1]:

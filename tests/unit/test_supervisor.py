@@ -6,18 +6,62 @@ import uuid
 
 import pytest
 
-from crawld import supervisor as supervisor_module
+from twisted.internet.defer import Deferred, fail, succeed
+
+from crawld import tree as tree_module
+from crawld.events import JobEvents
+from crawld.launch.local import LocalLauncher, LocalSettings
 from crawld.model import Actor, Job, JobStatus
-from crawld.store import Store
+from crawld.spawner import DirectSpawner
+from crawld.store import InlineExecutor, Store
 from crawld.supervisor import SHUTDOWN_REASON, Supervisor
 from tests.unit.fakes import FakeProcessReactor, result
+
+
+class GatedExecutor(InlineExecutor):
+    """Runs store calls inline; while ``gate`` is set they wait until release(), and
+    the method names in ``fail`` fail once."""
+
+    def __init__(self) -> None:
+        self.gate = False
+        self.held: list = []
+        self.fail: set[str] = set()
+
+    def run(self, name, fn):
+        if name in self.fail:
+            self.fail.discard(name)
+            return fail(RuntimeError(f"database is locked ({name})"))
+        if not self.gate:
+            return super().run(name, fn)
+        d = Deferred()
+        self.held.append((d, name, fn))
+        return d
+
+    def release(self) -> None:
+        held, self.held = self.held, []
+        for d, name, fn in held:
+            super().run(name, fn).chainDeferred(d)
+
+
+def build(reactor, store, tmp_path, project_dir=None, **kwargs):
+    """A supervisor over a local launcher that spawns through ``reactor``; returns it
+    and the list of jobs it published."""
+    events = JobEvents()
+    changes: list[Job] = []
+    events.subscribe(changes.append)
+    settings = LocalSettings("/py", str(tmp_path),
+                             project_dir or (lambda name: str(tmp_path / "proj")),
+                             lambda project, script: "", base_env={"A": "1"})
+    launcher = LocalLauncher(reactor, settings, DirectSpawner(reactor),
+                             to_thread=lambda f, *a: succeed(f(*a)))
+    return Supervisor(reactor, store, launcher, events, str(tmp_path), **kwargs), changes
 
 
 @pytest.fixture
 def signals(monkeypatch):
     """Record tree signals instead of sending them."""
     sent: list[tuple[int, int]] = []
-    tree = supervisor_module.tree
+    tree = tree_module
     monkeypatch.setattr(tree, "signal_tree", lambda pid, sig, known=None, leader=True:
                         sent.append((pid, sig if leader else "sweep")))
     monkeypatch.setattr(tree, "kill_tree", lambda pid, known=None: sent.append((pid, 9)) or 0)
@@ -30,23 +74,20 @@ def signals(monkeypatch):
 def world(tmp_path, signals):
     reactor = FakeProcessReactor()
     reactor.advance(1_700_000_000)
-    store = Store(":memory:")  # inline: calls complete synchronously
-    changes: list[Job] = []
+    store = Store(":memory:", GatedExecutor())  # inline: calls complete synchronously
     (tmp_path / "proj").mkdir()
-    sup = Supervisor(reactor, store, str(tmp_path), slots=2, kill_grace=10, python="/py",
-                     project_dir=lambda name: str(tmp_path / "proj"), base_env={"A": "1"},
-                     on_change=changes.append)
+    sup, changes = build(reactor, store, tmp_path, slots=2, kill_grace=10)
     return reactor, store, sup, changes
 
 
 def pending(store: Store, spider: str = "s") -> Job:
     job = Job(id=str(uuid.uuid4()), status=JobStatus.PENDING, actor=Actor.USER,
               schedule="now", project="p", spider=spider, created=1, updated=1)
-    return result(store.call("add_job", job))
+    return result(store.add_job(job))
 
 
 def status(store: Store, job: Job) -> Job:
-    return result(store.call("get_job", job.id))
+    return result(store.get_job(job.id))
 
 
 def test_slots_limit_and_fifo_and_refill_without_waiting(world):
@@ -138,9 +179,10 @@ def test_stop_ends_everything_and_starts_nothing(world, signals):
     assert status(store, jobs[2]).status is JobStatus.PENDING
 
 
-def test_missing_project_fails_the_job_with_a_reason(world):
-    reactor, store, sup, _ = world
-    sup.project_dir = lambda name: None
+def test_missing_project_fails_the_job_with_a_reason(world, tmp_path):
+    reactor, store, _, _ = world
+    sup, _ = build(reactor, store, tmp_path, project_dir=lambda name: None, slots=2,
+                   kill_grace=10)
     job = pending(store)
     sup.enqueue(job.id)
     done = status(store, job)
@@ -152,10 +194,10 @@ def test_recover_kills_live_orphans_and_fails_every_leftover(world, monkeypatch,
     reactor, store, sup, _ = world
     alive, dead = pending(store), pending(store)
     for job, pid in ((alive, 4242), (dead, 4343)):
-        result(store.call("transition", job.id, [JobStatus.PENDING], JobStatus.RUNNING, 5.0,
+        result(store.transition(job.id, [JobStatus.PENDING], JobStatus.RUNNING, 5.0,
                           started=5.0, pid=pid, pid_started=99.0))
-    monkeypatch.setattr(supervisor_module.tree, "is_same_process", lambda pid, st: pid == 4242)
-    running = result(store.call("list_jobs", [JobStatus.RUNNING]))
+    monkeypatch.setattr(tree_module, "is_same_process", lambda pid, st: pid == 4242)
+    running = result(store.list_jobs([JobStatus.RUNNING]))
     result(sup.recover(running))
     assert (4242, 9) in signals and (4343, 9) not in signals
     a, d = status(store, alive), status(store, dead)
@@ -193,36 +235,10 @@ def test_zygote_spawner_turns_events_into_pids_and_exits(tmp_path):
     assert result(result(d2).ended).signal == 9
 
 
-class GatedStore:
-    """Wraps a Store: calls wait until release(), and chosen methods fail once."""
-
-    def __init__(self, store: Store) -> None:
-        self.store = store
-        self.gate = False
-        self.held: list = []
-        self.fail: set[str] = set()
-
-    def call(self, method: str, *args, **kwargs):
-        from twisted.internet.defer import Deferred, fail
-        if method in self.fail:
-            self.fail.discard(method)
-            return fail(RuntimeError(f"database is locked ({method})"))
-        if not self.gate:
-            return self.store.call(method, *args, **kwargs)
-        d = Deferred()
-        self.held.append((d, method, args, kwargs))
-        return d
-
-    def release(self) -> None:
-        held, self.held = self.held, []
-        for d, method, args, kwargs in held:
-            self.store.call(method, *args, **kwargs).chainDeferred(d)
-
-
 def test_store_error_while_starting_frees_the_slot_and_retries(world):
     from crawld.supervisor import RETRY_DELAY
     reactor, store, sup, _ = world
-    gated = sup.store = GatedStore(store)
+    gated = store.executor
     gated.fail.add("transition")
     job = pending(store)
     sup.enqueue(job.id)
@@ -235,9 +251,9 @@ def test_store_error_while_starting_frees_the_slot_and_retries(world):
 
 def test_cancel_while_starting_spawns_nothing_and_counts_no_run(world):
     reactor, store, sup, _ = world
-    gated = sup.store = GatedStore(store)
-    gated.gate = True
+    gated = store.executor
     job = pending(store)
+    gated.gate = True
     sup.enqueue(job.id)
     waiting = sup.cancel(job.id)
     gated.gate = False
@@ -245,14 +261,14 @@ def test_cancel_while_starting_spawns_nothing_and_counts_no_run(world):
     final = result(waiting)
     assert final.status is JobStatus.CANCELED and final.started is None
     assert reactor.spawned == [] and not sup.running
-    assert result(store.call("counters"))["jobs-run"] == 0
+    assert result(store.counters())["jobs-run"] == 0
 
 
 def test_stop_while_starting_leaves_the_job_pending_for_the_next_start(world):
     reactor, store, sup, _ = world
-    gated = sup.store = GatedStore(store)
-    gated.gate = True
+    gated = store.executor
     job = pending(store)
+    gated.gate = True
     sup.enqueue(job.id)
     stopped = sup.stop()
     gated.gate = False
@@ -264,7 +280,7 @@ def test_stop_while_starting_leaves_the_job_pending_for_the_next_start(world):
 
 def test_store_error_at_the_end_still_answers_waiters(world):
     reactor, store, sup, changes = world
-    gated = sup.store = GatedStore(store)
+    gated = store.executor
     job = pending(store)
     sup.enqueue(job.id)
     waiting = sup.cancel(job.id)
@@ -289,16 +305,14 @@ def test_signal_tree_reaches_a_leader_that_has_no_group_yet():
 
 
 def test_recover_finds_processes_of_a_job_with_no_recorded_pid(world, monkeypatch, signals):
-    from twisted.internet.defer import succeed
     reactor, store, sup, _ = world
     job = pending(store)
-    result(store.call("transition", job.id, [JobStatus.PENDING], JobStatus.RUNNING, 5.0,
+    result(store.transition(job.id, [JobStatus.PENDING], JobStatus.RUNNING, 5.0,
                       started=5.0))  # crashed before the pid was recorded
     looked_for = []
-    monkeypatch.setattr(supervisor_module.tree, "find_by_env",
+    monkeypatch.setattr(tree_module, "find_by_env",
                         lambda name, value: looked_for.append((name, value)) or [5151])
-    sup._off_thread = lambda f, *a: succeed(f(*a))
-    result(sup.recover(result(store.call("list_jobs", [JobStatus.RUNNING]))))
+    result(sup.recover(result(store.list_jobs([JobStatus.RUNNING]))))
     assert looked_for == [("CRAWLD_JOB_ID", job.id)]
     assert (5151, 9) in signals
     done = status(store, job)

@@ -13,8 +13,12 @@ import pytest
 from twisted.internet.defer import succeed
 
 from crawld.browser import Browsers, Settings
+from crawld.events import JobEvents
+from crawld.launch.local import LocalLauncher, LocalSettings
+from crawld.limits import Defaults
+from crawld.spawner import DirectSpawner
 from crawld.model import Actor, Job, JobStatus
-from crawld.store import Store
+from crawld.store import InlineExecutor, Store
 from crawld.supervisor import Supervisor
 from tests.unit.fakes import FakeProcessReactor, result
 from tests.unit.test_supervisor import signals  # noqa: F401  (fixture: records signals)
@@ -25,20 +29,27 @@ GRACE = 10
 
 @pytest.fixture
 def make(tmp_path, signals):  # noqa: F811
-    """make(job_timeout=, browser_timeout=) -> (reactor, store, supervisor)."""
-    def build(job_timeout: float = 0.0, browser_timeout: float = 0.0):
+    """make(job_timeout=, browser_timeout=, max_log_size=, to_thread=)
+    -> (reactor, store, supervisor)."""
+    def build(job_timeout: float = 0.0, browser_timeout: float = 0.0, max_log_size: int = 0,
+              to_thread=lambda f, *a: succeed(f(*a))):
         reactor = FakeProcessReactor()
         reactor.advance(T0)
-        store = Store(":memory:")
+        store = Store(":memory:", InlineExecutor())
         (tmp_path / "proj").mkdir(exist_ok=True)
         browsers = Browsers(reactor, str(tmp_path / "data"), str(tmp_path),
                             Settings("/usr/bin/chromium", GRACE), "/py",
                             to_thread=lambda f, *a: succeed(f(*a)))
-        sup = Supervisor(reactor, store, str(tmp_path), slots=4, kill_grace=GRACE,
-                         python="/py", project_dir=lambda name: str(tmp_path / "proj"),
-                         base_env={}, browsers=browsers,
-                         script_path=lambda project, script: f"/scripts/{script}.py",
-                         job_timeout=job_timeout, browser_timeout=browser_timeout)
+        settings = LocalSettings("/py", str(tmp_path), lambda name: str(tmp_path / "proj"),
+                                 lambda project, script: f"/scripts/{script}.py",
+                                 base_env={})
+        launcher = LocalLauncher(reactor, settings, DirectSpawner(reactor), browsers,
+                                 to_thread=to_thread)
+        sup = Supervisor(reactor, store, launcher, JobEvents(), str(tmp_path), slots=4,
+                         kill_grace=GRACE,
+                         limits=Defaults(job_timeout=job_timeout,
+                                         browser_timeout=browser_timeout,
+                                         max_log_size=max_log_size))
         return reactor, store, sup
     return build
 
@@ -49,7 +60,7 @@ def start(reactor, store: Store, sup: Supervisor, **fields) -> tuple[Job, int]:
         fields.setdefault("payload", json.dumps({"url": "https://example.com/"}))
     job = Job(id=str(uuid.uuid4()), status=JobStatus.PENDING, actor=Actor.USER,
               schedule="now", project="p", spider="s", created=1, updated=1, **fields)
-    result(store.call("add_job", job))
+    result(store.add_job(job))
     sup.enqueue(job.id)
     assert sup.is_running(job.id)
     return job, reactor.spawned[-1]["pid"]
@@ -65,11 +76,11 @@ def tick(reactor, seconds: float, step: float = 0.25) -> None:
 def limit_timers(reactor) -> list:
     """Pending timers of the limits (and the SIGKILL after a TERM), not other timers."""
     return [c for c in reactor.getDelayedCalls()
-            if getattr(c.func, "__name__", "") in ("_expire", "_watch", "_signal")]
+            if getattr(c.func, "__name__", "") in ("expire", "_check", "_signal")]
 
 
 def status(store: Store, job: Job) -> Job:
-    return result(store.call("get_job", job.id))
+    return result(store.get_job(job.id))
 
 
 def terms(signals, pid):  # noqa: F811
@@ -205,7 +216,7 @@ def test_a_job_silent_from_the_start_ends_within_a_period_of_the_limit(make, sig
 def test_browser_events_count_as_output(make, signals):  # noqa: F811
     reactor, store, sup = make()
     job, pid = start(reactor, store, sup, kind="script", no_output_timeout=4)
-    channel = sup.browsers.channels[job.id]
+    channel = sup.launcher.browsers.channels[job.id]
     for n in range(20):
         channel.data_received(b'{"type": "progress", "value": %d}\n' % n)
         tick(reactor, 3)
@@ -235,7 +246,8 @@ def test_output_checks_do_not_pile_up(make, tmp_path):
     for _ in range(300):
         (tmp_path / f"{job.id}.out").open("ab").write(b"x\n")
         reactor.advance(1)
-    assert len(sup.running[job.id].limits) <= 2
+    checks = [c for c in limit_timers(reactor) if c.func.__name__ == "_check"]
+    assert len(checks) <= 1, "one pending check per job, however long it runs"
 
 
 # ------------------------------------------------------------------ ends, and cancels
@@ -319,8 +331,7 @@ def test_logs_past_max_log_size_end_the_job_failed(make, signals, tmp_path):  # 
 
 def test_the_daemon_default_max_log_size_applies_and_zero_turns_it_off(make, signals,  # noqa: F811
                                                                        tmp_path):
-    reactor, store, sup = make()
-    sup.max_log_size = 100
+    reactor, store, sup = make(max_log_size=100)
     limited, pid = start(reactor, store, sup)
     free, _ = start(reactor, store, sup, max_log_size=0)
     for job in (limited, free):
@@ -330,11 +341,10 @@ def test_the_daemon_default_max_log_size_applies_and_zero_turns_it_off(make, sig
 
 
 def test_memory_limit_ends_the_job_failed_with_its_rss(make, signals, monkeypatch):  # noqa: F811
-    from crawld import supervisor as supervisor_module
+    from crawld import tree
     reactor, store, sup = make()
-    sup._off_thread = lambda f, *a: succeed(f(*a))
     rss = {"now": 100 * 1024 * 1024}
-    monkeypatch.setattr(supervisor_module.tree, "tree_rss", lambda pid: rss["now"])
+    monkeypatch.setattr(tree, "tree_rss", lambda pid: rss["now"])
     job, pid = start(reactor, store, sup, memory_limit=200 * 1024 * 1024)
     tick(reactor, 3)
     assert signals == []
@@ -370,9 +380,8 @@ def test_tree_rss_counts_the_whole_tree():
 def test_a_memory_check_that_returns_after_the_job_ended_signals_nothing(make, signals,  # noqa: F811
                                                                          monkeypatch):
     from twisted.internet.defer import Deferred
-    reactor, store, sup = make()
     pending: list[Deferred] = []
-    sup._off_thread = lambda f, *a: pending.append(Deferred()) or pending[-1]
+    reactor, store, sup = make(to_thread=lambda f, *a: pending.append(Deferred()) or pending[-1])
     job, pid = start(reactor, store, sup, memory_limit=100 * 1024 * 1024)
     tick(reactor, 1)
     assert len(pending) == 1, "the watch is measuring"

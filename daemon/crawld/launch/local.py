@@ -1,0 +1,154 @@
+"""The local launcher: job attempts as processes on this machine.
+
+Spiders are ``scrapy crawl`` processes, forked by the zygote (or spawned directly); browser
+jobs are the browser runner's shim (see browser.py). Each leads a session of its own, so
+a signal reaches its whole tree; what a job leaves behind in its group is swept with
+SIGKILL when its leader ends. Orphans of a previous daemon are recognised by pid and
+start time, or, when the daemon died before recording the pid, by their environment.
+"""
+from __future__ import annotations
+
+import os
+import signal as signals
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Optional
+
+import psutil
+from twisted.internet.defer import Deferred, inlineCallbacks, succeed
+from twisted.internet.threads import deferToThread
+from twisted.logger import Logger
+
+from .. import tree
+from ..commands import RunAs, crawl_command
+from ..model import Job
+from ..process import Exit
+from .protocol import Attempt, Reporter, Started
+
+log = Logger(namespace="crawld.launch")
+
+
+@dataclass(frozen=True)
+class LocalSettings:
+    """What the local launcher needs to build a job's command."""
+
+    python: str                                        # the jobs' interpreter
+    log_dir: str
+    project_dir: Callable[[str], Optional[str]]        # project -> current version dir
+    script_path: Callable[[str, str], str]             # (project, script) -> file
+    base_env: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
+    run_as: Optional[RunAs] = None                     # [crawld] run-as
+
+
+@dataclass
+class _Local:
+    """A running local attempt."""
+
+    pid: int
+    cwd: Optional[str]
+    known: list[psutil.Process] = field(default_factory=list)
+
+
+class LocalLauncher:
+    """Starts attempts through a spawner (zygote or direct) or the browser runner."""
+
+    def __init__(self, reactor: Any, settings: LocalSettings, spawner: Any,
+                 browsers: Any = None, to_thread: Callable[..., Deferred] = deferToThread
+                 ) -> None:
+        self.reactor = reactor
+        self.settings = settings
+        self.spawner = spawner
+        self.browsers = browsers
+        self.to_thread = to_thread
+        self.attempts: dict[str, _Local] = {}
+
+    # -- start ------------------------------------------------------------------------
+    @inlineCallbacks
+    def start(self, attempt: Attempt, reporter: Reporter):
+        """Spawn the attempt's process; report started, and ended once it is reaped."""
+        job = attempt.job
+        cwd: Optional[str]
+        if job.kind == "browse":
+            cwd = self.browsers.files_dir(job.id) if self.browsers is not None else None
+            project_dir = None
+        else:
+            cwd = project_dir = self.settings.project_dir(job.project)
+            if cwd is None or not os.path.isdir(cwd):
+                raise RuntimeError(f"project {job.project!r} is not available")
+        if job.is_browser:
+            if self.browsers is None:
+                raise RuntimeError("browser jobs are not available in this daemon")
+            script = (self.settings.script_path(job.project, job.spider)
+                      if job.kind == "script" else None)
+            spawned = yield self.browsers.spawn(
+                self.browsers.command(job, cwd, script, self.settings.base_env), job.id)
+        else:
+            cmd = crawl_command(job, cwd, self.settings.python, self.settings.base_env,
+                                self.settings.run_as)
+            spawned = yield self.spawner.spawn(cmd, self.settings.log_dir, job.id)
+        self.attempts[attempt.key] = _Local(spawned.pid, project_dir)
+        info = Started(spawned.pid, tree.start_time(spawned.pid), "local", project_dir)
+        reporter.started(attempt, info)
+        spawned.ended.addCallback(self._ended, attempt, reporter).addErrback(
+            lambda f: log.failure("after job {id} ended", f, id=job.id))
+        return info
+
+    def _ended(self, exit: Exit, attempt: Attempt, reporter: Reporter) -> None:
+        local = self.attempts.pop(attempt.key, None)
+        if local is not None:
+            # whatever the job left in its process group goes with it (the leader is
+            # reaped: its pid may be reused, so the group and known processes only)
+            tree.signal_tree(local.pid, signals.SIGKILL, local.known, leader=False)
+        if attempt.job.is_browser and self.browsers is not None:
+            self.browsers.ended(attempt.job.id).addErrback(
+                lambda f: log.failure("cleaning up after job {id} failed", f,
+                                      id=attempt.job.id))
+        reporter.ended(attempt, exit)
+
+    # -- running attempts -------------------------------------------------------------
+    def signal(self, attempt: Attempt, sig: int) -> None:
+        """Signal the attempt's leader, its group and every descendant seen so far."""
+        local = self.attempts.get(attempt.key)
+        if local is None:
+            return
+        local.known = list({p.pid: p for p in
+                            local.known + tree.descendants(local.pid)}.values())
+        tree.signal_tree(local.pid, sig, local.known)
+
+    def rss(self, attempt: Attempt) -> "Deferred[int]":
+        local = self.attempts.get(attempt.key)
+        if local is None:
+            return succeed(0)
+        return self.to_thread(tree.tree_rss, local.pid)
+
+    def activity(self, attempt: Attempt) -> int:
+        if self.browsers is None:
+            return 0
+        channel = self.browsers.channels.get(attempt.job.id)
+        return channel.count if channel is not None else 0
+
+    def in_use(self) -> set[str]:
+        return {local.cwd for local in self.attempts.values() if local.cwd}
+
+    # -- restart ----------------------------------------------------------------------
+    @inlineCallbacks
+    def settle_orphan(self, job: Job):
+        """Kill what a previous daemon's job left running; fires with the reason.
+
+        A recorded pid that still runs with the recorded start time is the job's: its
+        whole tree is killed. With no pid recorded (the daemon died between spawning and
+        recording it), the job's processes are found by their environment or title."""
+        if job.pid is not None and tree.is_same_process(job.pid, job.pid_started):
+            killed = tree.kill_tree(job.pid)
+            return (f"orphaned when the daemon stopped; pid {job.pid} and {killed} "
+                    "descendant(s) killed at restart")
+        if job.pid is None or job.pid_started is None:
+            pids = yield self.to_thread(tree.find_by_env, "CRAWLD_JOB_ID", job.id)
+            for pid in pids:
+                tree.kill_tree(pid)
+            return ("the daemon stopped while the job was starting"
+                    + (f"; pid(s) {', '.join(map(str, pids))} killed at restart"
+                       if pids else ""))
+        return f"the daemon stopped while the job ran; pid {job.pid} was gone at restart"
+
+    def stop(self) -> "Deferred[None]":
+        return self.spawner.stop()

@@ -1,0 +1,47 @@
+"""The database schema as migrations: each version's statements, applied in order.
+
+Pure data: ``store.Database`` applies what a database lacks, one transaction per version,
+and refuses a database written by a newer crawld.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+SCHEMA_VERSION = 3
+
+MIGRATIONS: dict[int, Sequence[str]] = {
+    1: (
+        "CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL)",
+        """CREATE TABLE projects (
+               name TEXT PRIMARY KEY, version INTEGER NOT NULL, path TEXT NOT NULL,
+               spiders TEXT NOT NULL, pushed REAL NOT NULL)""",
+        """CREATE TABLE jobs (
+               seq INTEGER PRIMARY KEY AUTOINCREMENT,
+               id TEXT NOT NULL UNIQUE, status TEXT NOT NULL, actor TEXT NOT NULL,
+               schedule TEXT NOT NULL, project TEXT NOT NULL, spider TEXT NOT NULL,
+               description TEXT NOT NULL, payload TEXT NOT NULL, parent TEXT,
+               created REAL NOT NULL, updated REAL NOT NULL, started REAL, finished REAL,
+               exit_code INTEGER, signal INTEGER, reason TEXT, pid INTEGER,
+               pid_started REAL, next_fire REAL)""",
+        "CREATE INDEX jobs_by_status ON jobs (status, updated)",
+        "CREATE INDEX jobs_by_parent ON jobs (parent, status)",
+        "CREATE INDEX jobs_by_finished ON jobs (finished)",
+    ),
+    2: (  # schedule policies (issue 3)
+        "ALTER TABLE jobs ADD COLUMN tz TEXT",
+        "ALTER TABLE jobs ADD COLUMN jitter REAL NOT NULL DEFAULT 0",
+        "ALTER TABLE jobs ADD COLUMN misfire TEXT NOT NULL DEFAULT 'once'",
+        "ALTER TABLE jobs ADD COLUMN misfire_grace REAL",
+        "ALTER TABLE jobs ADD COLUMN overlap TEXT NOT NULL DEFAULT 'skip'",
+        "ALTER TABLE jobs ADD COLUMN queued INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE jobs ADD COLUMN last_run REAL",
+    ),
+    3: (  # browser jobs and timeouts (issue 4)
+        "ALTER TABLE jobs ADD COLUMN kind TEXT NOT NULL DEFAULT 'spider'",
+        "ALTER TABLE jobs ADD COLUMN timeout REAL",
+        "ALTER TABLE jobs ADD COLUMN no_output_timeout REAL",
+        "ALTER TABLE jobs ADD COLUMN max_log_size INTEGER",
+        "ALTER TABLE jobs ADD COLUMN memory_limit INTEGER",
+        "ALTER TABLE projects ADD COLUMN scripts TEXT NOT NULL DEFAULT '[]'",
+    ),
+}
