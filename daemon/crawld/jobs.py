@@ -24,7 +24,7 @@ from .errors import BadRequest, Conflict, NotFound
 from .database import COUNTERS
 from .events import JobEvents
 from .model import Actor, Job, JobStatus, STATUS_GROUPS, TEMPLATES
-from .projects import Projects
+from .seams import Clock, ProjectCatalog
 from .scheduler import Scheduler
 from .store import Store
 from .supervisor import Supervisor
@@ -116,8 +116,8 @@ class Jobs:
     """Job operations for the API: rows in the store, templates to the scheduler,
     PENDING jobs to the supervisor, every change published to the event list."""
 
-    def __init__(self, reactor: Any, store: Store, projects: Projects, scheduler: Scheduler,
-                 supervisor: Supervisor, events: JobEvents, log_dir: str,
+    def __init__(self, reactor: Clock, store: Store, projects: ProjectCatalog,
+                 scheduler: Scheduler, supervisor: Supervisor, events: JobEvents, log_dir: str,
                  completed_cap: int, max_age_days: float, files: Optional[JobFiles] = None,
                  to_thread: Callable[..., Deferred] = deferToThread) -> None:
         self.reactor = reactor

@@ -79,7 +79,7 @@ class Daemon:
                                                  s.kill_grace, s.screenshot_timeout),
                                  s.python, run_as=run_as)
         self.launcher = LocalLauncher(
-            self.reactor, LocalSettings(s.python, self.log_dir, self._project_dir,
+            LocalSettings(s.python, self.log_dir, self._project_dir,
                                         self._script_path, run_as=run_as),
             self.spawner, self.browsers)
         self.supervisor = Supervisor(

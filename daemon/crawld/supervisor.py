@@ -19,12 +19,11 @@ from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
 from . import logs
-from .events import JobEvents
 from .launch.protocol import Attempt, Launcher, Started
 from .limits import Defaults, Limits, Watch
 from .model import Job, JobStatus
 from .process import Exit, signal_name
-from .store import Store
+from .seams import Clock, EventSink, JobStore
 
 log = Logger(namespace="crawld.supervisor")
 
@@ -60,7 +59,7 @@ def describe_exit(exit: Exit) -> Optional[str]:
 class Supervisor:
     """Starts PENDING jobs when slots are free and records how they end."""
 
-    def __init__(self, reactor: Any, store: Store, launcher: Launcher, events: JobEvents,
+    def __init__(self, reactor: Clock, store: JobStore, launcher: Launcher, events: EventSink,
                  log_dir: str, slots: int, kill_grace: float,
                  limits: Defaults = Defaults(), record_retry: float = RETRY_DELAY) -> None:
         self.reactor = reactor

@@ -52,7 +52,7 @@ def build(reactor, store, tmp_path, project_dir=None, **kwargs):
     settings = LocalSettings("/py", str(tmp_path),
                              project_dir or (lambda name: str(tmp_path / "proj")),
                              lambda project, script: "", base_env={"A": "1"})
-    launcher = LocalLauncher(reactor, settings, DirectSpawner(reactor),
+    launcher = LocalLauncher(settings, DirectSpawner(reactor),
                              to_thread=lambda f, *a: succeed(f(*a)))
     return Supervisor(reactor, store, launcher, events, str(tmp_path), **kwargs), changes
 

@@ -43,7 +43,7 @@ def make(tmp_path, signals):  # noqa: F811
         settings = LocalSettings("/py", str(tmp_path), lambda name: str(tmp_path / "proj"),
                                  lambda project, script: f"/scripts/{script}.py",
                                  base_env={})
-        launcher = LocalLauncher(reactor, settings, DirectSpawner(reactor), browsers,
+        launcher = LocalLauncher(settings, DirectSpawner(reactor), browsers,
                                  to_thread=to_thread)
         sup = Supervisor(reactor, store, launcher, JobEvents(), str(tmp_path), slots=4,
                          kill_grace=GRACE,

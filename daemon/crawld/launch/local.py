@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import signal as signals
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Optional
+from typing import Callable, Mapping, Optional
 
 import psutil
 from twisted.internet.defer import Deferred, inlineCallbacks, succeed
@@ -22,6 +22,7 @@ from .. import tree
 from ..commands import RunAs, crawl_command
 from ..model import Job
 from ..process import Exit
+from ..seams import BrowserRunner, Spawner
 from .protocol import Attempt, Reporter, Started
 
 log = Logger(namespace="crawld.launch")
@@ -51,10 +52,9 @@ class _Local:
 class LocalLauncher:
     """Starts attempts through a spawner (zygote or direct) or the browser runner."""
 
-    def __init__(self, reactor: Any, settings: LocalSettings, spawner: Any,
-                 browsers: Any = None, to_thread: Callable[..., Deferred] = deferToThread
-                 ) -> None:
-        self.reactor = reactor
+    def __init__(self, settings: LocalSettings, spawner: Spawner,
+                 browsers: Optional[BrowserRunner] = None,
+                 to_thread: Callable[..., Deferred] = deferToThread) -> None:
         self.settings = settings
         self.spawner = spawner
         self.browsers = browsers
