@@ -34,12 +34,6 @@ class NotFound(CrawldError):
     code = 404
 
 
-class MethodNotAllowed(CrawldError):
-    """The path exists but not for this HTTP method (405)."""
-
-    code = 405
-
-
 class Conflict(CrawldError):
     """The request contradicts the current state, e.g. removing a project in use (409)."""
 
@@ -62,12 +56,6 @@ class TooManyStreams(CrawldError):
     """Too many log or file streams are open at once (429)."""
 
     code = 429
-
-
-class DiskFull(CrawldError):
-    """The data directory's disk is full: nothing could be written (507)."""
-
-    code = 507
 
 
 def is_disk_full(exc: BaseException) -> bool:
