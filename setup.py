@@ -10,8 +10,9 @@ setup(
     python_requires=">=3.11",
     package_dir={"": "daemon"},
     packages=find_packages("daemon"),
-    # the API's OpenAPI description, served as /openapi.json (docs/openapi.yaml links here)
-    package_data={"crawld": ["openapi.yaml"]},
+    # the API's OpenAPI description, served as /openapi.json (docs/openapi.yaml links here),
+    # and config.example.ini's twin, printed by `crawld config --defaults`
+    package_data={"crawld": ["openapi.yaml", "defaults.ini"]},
     # Runtime ranges: from the lowest version the suite has run against (constraints.txt)
     # to the next major. Twisted is bounded tightly while crawld still uses private
     # Twisted names (web.py); docs/operations.md says how the pins move.

@@ -1,7 +1,8 @@
-"""``crawld serve``: the one place that imports the global reactor and runs it.
+"""``crawld serve``: the one place that imports the global reactor and runs it; and
+``crawld config --defaults``, which prints the embedded defaults as an INI file.
 
-Runs in the foreground and logs to stderr, as systemd/journald expect. Flags override
-the config file, which overrides the embedded defaults.
+``serve`` runs in the foreground and logs to stderr, as systemd/journald expect. Flags
+override the config file, which overrides the embedded defaults.
 """
 from __future__ import annotations
 
@@ -22,13 +23,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"crawld {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="run the daemon in the foreground")
-    serve.add_argument("--config", metavar="FILE", help="INI file (see config.example.ini)")
+    serve.add_argument("--config", metavar="FILE", help="INI file ('crawld config "
+                       "--defaults' prints every option with its default)")
     serve.add_argument("--listen", metavar="HOST:PORT", action="append",
                        help="address to listen on (repeatable; default 127.0.0.1:7654)")
     serve.add_argument("--data-dir", metavar="DIR",
                        help="where the database, projects and logs live (default ./crawld-data)")
     serve.add_argument("--job-slots", metavar="N", type=int,
                        help="jobs that may run at once (default 4 per CPU)")
+    show = sub.add_parser("config", help="print the built-in defaults as a commented INI file",
+                          description="Print every option of the INI file, with comments, "
+                          "set to its default: a file to start from ('crawld config "
+                          "--defaults > crawld.ini').")
+    show.add_argument("--defaults", action="store_true", required=True,
+                      help="print the built-in defaults as an INI file")
     keys.register(sub)  # crawld keys ... / crawld users ...
     return parser
 
@@ -91,6 +99,9 @@ def serve(settings: config.Settings) -> int:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "config":
+        sys.stdout.write(config.defaults_ini())
+        return 0
     if args.command in keys.COMMANDS:
         return keys.run(args)
     try:

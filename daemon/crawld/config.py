@@ -6,6 +6,7 @@ names the option instead of failing later inside a running daemon.
 from __future__ import annotations
 
 import configparser
+import importlib.resources
 import math
 import os
 import re
@@ -253,3 +254,11 @@ def load(path: Optional[str] = None, overrides: Optional[Mapping[str, Any]] = No
     if not settings.python or not os.path.exists(settings.python):
         raise ConfigError(f"[crawld] python = {settings.python!r}: no such interpreter")
     return settings
+
+
+def defaults_ini() -> str:
+    """Every option set to its default, with comments: the INI text shipped in the package
+    as ``defaults.ini`` (the same as the source tree's config.example.ini, which pip does
+    not install), so an installed crawld can print it (``crawld config --defaults``)."""
+    return importlib.resources.files(__package__).joinpath("defaults.ini").read_text(
+        encoding="utf-8")

@@ -30,7 +30,7 @@ def _location(parser: argparse.ArgumentParser, leaf: bool = False) -> None:
     given, so it never hides what the group parsed."""
     extra = {"default": argparse.SUPPRESS} if leaf else {}
     parser.add_argument("--config", metavar="FILE",
-                        help="INI file whose data-dir to use (see config.example.ini)",
+                        help="INI file whose data-dir to use",
                         **extra)
     parser.add_argument("--data-dir", metavar="DIR",
                         help="the daemon's data directory (default: from the config, "
