@@ -243,8 +243,8 @@ def endpoint(*methods: str) -> Callable:
                 return started.addCallback(lambda _: fn(self, request, *args, **kwargs))
 
             # A client that goes away makes Klein cancel the Deferred it was given; the
-            # work (a row written, a process spawned) must still finish, so Klein gets
-            # a Deferred with no canceller, fed by the real one.
+            # work (a password check, a row written, a process spawned) must still
+            # finish, so Klein gets a Deferred with no canceller, fed by the real one.
             shielded: Deferred = Deferred()
             self.authenticate(request).addCallback(authenticated).chainDeferred(shielded)
             return shielded.addCallback(
