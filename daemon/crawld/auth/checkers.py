@@ -28,7 +28,7 @@ from .passwords import DEFAULT_KDF, KdfParams, hash_password, key_sha256, verify
 from .roles import Clock, Identity
 
 #: Runs a blocking callable in a thread: ``to_thread(f, *args) -> Deferred`` of its result.
-ToThread = Callable[..., Deferred]
+ToThread = Callable[..., Deferred[Any]]
 
 
 class BadCredentials(UnauthorizedLogin):
@@ -69,7 +69,7 @@ class ApiKeyCredential:
 class KeyChecker:
     """API keys: one SHA-256 and a constant-time scan of the stored ones; answers at once."""
 
-    credential_types = (ApiKeyCredential,)
+    credential_types: tuple[type, ...] = (ApiKeyCredential,)
 
     def __init__(self, credentials: Credentials) -> None:
         self._credentials = credentials
@@ -122,7 +122,7 @@ class PasswordChecker:
     users exist: set it to the cost the users were created with.
     """
 
-    credential_types = (PasswordCredential,)
+    credential_types: tuple[type, ...] = (PasswordCredential,)
 
     def __init__(self, credentials: Credentials, secret: bytes, *, clock: Clock = time.time,
                  kdf: KdfParams = DEFAULT_KDF, to_thread: ToThread = deferToThread,

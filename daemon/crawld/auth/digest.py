@@ -114,7 +114,7 @@ class DigestChecker:
     """Issues Digest challenges for ``realm`` and checks the answers (see the module
     docstring); ``secret`` keys the nonces and the opaque value."""
 
-    credential_types = (DigestCredential,)
+    credential_types: tuple[type, ...] = (DigestCredential,)
 
     def __init__(self, credentials: Credentials, realm: str, secret: bytes, *,
                  clock: Clock = time.time, nonce_lifetime: float = 300.0,

@@ -156,13 +156,14 @@ class Authenticator:
         if not isinstance(result, Failure):
             self.limiter.settle(client, failed=False)
             return result
-        if result.check(BadCredentials):
+        wrong = result.value
+        if isinstance(wrong, BadCredentials):
             self.limiter.settle(client, failed=True)
             self._log.warn("authentication failed from {client}: {reason}",
-                           client=client, reason=result.value.reason)
-            raise Unauthorized(result.value.msg, self.challenges())
+                           client=client, reason=wrong.reason)
+            raise Unauthorized(wrong.msg, self.challenges())
         self.limiter.settle(client, failed=False)
-        if result.check(StaleNonce):
+        if isinstance(wrong, StaleNonce):
             raise Unauthorized("the Digest nonce is stale; retry with the new one",
                                self.challenges(stale=True))
         return result
