@@ -17,7 +17,7 @@ from typing import Any, Callable, Optional
 
 import yaml
 from klein import Klein
-from twisted.internet.defer import Deferred, inlineCallbacks, maybeDeferred
+from twisted.internet.defer import Deferred, inlineCallbacks, maybeDeferred, succeed
 from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
 from werkzeug.exceptions import HTTPException
@@ -228,24 +228,25 @@ def endpoint(*methods: str) -> Callable:
             if not self.host_ok(request):
                 raise Forbidden("this server is not known by the name in the Host header; "
                                 "add it to [web] hostnames (a guard against DNS rebinding)")
-            self.authenticate(request)
-            if method not in methods:
-                request.setHeader(b"Allow", ", ".join(methods).encode())
-                return error_body(request, 405, f"method {method} not allowed; use "
-                                  f"{' or '.join(methods)}")
-            if (method != "GET" or acts(request)) and not listed:
-                refuse_cross_site(request)
-            if getattr(request, "body_too_large", False):
-                raise TooLarge(f"request body over the {self.max_body} byte limit "
-                               "(max-archive-size)")
+            def authenticated(_: None) -> Any:
+                if method not in methods:
+                    request.setHeader(b"Allow", ", ".join(methods).encode())
+                    return error_body(request, 405, f"method {method} not allowed; use "
+                                      f"{' or '.join(methods)}")
+                if (method != "GET" or acts(request)) and not listed:
+                    refuse_cross_site(request)
+                if getattr(request, "body_too_large", False):
+                    raise TooLarge(f"request body over the {self.max_body} byte limit "
+                                   "(max-archive-size)")
+                parse = getattr(request, "parse_body", None)  # LimitedRequest; absent in tests
+                started = parse() if parse is not None else maybeDeferred(lambda: None)
+                return started.addCallback(lambda _: fn(self, request, *args, **kwargs))
+
             # A client that goes away makes Klein cancel the Deferred it was given; the
-            # work (a row written, a process spawned) must still finish, so Klein gets
-            # a Deferred with no canceller, fed by the real one.
+            # work (a password check, a row written, a process spawned) must still
+            # finish, so Klein gets a Deferred with no canceller, fed by the real one.
             shielded: Deferred = Deferred()
-            parse = getattr(request, "parse_body", None)  # LimitedRequest; absent in tests
-            started = parse() if parse is not None else maybeDeferred(lambda: None)
-            started.addCallback(lambda _: fn(self, request, *args, **kwargs))
-            started.chainDeferred(shielded)
+            self.authenticate(request).addCallback(authenticated).chainDeferred(shielded)
             return shielded.addCallback(
                 lambda result: result if isinstance(result, bytes) or result is None
                 else write_json(request, 200, {"status": "ok", **result}))
@@ -321,22 +322,24 @@ class Api:
             return True
         return host_allowed(request, self.hostnames)
 
-    def authenticate(self, request: Any) -> None:
-        """Who is asking, and may they: 401 (with challenges), 429 or 403, else nothing.
+    def authenticate(self, request: Any) -> Deferred[None]:
+        """Who is asking, and may they: a Deferred that fails with 401 (with
+        challenges), 429 or 403, else fires with None. A password may be checked in a
+        thread, so the answer may come later.
 
         Every route goes through here before anything else, logs and streams included.
         """
         if self.authenticator is None:
-            return
+            return succeed(None)
         headers = {name.decode("latin-1").lower(): values[-1].decode("latin-1")
                    for name, values in request.requestHeaders.getAllRawHeaders()}
         uri = request.uri.decode("latin-1")
         query = parse_qs(urlsplit(uri).query).get("key")  # the URL's, never the body's
         method = request.method.decode("ascii", "replace")
-        identity = self.authenticator.authenticate(
+        role = auth.required_role(method, request.path.decode("latin-1"))
+        return self.authenticator.authenticate(
             headers, query[0] if query else None, method, uri,
-            request.getClientAddress().host)
-        auth.authorize(identity, auth.required_role(method, request.path.decode("latin-1")))
+            request.getClientAddress().host).addCallback(auth.authorize, role)
 
     # -- errors -----------------------------------------------------------------------
     @app.handle_errors(CrawldError)

@@ -1,6 +1,6 @@
 """``crawld keys add|list|revoke`` and ``crawld users add|list|remove``.
 
-They edit ``<data-dir>/credentials.json`` (see auth.py for the format); a running
+They edit ``<data-dir>/credentials.json`` (see auth/credfile.py for the format); a running
 daemon picks the change up within a second, no restart. A new API key is printed once,
 alone on stdout (``KEY=$(crawld keys add --role reader)`` works); only its hash is
 kept. Listings show ids, names, roles and dates, never keys or hashes.

@@ -15,6 +15,7 @@ from crawld.scheduler import Scheduler
 from crawld.status import StatusReport
 from crawld.store import InlineExecutor, Store
 from tests.unit.fakes import result
+from twisted.internet.defer import fail, succeed
 from twisted.internet.task import Clock
 
 URL = "http://localhost"
@@ -390,7 +391,7 @@ class _NoAuth:
 
     def authenticate(self, *args, **kwargs):
         from crawld import auth
-        return auth.ANONYMOUS
+        return succeed(auth.ANONYMOUS)
 
 
 @pytest.mark.parametrize("host, code", [
@@ -429,7 +430,7 @@ def test_a_lockout_is_429_too_many_requests_with_retry_after(client):
         mode = "required"
 
         def authenticate(self, *args, **kwargs):
-            raise auth.TooManyAttempts("too many failed attempts; retry later", 30)
+            return fail(auth.TooManyAttempts("too many failed attempts; retry later", 30))
     stub.api.authenticator = Locked()
     try:
         response, body = call(stub, "get", "/status.json")

@@ -8,8 +8,10 @@ import os
 import stat
 
 import pytest
+from twisted.internet.defer import maybeDeferred
 
 from crawld import auth, keys
+from tests.unit.fakes import result
 
 LOW = auth.KdfParams(n=16, r=1, p=1)
 
@@ -23,9 +25,11 @@ def cli(data_dir, *argv, stdin="", getpass=None):
     return code, out.getvalue(), err.getvalue()
 
 
-def authenticator(data_dir):
+def login(data_dir, headers):
+    """Who ``headers`` prove to be to a daemon of ``data_dir`` (scrypt run inline)."""
     creds = auth.Credentials(auth.credentials_path(str(data_dir)))
-    return auth.Authenticator(creds, kdf=LOW)
+    authn = auth.Authenticator(creds, kdf=LOW, to_thread=lambda f, *a: maybeDeferred(f, *a))
+    return result(authn.authenticate(headers, None, "GET", "/", "127.0.0.1"))
 
 
 def test_keys_add_prints_the_key_once_and_it_works(tmp_path):
@@ -34,8 +38,7 @@ def test_keys_add_prints_the_key_once_and_it_works(tmp_path):
     key = out.strip()
     assert out == key + "\n" and key.startswith("cwk_")  # alone on stdout
     assert key[:12] in err and "not shown again" in err and key not in err
-    ident = authenticator(tmp_path).authenticate({"x-api-key": key}, None, "GET", "/",
-                                                 "127.0.0.1")
+    ident = login(tmp_path, {"x-api-key": key})
     assert (ident.role, ident.name) == ("reader", "ci")
     path = auth.credentials_path(str(tmp_path))
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
@@ -87,8 +90,7 @@ def test_users_add_from_stdin_and_login(tmp_path):
                          "--password-stdin", stdin="pa:ss word\n")
     assert code == 0 and "alice" in out and "pa:ss" not in out + err
     token = base64.b64encode(b"alice:pa:ss word").decode()
-    ident = authenticator(tmp_path).authenticate(
-        {"authorization": f"Basic {token}"}, None, "GET", "/", "127.0.0.1")
+    ident = login(tmp_path, {"authorization": f"Basic {token}"})
     assert (ident.kind, ident.role) == ("basic", "operator")
     path = auth.credentials_path(str(tmp_path))
     assert "pa:ss word" not in open(path).read()

@@ -1,0 +1,169 @@
+"""The Authenticator: a request's credentials to an ``Identity``, asynchronously.
+
+twisted.cred's Portal shape: the request's credential is found (``credential_of``), the
+checker registered for its type answers with a Deferred (checkers.py, digest.py), and the
+portal turns a wrong credential into a 401 with fresh challenges, counted by the failure
+limiter. Password hashing runs in a thread, so the reactor never waits for scrypt.
+
+Failures never log a secret: no key, no password, no Authorization header, no part of
+them; only the kind of credential, the user name and the client address.
+"""
+from __future__ import annotations
+
+import secrets
+import time
+from typing import Any, Mapping, Optional, Sequence, Union
+
+from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
+from twisted.internet.threads import deferToThread
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from ..errors import ConfigError, CrawldError
+from .checkers import (ApiKeyCredential, BadCredentials, Checker, KeyChecker,
+                       PasswordChecker, PasswordCredential, StaleNonce, ToThread, parse_basic)
+from .credfile import Credentials
+from .digest import DigestChecker, DigestCredential, parse_digest
+from .limiter import FailureLimiter, TooManyAttempts
+from .passwords import DEFAULT_KDF, DEFAULT_REALM, KdfParams, valid_realm
+from .roles import ANONYMOUS, MODES, Clock, Identity
+
+log = Logger(namespace="crawld.auth")
+
+Credential = Union[ApiKeyCredential, PasswordCredential, DigestCredential]
+
+_REQUIRED = ("authentication required: an API key (Authorization: Bearer, X-Api-Key or "
+             "?key=) or a user (HTTP Basic or Digest)")
+
+
+class Unauthorized(CrawldError):
+    """No valid credentials (401). ``challenges`` are the ``WWW-Authenticate`` values to
+    send, one header each: a Digest challenge (fresh nonce) and a Basic one."""
+
+    code = 401
+
+    def __init__(self, msg: str, challenges: Sequence[str] = ()) -> None:
+        super().__init__(msg)
+        self.challenges = list(challenges)
+
+    def response_headers(self) -> dict[str, list[str]]:
+        """Headers the response must carry, name -> values (one header line each)."""
+        return {"WWW-Authenticate": list(self.challenges)}
+
+
+def credential_of(headers: Mapping[str, str], query_key: Optional[str], method: str,
+                  uri: str) -> Optional[Credential]:
+    """The request's credential, from the first present of: ``Authorization`` (Bearer,
+    Basic or Digest; another scheme is ignored), ``X-Api-Key``, ``query_key``; None if
+    there is none. Raises BadCredentials when the one found is malformed."""
+    scheme, _, rest = (headers.get("authorization") or "").strip().partition(" ")
+    scheme = scheme.lower()
+    if scheme == "bearer":
+        return ApiKeyCredential(rest.strip(), "Bearer")
+    if scheme == "basic":
+        return parse_basic(rest.strip())
+    if scheme == "digest":
+        return parse_digest(rest, method, uri)
+    if headers.get("x-api-key"):
+        return ApiKeyCredential(headers["x-api-key"].strip(), "X-Api-Key")
+    if query_key:
+        return ApiKeyCredential(query_key, "key parameter")
+    return None
+
+
+def _shielded(d: Deferred[Identity]) -> Deferred[Identity]:
+    """``d``'s result through a Deferred whose cancellation does not reach ``d``: a
+    client that goes away must not skip the limiter's and the cache's bookkeeping."""
+    if d.called:
+        return d
+    out: Deferred[Identity] = Deferred()
+    d.chainDeferred(out)
+    return out
+
+
+class Authenticator:
+    """Checks requests against the credentials (see ``authenticate``).
+
+    ``secret`` keys the Digest nonces, the opaque value and the Basic success cache;
+    by default it is random per process, so a restart makes old nonces stale (clients
+    retry transparently). ``kdf`` is the cost of the dummy hash checked for unknown
+    Basic users (so that timing does not tell which users exist): set it to the cost
+    the users were created with. ``to_thread`` runs password hashing off the reactor.
+    """
+
+    def __init__(self, credentials: Credentials, *, mode: str = "required",
+                 realm: str = DEFAULT_REALM, clock: Clock = time.time,
+                 limiter: Optional[FailureLimiter] = None, nonce_lifetime: float = 300.0,
+                 secret: Optional[bytes] = None, kdf: KdfParams = DEFAULT_KDF,
+                 basic_cache_ttl: float = 300.0, cache_size: int = 1000,
+                 max_tracked_nonces: int = 10000, logger: Optional[Logger] = None,
+                 to_thread: ToThread = deferToThread) -> None:
+        if mode not in MODES:
+            raise ConfigError(f"auth: expected none or required, got {mode!r}")
+        if not valid_realm(realm):
+            raise ConfigError(f"auth realm: printable ASCII without quotes, got {realm!r}")
+        self.mode = mode
+        self.realm = realm
+        self._log = logger or log
+        self.limiter = limiter or FailureLimiter(clock, logger=self._log)
+        secret = secret or secrets.token_bytes(32)
+        self.digest = DigestChecker(credentials, realm, secret, clock=clock,
+                                    nonce_lifetime=nonce_lifetime,
+                                    max_tracked_nonces=max_tracked_nonces)
+        checkers: tuple[Checker, ...] = (
+            KeyChecker(credentials),
+            PasswordChecker(credentials, secret, clock=clock, kdf=kdf, to_thread=to_thread,
+                            cache_ttl=basic_cache_ttl, cache_size=cache_size),
+            self.digest)
+        self._checkers: dict[type, Checker] = {
+            kind: checker for checker in checkers for kind in checker.credential_types}
+
+    def challenges(self, stale: bool = False) -> list[str]:
+        """``WWW-Authenticate`` values: Digest (new nonce) first, then Basic."""
+        return [self.digest.challenge(stale), f'Basic realm="{self.realm}", charset="UTF-8"']
+
+    def authenticate(self, headers: Mapping[str, str], query_key: Optional[str],
+                     method: str, uri: str, client_host: str) -> Deferred[Identity]:
+        """Who sent this request: a Deferred firing with the Identity, or failing with
+        Unauthorized (401) or TooManyAttempts (429). It never raises.
+
+        ``headers`` maps lower-case names to values; ``query_key`` is the ``key`` query
+        parameter; ``uri`` is the request target as sent (path and query, Twisted's
+        ``request.uri``), which a Digest ``uri`` must equal; ``client_host`` is the peer
+        address. With ``mode = none`` everyone is ANONYMOUS (an operator). A request
+        without credentials gets 401 without counting as a failure (it is how Digest
+        starts); wrong ones count. Only a Basic password not checked recently waits for a
+        thread; every other answer is already fired.
+        """
+        if self.mode == "none":
+            return succeed(ANONYMOUS)
+        try:
+            self.limiter.admit(client_host)
+        except TooManyAttempts:
+            return fail()
+        d = maybeDeferred(self._check, headers, query_key, method, uri)
+        return _shielded(d.addBoth(self._settle, client_host))
+
+    def _check(self, headers: Mapping[str, str], query_key: Optional[str], method: str,
+               uri: str) -> Deferred[Identity]:
+        credential = credential_of(headers, query_key, method, uri)
+        if credential is None:
+            raise Unauthorized(_REQUIRED, self.challenges())
+        return self._checkers[type(credential)].check(credential)
+
+    def _settle(self, result: Any, client: str) -> Any:
+        """Count the outcome of the attempt; a wrong credential becomes a 401."""
+        if not isinstance(result, Failure):
+            self.limiter.settle(client, failed=False)
+            return result
+        wrong = result.value
+        if isinstance(wrong, BadCredentials):
+            self.limiter.settle(client, failed=True)
+            self._log.warn("authentication failed from {client}: {reason}",
+                           client=client, reason=wrong.reason)
+            raise Unauthorized(wrong.msg, self.challenges())
+        self.limiter.settle(client, failed=False)
+        if isinstance(wrong, StaleNonce):
+            raise Unauthorized("the Digest nonce is stale; retry with the new one",
+                               self.challenges(stale=True))
+        return result
