@@ -69,6 +69,8 @@ def describe_exit(exit: Exit) -> Optional[str]:
     """A short reason for a failed exit, or None for success."""
     if exit.ok:
         return None
+    if exit.reason:
+        return exit.reason
     if exit.code is None and exit.signal is None:
         return "exit status unknown: the zygote that started the job ended before it"
     if exit.signal is not None:
@@ -405,8 +407,8 @@ class Supervisor:
                           f"{killed} descendant(s) killed at restart")
             elif job.pid is None or job.pid_started is None:
                 # The daemon died between spawning and recording the pid: the job's
-                # processes, if any, carry its id in their environment.
-                pids = yield self._off_thread(tree.find_by_env, "CRAWLD_JOB_ID", job.id)
+                # processes, if any, carry its id in their title or their environment.
+                pids = yield self._off_thread(tree.find_job, job.id)
                 for pid in pids:
                     tree.kill_tree(pid)
                 reason = ("the daemon stopped while the job was starting"
