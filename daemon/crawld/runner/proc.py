@@ -12,7 +12,7 @@ from __future__ import annotations
 import ctypes
 import os
 import sys
-from typing import Callable, Mapping, Optional, Union
+from typing import Callable, Mapping, NoReturn, Optional, Union
 
 PR_SET_PDEATHSIG = 1
 PR_SET_NAME = 15
@@ -65,6 +65,17 @@ def set_title(title: Optional[str]) -> None:
                 del os.environ["SPT_NOENV"]  # not passed on to the job's children
     except Exception:  # ImportError, or a broken build: the short name will do
         prctl(PR_SET_NAME, title.encode()[:15])
+
+
+def exit_now(code: int) -> NoReturn:
+    """End a forked child: flush its output, then ``os._exit`` (never unwind into the
+    parent's code, nor run its atexit handlers)."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:
+            pass
+    os._exit(code)
 
 
 def reap(ended: Callable[[int, int], None]) -> None:

@@ -264,12 +264,7 @@ def main() -> None:
         except BaseException:
             traceback.print_exc()
         finally:
-            for stream in (sys.stdout, sys.stderr):
-                try:
-                    stream.flush()
-                except Exception:
-                    pass
-            os._exit(code)
+            proc.exit_now(code)
     for name in ("CRAWLD_CONTROL_OUT", "CRAWLD_CONTROL_IN"):
         try:
             fd = browser.env_fd(name)

@@ -109,12 +109,7 @@ def run_child(request: dict, keep_fds: tuple[int, ...]) -> None:
         traceback.print_exc()
         code = 1
     finally:
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                stream.flush()
-            except Exception:
-                pass
-        os._exit(code)
+        proc.exit_now(code)
 
 
 def exited(pid: int, status: int) -> None:
