@@ -2,8 +2,8 @@
 
 A browser job is one process tree: ``runner/shim.py`` (a child subreaper that ends and
 reaps everything under it, Chromium included) over ``runner/browser.py`` running the
-user's ``run(page, job)``. The
-daemon talks to it over two pipes of their own, never over the job's stdout:
+user's ``run(page, job)``. The daemon talks to it over two pipes of their own, never
+over the job's stdout:
 
 - fd 3, job -> daemon: JSON lines (``post``, ``progress``, ``result``, ``file``,
   ``screenshot`` replies, ``ready``, and ``error``: why it is about to fail, which
@@ -119,7 +119,7 @@ class Channel:
     next_shot: int = 0
     closed: bool = False
     error: Optional[str] = None      # the job's own reason for failing, if it sent one
-    lines: Optional[LineReader] = None
+    lines: LineReader = field(init=False)  # the pipe's bytes, framed into lines
 
     def __post_init__(self) -> None:
         self.lines = LineReader(MAX_LINE, f"job {self.job_id}'s control pipe")

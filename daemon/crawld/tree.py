@@ -38,7 +38,7 @@ def is_same_process(pid: int, started: Optional[float]) -> bool:
 
 
 def find_job(job_id: str) -> list[int]:
-    """Pids of live processes of job ``job_id`` (blocking: a /proc walk, run it in a thread).
+    """Pids of live processes of job ``job_id`` (blocking: a /proc walk; use a thread).
 
     A process belongs to the job when its title says so (its command line starts with
     ``crawld: job <id>``, runner/proc.py: every job process crawld starts, zygote-forked
