@@ -23,6 +23,9 @@ setup(
         "croniter>=7.0,<8",
         "psutil>=7.2,<8",
         "pyyaml>=6.0,<7",  # openapi.yaml, read once and served as /openapi.json
+        # job processes show as "crawld: job <id> <project>/<spider>" in ps; the jobs'
+        # interpreter may lack it (another venv): they then set only the short name
+        "setproctitle>=1.3,<2",
     ],
     extras_require={
         # browser jobs: Playwright drives Debian's Chromium (never a downloaded browser)

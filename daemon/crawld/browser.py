@@ -1,11 +1,13 @@
-"""Browser jobs, daemon side: spawning ``browser_job.py``, its control channel, its events.
+"""Browser jobs, daemon side: spawning the runner, its control channel, its events.
 
-A browser job is one process tree: ``browser_job.py`` (a child subreaper that ends and
-reaps everything under it, Chromium included) running the user's ``run(page, job)``. The
-daemon talks to it over two pipes of their own, never over the job's stdout:
+A browser job is one process tree: ``runner/shim.py`` (a child subreaper that ends and
+reaps everything under it, Chromium included) over ``runner/browser.py`` running the
+user's ``run(page, job)``. The daemon talks to it over two pipes of their own, never
+over the job's stdout:
 
 - fd 3, job -> daemon: JSON lines (``post``, ``progress``, ``result``, ``file``,
-  ``screenshot`` replies, ``ready``);
+  ``screenshot`` replies, ``ready``, and ``error``: why it is about to fail, which
+  becomes the job's reason);
 - fd 4, daemon -> job: JSON lines (``message``, ``screenshot`` requests).
 
 Every event the job sends is appended to ``<logs>/<id>.events`` (one JSON object per
@@ -20,33 +22,30 @@ import json
 import os
 import shutil
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Mapping, Optional
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
 
-from . import logs
+from . import logs, runner
 from .commands import Command, RunAs, as_user, job_env
 from .errors import CrawldError, NotFound
+from .lines import LineReader
 from .model import Job
-from .process import JobProcessProtocol
+from .process import JobProcessProtocol, exit_from_reason
 
 log = Logger(namespace="crawld.browser")
 
-RUNNER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "browser_job.py")
-#: Runs the runner as a module loaded from its path, not as ``python browser_job.py``:
-#: a __main__ script is compiled at every start (13 ms for this one), a module's
-#: bytecode is cached in __pycache__ (pip writes it at install). No crawld import, no
-#: change to sys.path: any interpreter with Playwright runs it.
-BOOTSTRAP = ("import importlib.util as u, sys; s = u.spec_from_file_location("
-             "'crawld_browser_job', sys.argv[1]); m = u.module_from_spec(s); "
-             "sys.modules[s.name] = m; s.loader.exec_module(m); m.main()")
+#: The runner's entry: runner/shim.py, loaded as a module from its path (runner/__init__
+#: says why), in the jobs' interpreter; it forks runner/browser.py.
+SHIM = "shim"
 CANDIDATES = ("/usr/lib/chromium/chromium", "/usr/bin/chromium", "/usr/bin/chromium-browser",
               "/usr/bin/google-chrome", "/usr/bin/google-chrome-stable")
 CONTROL_OUT, CONTROL_IN = 3, 4  # the job's fds: it writes events to 3, reads commands on 4
 MAX_LINE = 16 * 1024 * 1024     # a control line longer than this is dropped
+MAX_REASON = 1000               # characters of the job's own failure reason kept
 MAX_POSTS = 10000               # unread posts kept per job; older ones are dropped
 EVENT_TYPES = ("post", "progress", "result", "file")
 
@@ -118,34 +117,18 @@ class Channel:
     posts: deque = field(default_factory=lambda: deque(maxlen=MAX_POSTS))
     shots: dict[int, Deferred] = field(default_factory=dict)
     next_shot: int = 0
-    pieces: list = field(default_factory=list)  # the unfinished line, in pieces
-    pending: int = 0                            # its length
     closed: bool = False
+    error: Optional[str] = None      # the job's own reason for failing, if it sent one
+    lines: LineReader = field(init=False)  # the pipe's bytes, framed into lines
+
+    def __post_init__(self) -> None:
+        self.lines = LineReader(MAX_LINE, f"job {self.job_id}'s control pipe")
 
     # -- job -> daemon ----------------------------------------------------------------
     def data_received(self, data: bytes) -> None:
-        """Split the pipe's bytes into lines. Only the new bytes are searched, and an
-        unfinished line is kept as pieces: a 16 MiB line costs one join, not a rescan
-        of the whole buffer at every 8 KiB read."""
-        start = 0
-        while (end := data.find(b"\n", start)) >= 0:
-            self.pieces.append(data[start:end])
-            line = b"".join(self.pieces)
-            self.pieces, self.pending = [], 0
+        """Hand each complete line of the pipe's bytes on (lines.py bounds them)."""
+        for line in self.lines.feed(data):
             self.line_received(line)
-            start = end + 1
-        if start < len(data):
-            self.pieces.append(data[start:])
-            self.pending += len(data) - start
-            if self.pending > MAX_LINE:
-                log.warn("job {id}: control line over {n} bytes dropped", id=self.job_id,
-                         n=MAX_LINE)
-                self.pieces, self.pending = [], 0
-
-    @property
-    def buffer(self) -> bytes:
-        """The unfinished line so far."""
-        return b"".join(self.pieces)
 
     def line_received(self, line: bytes) -> None:
         try:
@@ -157,6 +140,10 @@ class Channel:
             return
         if kind == "ready":
             self.ready = True
+        elif kind == "error":
+            message = event.get("message")
+            if isinstance(message, str) and message:
+                self.error = message[:MAX_REASON]
         elif kind == "screenshot":
             waiting = self.shots.pop(event.get("req"), None)
             if waiting is not None:
@@ -234,8 +221,12 @@ class BrowserProtocol(JobProcessProtocol):
             self.channel.data_received(data)
 
     def processEnded(self, reason: Any) -> None:
+        """Report the end; a failed job's own reason (an ``error`` event) goes with it."""
         self.channel.close()
-        super().processEnded(reason)
+        exit = exit_from_reason(reason)
+        if not exit.ok and self.channel.error:
+            exit = replace(exit, reason=self.channel.error)
+        self.ended.callback(exit)
 
 
 @dataclass(frozen=True)
@@ -275,8 +266,8 @@ class Browsers:
     # -- running ----------------------------------------------------------------------
     def command(self, job: Job, cwd: str, script: Optional[str],
                 base_env: Mapping[str, str]) -> Command:
-        """The command for a browser job: ``python browser_job.py`` with its inputs in
-        the environment (the runner needs only the stdlib and Playwright)."""
+        """The command for a browser job: the runner's shim with its inputs in the
+        environment (the runner needs only the stdlib and Playwright)."""
         if self.settings.executable is None:
             raise RuntimeError("no Chromium found; install Debian's chromium package or "
                                "set [browser] executable")
@@ -296,7 +287,7 @@ class Browsers:
             env["CRAWLD_ARGUMENT"] = job.payload
         if self.run_as is not None:
             env.update(self.run_as.env())
-        return as_user(Command((self.python, "-c", BOOTSTRAP, RUNNER), env, cwd), self.run_as)
+        return as_user(Command(runner.argv(self.python, SHIM), env, cwd), self.run_as)
 
     def spawn(self, cmd: Command, job_id: str) -> Any:
         """Start the runner with its log files and control pipes; returns a Spawned."""

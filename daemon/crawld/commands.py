@@ -9,13 +9,14 @@ import json
 from dataclasses import dataclass, replace
 from typing import Mapping, Optional
 
+from . import runner
 from .model import Job
 
-#: Runs inside the job's interpreter: a session of its own (so cancel reaches the whole
-#: process group) and then Scrapy's command line in the same process. No crawld import,
-#: so any interpreter with Scrapy installed can run jobs.
-CHILD_BOOTSTRAP = ("import os, sys; os.setsid(); from scrapy.cmdline import execute; "
-                   "execute(['scrapy'] + sys.argv[1:])")
+#: What runs a direct ``scrapy <args>`` in the job's interpreter: runner/spider.py, a
+#: session of its own (so cancel reaches the whole process group), the job's process
+#: title, then Scrapy's command line in the same process. No crawld import, so any
+#: interpreter with Scrapy installed can run jobs.
+SPIDER = "spider"
 
 #: Settings forced on every job. RemoteControl (Scrapy 2.19) opens a local port that runs
 #: code, the telnet console opens another: neither may be reachable on a shared host.
@@ -84,7 +85,7 @@ def crawl_command(job: Job, project_dir: str, python: str,
         args += ["-s", f"{name}={value}"]
     if job.payload and json.loads(job.payload) != {}:
         args += ["-a", f"payload={job.payload}"]
-    return as_user(Command((python, "-c", CHILD_BOOTSTRAP, *args),
+    return as_user(Command(runner.argv(python, SPIDER, *args),
                            job_env(base_env, job, run_as), project_dir, tuple(args)), run_as)
 
 
@@ -95,5 +96,4 @@ def list_command(project_dir: str, python: str, base_env: Mapping[str, str],
     env = dict(base_env)
     if run_as is not None:
         env.update(run_as.env())
-    args = (python, "-c", CHILD_BOOTSTRAP, "list")
-    return as_user(Command(args, env, project_dir), run_as)
+    return as_user(Command(runner.argv(python, SPIDER, "list"), env, project_dir), run_as)

@@ -28,10 +28,12 @@ def signal_name(number: Optional[int]) -> Optional[str]:
 
 @dataclass(frozen=True)
 class Exit:
-    """How a process ended: an exit code, or the signal that killed it."""
+    """How a process ended: an exit code, or the signal that killed it, and the reason
+    the job itself gave for failing, when it gave one (a browser job's ``error``)."""
 
     code: Optional[int]
     signal: Optional[int]
+    reason: Optional[str] = None
 
     @property
     def ok(self) -> bool:

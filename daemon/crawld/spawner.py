@@ -2,8 +2,8 @@
 
 Both give the supervisor the same thing, a ``Spawned`` (pid, and a Deferred that fires
 with the Exit), so slots, cancel and orphan handling do not care which one was used.
-The zygote is the fast path (see zygote.py); the direct spawn is its fallback whenever
-the zygote is off, not ready to start or gone.
+The zygote is the fast path (see runner/zygote.py); the direct spawn is its fallback
+whenever the zygote is off, not ready to start or gone.
 """
 from __future__ import annotations
 
@@ -17,13 +17,15 @@ from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from . import logs, tree, zygote
+from . import logs, runner, tree
 from .commands import Command
+from .lines import LineReader
 from .process import Exit, JobProcessProtocol
 
 log = Logger(namespace="crawld.spawner")
 
 LOST_POLL = 0.5  # how often to look for jobs whose zygote died
+MAX_EVENT = 1024 * 1024  # a zygote event line longer than this is dropped
 
 
 @dataclass
@@ -67,12 +69,10 @@ class DirectSpawner:
 class _ZygoteProtocol(ProcessProtocol):
     def __init__(self, owner: "ZygoteSpawner") -> None:
         self.owner = owner
-        self.buffer = b""
+        self.lines = LineReader(MAX_EVENT, "the zygote")
 
     def outReceived(self, data: bytes) -> None:
-        self.buffer += data
-        while b"\n" in self.buffer:
-            line, self.buffer = self.buffer.split(b"\n", 1)
+        for line in self.lines.feed(data):
             try:
                 event = json.loads(line)
             except ValueError:
@@ -103,7 +103,7 @@ class ZygoteSpawner:
     def _start(self, python: str, cwd: str, env: dict[str, str]) -> None:
         self.proto = _ZygoteProtocol(self)
         try:
-            self.reactor.spawnProcess(self.proto, python, [python, "-c", zygote.bootstrap()],
+            self.reactor.spawnProcess(self.proto, python, list(runner.argv(python, "zygote")),
                                       env=env, path=cwd, childFDs={0: "w", 1: "r", 2: 2})
             self.alive = True
         except Exception as exc:

@@ -49,6 +49,8 @@ def describe_exit(exit: Exit) -> Optional[str]:
     """A short reason for a failed exit, or None for success."""
     if exit.ok:
         return None
+    if exit.reason:
+        return exit.reason
     if exit.code is None and exit.signal is None:
         return "exit status unknown: the zygote that started the job ended before it"
     if exit.signal is not None:

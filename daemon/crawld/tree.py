@@ -1,4 +1,5 @@
-"""Process trees: find a job's descendants, signal all of them, recognise a pid again.
+"""Process trees: find a job's processes and descendants, signal all of them, recognise
+a pid again.
 
 A job leads its own session and process group, so one ``killpg`` reaches most of it;
 descendants that started sessions of their own (browsers do) are found through the
@@ -11,6 +12,8 @@ import signal as signals
 from typing import Optional
 
 import psutil
+
+from .runner.proc import TITLE_PREFIX
 
 
 def start_time(pid: int) -> Optional[float]:
@@ -34,20 +37,34 @@ def is_same_process(pid: int, started: Optional[float]) -> bool:
     return now is not None and started is not None and now == started
 
 
-def find_by_env(name: str, value: str) -> list[int]:
-    """Pids of live processes whose environment has ``name=value`` (same user only)."""
-    needle = f"{name}={value}".encode()
+def find_job(job_id: str) -> list[int]:
+    """Pids of live processes of job ``job_id`` (blocking: a /proc walk; use a thread).
+
+    A process belongs to the job when its title says so (its command line starts with
+    ``crawld: job <id>``, runner/proc.py: every job process crawld starts, zygote-forked
+    ones included) or its environment has ``CRAWLD_JOB_ID=<id>`` (what a job's
+    processes exec, and a direct spawn, carry; a zygote-forked process keeps the
+    zygote's). Environments of other users' processes are unreadable and skipped.
+    """
+    title = f"{TITLE_PREFIX}{job_id}".encode()
+    needle = f"CRAWLD_JOB_ID={job_id}".encode()
     found = []
     for entry in os.listdir("/proc"):
-        if not entry.isdigit():
+        if not entry.isdigit() or int(entry) == os.getpid():
             continue
         try:
+            with open(f"/proc/{entry}/cmdline", "rb") as fh:
+                cmdline = fh.read()
+            if cmdline.startswith(title) and cmdline[len(title):len(title) + 1] in (
+                    b"", b" ", b"\0"):
+                found.append(int(entry))
+                continue
             with open(f"/proc/{entry}/environ", "rb") as fh:
                 if needle in fh.read().split(b"\0"):
                     found.append(int(entry))
         except OSError:
             continue
-    return found
+    return sorted(found)
 
 
 def descendants(pid: int) -> list[psutil.Process]:

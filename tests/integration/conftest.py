@@ -126,6 +126,22 @@ class DaemonProcess:
         return wait_for(find, 60, what=f"job {job_id} to report")
 
 
+def title(pid: int) -> str:
+    """What ``ps`` shows for ``pid``: its /proc/PID/cmdline, arguments joined by spaces.
+
+    A process that set its title has it alone there, padded with NULs (``setproctitle``).
+    """
+    with open(f"/proc/{pid}/cmdline", "rb") as fh:
+        return fh.read().rstrip(b"\0").replace(b"\0", b" ").decode(errors="replace")
+
+
+def zygote_pid(daemon: DaemonProcess) -> int:
+    """The pid of the daemon's zygote, once it is ready (from the daemon's log)."""
+    found = wait_for(lambda: re.findall(r"zygote ready \(pid (\d+)", daemon.log()), 30,
+                     what="the zygote to be ready")
+    return int(found[-1])
+
+
 def gone(pid: int) -> bool:
     """True when ``pid`` no longer runs (a zombie awaiting its reaper counts as gone)."""
     try:

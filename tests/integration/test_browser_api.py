@@ -11,6 +11,7 @@ import io
 import json
 import os
 import signal
+import socket
 import zipfile
 from typing import Any, Iterator
 
@@ -19,7 +20,7 @@ import pytest
 
 from tests.conftest import wait_for
 from tests.integration import project
-from tests.integration.conftest import gone
+from tests.integration.conftest import gone, title
 from tests.integration.pages import serve
 
 PAGES = {
@@ -202,6 +203,10 @@ def test_screenshot_of_a_running_job_then_cancel_leaves_nothing(
         assert r.content.startswith(b"\x89PNG\r\n\x1a\n") and len(r.content) > 1000
     pids = job_pids(d, job_id)
     assert any("chrom" in p_name(p) for p in pids), pids
+    [shim] = [p for p in psutil.Process(d.proc.pid).children() if p.pid in pids]
+    assert title(shim.pid) == f"crawld: job {job_id} demo/wait"
+    assert f"crawld: job {job_id} demo/wait (runner)" in [
+        title(p.pid) for p in shim.children()], "the runner, forked by the shim"
     body = d.ok(d.post("/cancel-job.json", id=job_id))
     assert body["job-status"] == "CANCELED"
     assert d.get("/job-screenshot.png", id=job_id).status_code == 404
@@ -263,6 +268,24 @@ def test_browse_blocks_until_done_with_result_and_screenshot(make_daemon: Any,
     assert body["files"] == []
     listed = d.jobs("COMPLETED")
     assert {j["kind"] for j in listed} == {"browse"} and len(listed) == 2
+
+
+def test_a_browse_that_fails_has_the_pages_error_as_its_reason(make_daemon: Any,
+                                                              site: str) -> None:
+    d = make_daemon().start()
+    body = d.ok(d.post("/browse.json", url=site + "/page", **{"wait-for": "#never"},
+                       timeout="2", block="1"))
+    job = body["job"]
+    assert body["ended"] is True and (job["status"], job["exit-code"]) == ("FAILED", 1)
+    assert job["reason"] == ("timed out after 2 s (timeout): Page.wait_for_selector: "
+                             "Timeout 2000ms exceeded.")
+    assert "Call log:" in d.log_text(job["identifier"], "err"), "the details stay in the log"
+    with socket.socket() as closed:  # bound, never listening: the connection is refused
+        closed.bind(("127.0.0.1", 0))
+        url = "http://127.0.0.1:%d/" % closed.getsockname()[1]
+        job = d.ok(d.post("/browse.json", url=url, timeout="5", block="1"))["job"]
+    assert job["status"] == "FAILED"
+    assert job["reason"] == f"browse failed: Page.goto: net::ERR_CONNECTION_REFUSED at {url}"
 
 
 def test_bad_browser_requests_get_clear_errors(browser_daemon: Any) -> None:

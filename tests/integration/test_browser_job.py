@@ -1,6 +1,6 @@
-"""Browser jobs end to end: ``browser_job.py`` run as the daemon runs it, real Chromium.
+"""Browser jobs end to end: the runner's shim run as the daemon runs it, real Chromium.
 
-Each test spawns ``python daemon/crawld/browser_job.py`` with its environment, log files
+Each test spawns ``python -c BOOTSTRAP <runner dir> shim`` with its environment, log files
 and a control channel made of two pipes, exactly as the daemon does, and talks to it in
 JSON lines. Pages come from a small HTTP server on 127.0.0.1. Chromium and Playwright
 are required: a missing one fails the tests (CI installs both).
@@ -24,11 +24,11 @@ from typing import Any, Callable, Iterator, Optional
 import psutil
 import pytest
 
+from crawld import runner
 from tests.conftest import wait_for
 from tests.integration.pages import serve
 
-ROOT = Path(__file__).resolve().parents[2]
-BROWSER_JOB = ROOT / "daemon" / "crawld" / "browser_job.py"
+SHIM = runner.argv(sys.executable, "shim")  # exactly the daemon's command line
 CHROMIUM = os.environ.get("CRAWLD_TEST_CHROMIUM", "/usr/lib/chromium/chromium")
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -67,7 +67,7 @@ def site() -> Iterator[str]:
 
 
 class BrowserJob:
-    """One browser_job.py process, its files, and our ends of its control pipes."""
+    """One browser job (its shim), its files, and our ends of its control pipes."""
 
     def __init__(self, tmp_path: Path, script: Optional[str] = None,
                  browse: Optional[dict] = None, argument: Any = None,
@@ -99,7 +99,7 @@ class BrowserJob:
             env["CRAWLD_CONTROL_IN"] = str(commands_r)
             pass_fds = (events_w, commands_r)
         with open(self.out_path, "wb") as out, open(self.err_path, "wb") as err:
-            self.proc = subprocess.Popen([sys.executable, str(BROWSER_JOB)], env=env,
+            self.proc = subprocess.Popen(SHIM, env=env,
                                          stdin=subprocess.DEVNULL, stdout=out, stderr=err,
                                          pass_fds=pass_fds, cwd=str(tmp_path))
         for fd in pass_fds:
@@ -429,8 +429,20 @@ def test_browse_html_and_a_failing_browse(start, site, tmp_path):
             assert failing.wait() == 1
         finally:
             failing.close()
-    assert "browse failed" in failing.stderr()
+    assert "browse failed: Page.goto: net::ERR_CONNECTION_REFUSED" in failing.stderr()
     assert not [e for e in failing.events if e["type"] == "result"]
+    [error] = [e for e in failing.events if e["type"] == "error"]
+    assert error["message"].startswith("browse failed: Page.goto: net::ERR_CONNECTION_REFUSED")
+    assert "\n" not in error["message"], "one line; the call log is in the .err log"
+
+
+def test_a_selector_that_never_appears_fails_saying_it_timed_out(start, site):
+    job = start(browse={"url": site + "/hello", "wait_for": "#never", "timeout": 1.5})
+    assert job.wait() == 1, job.stderr()
+    assert [e["type"] for e in job.events] == ["ready", "error"]
+    assert job.events[-1]["message"] == ("timed out after 1.5 s (timeout): "
+                                         "Page.wait_for_selector: Timeout 1500ms exceeded.")
+    assert "Call log:" in job.stderr() and "#never" in job.stderr()
 
 
 WAIT_FOREVER = """

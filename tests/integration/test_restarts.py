@@ -1,14 +1,20 @@
 """Persistence across restarts, SIGKILL recovery, graceful SIGTERM, start-up errors."""
 from __future__ import annotations
 
+import fcntl
 import os
+import signal
 import sqlite3
+import struct
 import subprocess
 import sys
+import termios
 import time
 
+import psutil
+
 from tests.conftest import wait_for
-from tests.integration.conftest import DaemonProcess, gone
+from tests.integration.conftest import DaemonProcess, gone, title, zygote_pid
 
 
 def test_schedules_and_counters_survive_a_restart(daemon):
@@ -66,6 +72,44 @@ def test_sigkill_mid_job_kills_orphans_and_never_reruns(daemon):
     all_jobs = daemon.jobs("ACTIVE") + daemon.jobs("COMPLETED")
     assert [j["identifier"] for j in all_jobs] == [job_id], "nothing was re-run"
     assert daemon.ok(daemon.get("/status.json"))["jobs-failed"] == 1
+
+
+def unread_bytes(fd: int) -> int:
+    """How many bytes wait in the pipe ``fd`` reads from (FIONREAD)."""
+    return struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0" * 4))[0]
+
+
+def test_a_daemon_killed_between_fork_and_pid_record_leaves_no_orphan(daemon):
+    """The zygote forks the job while the daemon cannot hear about it; the daemon dies
+    without the pid. The job's processes are found again by title at restart."""
+    daemon.push()
+    zpid = zygote_pid(daemon)
+    os.kill(zpid, signal.SIGSTOP)
+    try:
+        job_id = daemon.schedule("sleep")
+        stdin = os.open(f"/proc/{zpid}/fd/0", os.O_RDONLY | os.O_NONBLOCK)  # a 2nd reader
+        try:
+            wait_for(lambda: unread_bytes(stdin) > 0, 30, what="the spawn request")
+        finally:
+            os.close(stdin)
+        os.kill(daemon.proc.pid, signal.SIGSTOP)  # it will never read "started"
+    finally:
+        os.kill(zpid, signal.SIGCONT)
+    said = daemon.said(job_id)  # the forked job runs (read from its log file)
+    assert psutil.Process(said["pid"]).ppid() == zpid
+    assert title(said["pid"]) == f"crawld: job {job_id} demo/sleep"
+    daemon.kill()
+    wait_for(lambda: gone(zpid), 10, what="the zygote to see its input close")
+    orphans = [said["pid"], said["group_child"], said["session_child"]]
+    assert not any(gone(pid) for pid in orphans), "the job outlives the daemon"
+    daemon.start()
+    job = daemon.wait_status(job_id, "FAILED", "SUCCESSFUL", "CANCELED")
+    assert job["status"] == "FAILED"
+    assert job["reason"].startswith("the daemon stopped while the job was starting; pid(s) ")
+    assert str(said["pid"]) in job["reason"]
+    for pid in orphans:
+        wait_for(lambda: gone(pid), 10, what=f"orphan {pid} to be killed")
+    assert [j["identifier"] for j in daemon.jobs("ACTIVE")] == [], "nothing was re-run"
 
 
 def test_sigterm_ends_running_jobs_records_them_and_exits_zero(daemon):

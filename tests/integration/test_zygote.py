@@ -2,18 +2,11 @@
 from __future__ import annotations
 
 import json
-import re
 
 import psutil
 
 from tests.conftest import wait_for
-from tests.integration.conftest import gone
-
-
-def zygote_pid(daemon) -> int:
-    found = wait_for(lambda: re.findall(r"zygote ready \(pid (\d+)", daemon.log()), 30,
-                     what="the zygote to be ready")
-    return int(found[-1])
+from tests.integration.conftest import gone, title, zygote_pid
 
 
 def test_jobs_are_forked_by_the_zygote_as_their_own_sessions(daemon):
@@ -42,8 +35,24 @@ def test_without_preload_jobs_start_directly(make_daemon):
     assert daemon.wait_status(daemon.schedule("fail"), "FAILED")["exit-code"] == 3
     running = daemon.schedule("sleep")
     pid = daemon.said(running)["pid"]
+    assert psutil.Process(pid).ppid() == daemon.proc.pid
+    assert title(pid) == f"crawld: job {running} demo/sleep"
     daemon.ok(daemon.post("/cancel-job.json", id=running))
     assert daemon.job(running)["status"] == "CANCELED" and gone(pid)
+
+
+def test_ps_tells_the_zygote_and_each_forked_job_apart(daemon):
+    daemon.push()
+    zpid = zygote_pid(daemon)
+    assert title(zpid) == "crawld: zygote", "no source on its command line"
+    jobs = [daemon.schedule("sleep"), daemon.schedule("stubborn")]
+    pids = [daemon.said(job_id)["pid"] for job_id in jobs]
+    assert [psutil.Process(pid).ppid() for pid in pids] == [zpid, zpid]
+    assert [title(pid) for pid in pids] == [f"crawld: job {jobs[0]} demo/sleep",
+                                            f"crawld: job {jobs[1]} demo/stubborn"]
+    assert title(zpid) == "crawld: zygote", "a fork's title is its own"
+    for job_id in jobs:
+        daemon.ok(daemon.post("/cancel-job.json", id=job_id))
 
 
 def test_a_dead_zygote_loses_no_job_and_jobs_keep_starting(daemon):

@@ -9,14 +9,18 @@ import os
 
 import pytest
 from twisted.internet.defer import succeed
+from twisted.internet.error import ProcessDone, ProcessTerminated
 from twisted.internet.task import Clock
+from twisted.python.failure import Failure
 
-from crawld import api_browser, browser
+from crawld import api_browser, browser, runner
 from crawld.api_browser import browse_params, list_files, read_output
-from crawld.browser import (BOOTSTRAP, CONTROL_IN, CONTROL_OUT, MAX_POSTS, RUNNER, Browsers, Channel,
-                            Settings, find_browser, last_progress, read_events)
+from crawld.browser import (CONTROL_IN, CONTROL_OUT, MAX_POSTS, BrowserProtocol, Browsers,
+                            Channel, Settings, find_browser, last_progress, read_events)
 from crawld.errors import BadRequest, NotFound
 from crawld.model import Actor, Job, JobStatus
+from crawld.process import Exit
+from crawld.supervisor import describe_exit
 from tests.unit.fakes import result
 
 T0 = 1_800_000_000.0
@@ -169,9 +173,38 @@ def test_an_overlong_line_is_dropped(monkeypatch):
     monkeypatch.setattr(browser, "MAX_LINE", 64)
     ch, _ = channel()
     ch.data_received(b'{"type": "post", "data": "' + b"x" * 100)
-    assert ch.buffer == b""
+    ch.data_received(b'xx"}\n')  # the end of the dropped line is not read as a line
     lines(ch, {"type": "post", "data": "ok"})
-    assert [p["data"] for p in ch.take_posts()] == ["ok"]
+    assert [p["data"] for p in ch.take_posts()] == ["ok"] and ch.count == 1
+
+
+def ended_with(ch: Channel, reason) -> "object":
+    """What the job's process protocol reports when the process ends with ``reason``."""
+    proto = BrowserProtocol(ch)
+    proto.processEnded(Failure(reason))
+    return result(proto.ended)
+
+
+def test_the_jobs_own_error_becomes_the_reason_of_a_failed_exit():
+    ch, _ = channel()
+    lines(ch, {"type": "error", "message": "timed out after 3 s (timeout): Page.wait_for_"
+                                           "selector: Timeout 3000ms exceeded."})
+    assert ch.count == 0, "an error is not an event"
+    ended = ended_with(ch, ProcessTerminated(exitCode=1))
+    assert (ended.code, ended.signal) == (1, None)
+    assert ended.reason.startswith("timed out after 3 s (timeout): Page.wait_for_selector")
+    assert describe_exit(ended) == ended.reason
+    assert ch.closed
+
+
+def test_no_error_or_a_success_keeps_the_plain_exit():
+    ch, _ = channel()
+    assert ended_with(ch, ProcessTerminated(exitCode=1)).reason is None
+    assert describe_exit(Exit(1, None)) == "exit code 1"
+    ch, _ = channel()
+    lines(ch, {"type": "error", "message": "x" * 5000})
+    assert len(ch.error) == browser.MAX_REASON, "bounded"
+    assert ended_with(ch, ProcessDone(0)) == Exit(0, None)
 
 
 # ------------------------------------------------------------------------ events file
@@ -241,9 +274,9 @@ def test_command_of_a_script_job(tmp_path):
     job = browser_job("script")
     cmd = b.command(job, "/projects/proj/3", "/projects/proj/3/scripts/shoot.py",
                     {"PATH": "/bin", "HOME": "/home/c"})
-    assert cmd.args == ("/venv/bin/python", "-c", BOOTSTRAP, RUNNER)
+    assert cmd.args == ("/venv/bin/python", "-c", runner.BOOTSTRAP, runner.DIR, "shim")
     assert cmd.executable == "/venv/bin/python"
-    assert os.path.basename(RUNNER) == "browser_job.py" and os.path.isfile(RUNNER)
+    assert os.path.isfile(os.path.join(runner.DIR, "shim.py"))
     assert cmd.cwd == "/projects/proj/3"
     tmp = os.path.join(str(tmp_path / "data"), "tmp", job.id)
     assert dict(cmd.env) == {

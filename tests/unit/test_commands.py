@@ -8,7 +8,8 @@ import types
 
 import pytest
 
-from crawld.commands import CHILD_BOOTSTRAP, Command, crawl_command, job_env, list_command
+from crawld import runner
+from crawld.commands import Command, crawl_command, job_env, list_command
 from crawld.model import Actor, Job, JobStatus
 
 PYTHON = "/opt/venv/bin/python"
@@ -27,13 +28,14 @@ def pairs(args) -> list[tuple[str, str]]:
 def test_argv_starts_with_the_interpreter_and_the_bootstrap():
     cmd = crawl_command(make_job(), "/data/projects/books/3", PYTHON, BASE_ENV)
     assert isinstance(cmd, Command)
-    assert cmd.args[:3] == (PYTHON, "-c", CHILD_BOOTSTRAP)
+    assert cmd.args[:5] == (PYTHON, "-c", runner.BOOTSTRAP, runner.DIR, "spider")
     assert cmd.executable == PYTHON
+    assert cmd.args[5:] == cmd.scrapy_args, "the rest is what follows ``scrapy``"
 
 
 def test_argv_crawls_the_spider():
     cmd = crawl_command(make_job(spider="quotes"), "/d", PYTHON, BASE_ENV)
-    assert cmd.args[3:5] == ("crawl", "quotes")
+    assert cmd.args[5:7] == ("crawl", "quotes")
 
 
 @pytest.mark.parametrize("setting", ["TELNETCONSOLE_ENABLED=0", "REMOTE_CONTROL_ENABLED=0"])
@@ -86,27 +88,35 @@ def test_cwd_is_the_project_dir():
 
 def test_list_command_runs_scrapy_list_without_job_identity():
     cmd = list_command("/data/projects/books/4", PYTHON, BASE_ENV)
-    assert cmd.args == (PYTHON, "-c", CHILD_BOOTSTRAP, "list")
+    assert cmd.args == (PYTHON, "-c", runner.BOOTSTRAP, runner.DIR, "spider", "list")
     assert dict(cmd.env) == BASE_ENV
     assert cmd.cwd == "/data/projects/books/4"
 
 
-def test_bootstrap_calls_setsid_then_runs_scrapy_with_the_remaining_argv(monkeypatch):
+def test_bootstrap_calls_setsid_sets_the_title_then_runs_scrapy_with_the_rest(monkeypatch):
     calls = []
     fake_cmdline = types.ModuleType("scrapy.cmdline")
     fake_cmdline.execute = lambda argv: calls.append(("execute", list(argv)))
     fake_scrapy = types.ModuleType("scrapy")
     fake_scrapy.cmdline = fake_cmdline
+    fake_title = types.ModuleType("setproctitle")
+    fake_title.setproctitle = lambda title: calls.append(("title", title))
     monkeypatch.setitem(sys.modules, "scrapy", fake_scrapy)
     monkeypatch.setitem(sys.modules, "scrapy.cmdline", fake_cmdline)
+    monkeypatch.setitem(sys.modules, "setproctitle", fake_title)
+    for name in [m for m in sys.modules if m.startswith("crawld_runner")]:
+        monkeypatch.delitem(sys.modules, name)
     monkeypatch.setattr(os, "setsid", lambda: calls.append(("setsid",)))
     cmd = crawl_command(make_job('{"a": 1}'), "/d", PYTHON, BASE_ENV)
+    for name, value in cmd.env.items():
+        monkeypatch.setenv(name, value)
     # ``python -c CODE rest...`` runs CODE with sys.argv == ["-c", *rest]
     monkeypatch.setattr(sys, "argv", ["-c", *cmd.args[3:]])
-    exec(compile(CHILD_BOOTSTRAP, "<bootstrap>", "exec"), {})
-    assert calls == [("setsid",), ("execute", ["scrapy", *cmd.args[3:]])]
-    assert calls[1][1][:3] == ["scrapy", "crawl", "quotes"]
-
-
-def test_bootstrap_does_not_import_crawld():
-    assert "crawld" not in CHILD_BOOTSTRAP
+    try:
+        exec(compile(runner.BOOTSTRAP, "<bootstrap>", "exec"), {})
+    finally:
+        for name in [m for m in sys.modules if m.startswith("crawld_runner")]:
+            del sys.modules[name]
+    assert calls == [("setsid",), ("title", "crawld: job 6c3e-job books/quotes"),
+                     ("execute", ["scrapy", *cmd.scrapy_args])]
+    assert calls[2][1][:3] == ["scrapy", "crawl", "quotes"]

@@ -90,15 +90,21 @@ def status(store: Store, job: Job) -> Job:
     return result(store.get_job(job.id))
 
 
+def crawled(spawned: dict) -> str:
+    """The spider a spawned ``scrapy crawl <spider>`` command runs."""
+    args = spawned["args"]
+    return args[args.index("crawl") + 1]
+
+
 def test_slots_limit_and_fifo_and_refill_without_waiting(world):
     reactor, store, sup, _ = world
     jobs = [pending(store, f"s{i}") for i in range(4)]
     for job in jobs:
         sup.enqueue(job.id)
-    assert [s["args"][4] for s in reactor.spawned] == ["s0", "s1"]
+    assert [crawled(s) for s in reactor.spawned] == ["s0", "s1"]
     assert [status(store, j).status for j in jobs] == [JobStatus.RUNNING] * 2 + [JobStatus.PENDING] * 2
     reactor.end(1)  # no clock advance: the next job starts in the same turn
-    assert [s["args"][4] for s in reactor.spawned] == ["s0", "s1", "s2"]
+    assert [crawled(s) for s in reactor.spawned] == ["s0", "s1", "s2"]
     assert status(store, jobs[1]).status is JobStatus.SUCCESSFUL
 
 
@@ -209,12 +215,13 @@ def test_recover_kills_live_orphans_and_fails_every_leftover(world, monkeypatch,
 def test_zygote_spawner_turns_events_into_pids_and_exits(tmp_path):
     import json
     from crawld.commands import Command
+    from crawld import runner
     from crawld.spawner import ZygoteSpawner
 
     reactor = FakeProcessReactor()
     spawner = ZygoteSpawner(reactor, "/py", str(tmp_path), base_env={})
     zygote = reactor.spawned[0]
-    assert zygote["args"][:2] == ["/py", "-c"] and "def run_child" in zygote["args"][2]
+    assert zygote["args"] == ["/py", "-c", runner.BOOTSTRAP, runner.DIR, "zygote"]
     written: list[bytes] = []
     zygote["proto"].transport.write = written.append
     cmd = Command(("/py", "-c", "x", "crawl", "s"), {"E": "1"}, "/proj", ("crawl", "s"))
@@ -310,16 +317,16 @@ def test_recover_finds_processes_of_a_job_with_no_recorded_pid(world, monkeypatc
     result(store.transition(job.id, [JobStatus.PENDING], JobStatus.RUNNING, 5.0,
                       started=5.0))  # crashed before the pid was recorded
     looked_for = []
-    monkeypatch.setattr(tree_module, "find_by_env",
-                        lambda name, value: looked_for.append((name, value)) or [5151])
+    monkeypatch.setattr(tree_module, "find_job",
+                        lambda job_id: looked_for.append(job_id) or [5151])
     result(sup.recover(result(store.list_jobs([JobStatus.RUNNING]))))
-    assert looked_for == [("CRAWLD_JOB_ID", job.id)]
+    assert looked_for == [job.id]
     assert (5151, 9) in signals
     done = status(store, job)
     assert done.status is JobStatus.FAILED and "5151" in done.reason
 
 
-def test_start_ticks_identify_a_process_and_find_by_env_finds_it():
+def test_start_ticks_identify_a_process_and_find_job_finds_it_by_its_environment():
     import os
     import subprocess
     import time
@@ -332,7 +339,7 @@ def test_start_ticks_identify_a_process_and_find_by_env_finds_it():
         assert tree.start_time(child.pid) >= me
         # /proc/<pid>/environ shows the new environment only once the child has exec'd
         deadline = time.monotonic() + 10
-        while (found := tree.find_by_env("CRAWLD_JOB_ID", "find-me-42")) != [child.pid]:
+        while (found := tree.find_job("find-me-42")) != [child.pid]:
             assert time.monotonic() < deadline, found
             time.sleep(0.01)
     finally:
@@ -341,11 +348,28 @@ def test_start_ticks_identify_a_process_and_find_by_env_finds_it():
     assert tree.start_time(child.pid) is None and not tree.is_same_process(child.pid, me)
 
 
-def test_zygote_bootstrap_runs_without_crawld_installed():
-    import ast
-    from crawld import zygote
-    tree_ = ast.parse(zygote.bootstrap())
-    imported = {n.module for n in ast.walk(tree_) if isinstance(n, ast.ImportFrom)}
-    imported |= {a.name for n in ast.walk(tree_) if isinstance(n, ast.Import) for a in n.names}
-    assert not any(name and name.split(".")[0] == "crawld" for name in imported)
-    assert zygote.bootstrap().rstrip().endswith("main()")
+def test_find_job_finds_a_process_by_its_title_alone():
+    """As a zygote-forked job: its environment is not the job's, its title is."""
+    import subprocess
+    import sys
+    import time
+    from crawld import tree
+    code = ("import sys, setproctitle; setproctitle.setproctitle(sys.argv[1]); "
+            "print('titled', flush=True); sys.stdin.read()")
+    # env not empty: setproctitle finds the process's argv next to its environment
+    others = [subprocess.Popen([sys.executable, "-c", code, title], env={"LANG": "C"},
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+              for title in ("crawld: job title-7 demo/sleep", "crawld: job title-77 demo/x",
+                            "crawld: job title-7")]
+    try:
+        for proc in others:
+            assert proc.stdout.readline() == b"titled\n"
+        deadline = time.monotonic() + 10
+        while (found := tree.find_job("title-7")) != sorted([others[0].pid, others[2].pid]):
+            assert time.monotonic() < deadline, found
+            time.sleep(0.01)
+        assert tree.find_job("title") == [], "a whole id, not a prefix of one"
+    finally:
+        for proc in others:
+            proc.kill()
+            proc.wait()

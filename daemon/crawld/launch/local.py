@@ -136,13 +136,13 @@ class LocalLauncher:
 
         A recorded pid that still runs with the recorded start time is the job's: its
         whole tree is killed. With no pid recorded (the daemon died between spawning and
-        recording it), the job's processes are found by their environment or title."""
+        recording it), the job's processes are found by their title or environment."""
         if job.pid is not None and tree.is_same_process(job.pid, job.pid_started):
             killed = tree.kill_tree(job.pid)
             return (f"orphaned when the daemon stopped; pid {job.pid} and {killed} "
                     "descendant(s) killed at restart")
         if job.pid is None or job.pid_started is None:
-            pids = yield self.to_thread(tree.find_by_env, "CRAWLD_JOB_ID", job.id)
+            pids = yield self.to_thread(tree.find_job, job.id)
             for pid in pids:
                 tree.kill_tree(pid)
             return ("the daemon stopped while the job was starting"

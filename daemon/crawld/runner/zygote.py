@@ -3,7 +3,9 @@
 Starting a fresh interpreter and importing Scrapy costs ~0.7 s of CPU per job, nearly
 all of a short job's cost. The zygote pays it once; each job is then a fork that costs
 ~0.1 s. It runs in the jobs' interpreter (the ``python`` option), imports no Twisted
-reactor, and speaks JSON lines: requests on stdin, events on stdout.
+reactor, and speaks JSON lines: requests on stdin, events on stdout. The daemon starts it
+through the package's bootstrap (``runner.argv(python, "zygote")``), so its command line
+carries no source, and it calls itself ``crawld: zygote``.
 
     -> {"op": "spawn", "token": 1, "args": [...], "env": {...}, "cwd": "...",
         "out": "<log path>", "err": "<log path>", "uid": null, "gid": null}
@@ -12,13 +14,13 @@ reactor, and speaks JSON lines: requests on stdin, events on stdout.
     <- {"ev": "exited", "pid": 4242, "status": 0}          (a raw wait status)
 
 Each child leads a session of its own and has only its log files, /dev/null and its
-environment: what a freshly spawned ``scrapy crawl`` would have. The zygote is a child
+environment: what a freshly spawned ``scrapy crawl`` would have, and its title is the
+job's (``crawld: job <id> <project>/<spider>``, see proc.py). The zygote is a child
 subreaper, so processes a job leaves behind are reaped here, not by init. When stdin
 closes (the daemon stopped or died) the zygote exits; running jobs are not touched.
 """
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import select
@@ -26,7 +28,8 @@ import signal
 import sys
 import traceback
 
-PR_SET_CHILD_SUBREAPER = 36
+from . import proc
+
 LOG_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND
 
 
@@ -67,6 +70,7 @@ def run_child(request: dict, keep_fds: tuple[int, ...]) -> None:
     """In the forked child: become the job, run Scrapy, never return."""
     code = 1
     try:
+        proc.set_title(proc.job_title(request["env"]))  # first: ps tells it from the zygote
         signal.set_wakeup_fd(-1)
         for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGHUP):
             signal.signal(sig, signal.SIG_DFL)
@@ -105,32 +109,18 @@ def run_child(request: dict, keep_fds: tuple[int, ...]) -> None:
         traceback.print_exc()
         code = 1
     finally:
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                stream.flush()
-            except Exception:
-                pass
-        os._exit(code)
+        proc.exit_now(code)
 
 
-def reap() -> None:
-    """Collect every ended child; report the wait status of each."""
-    while True:
-        try:
-            pid, status = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            return
-        emit({"ev": "exited", "pid": pid, "status": status})
+def exited(pid: int, status: int) -> None:
+    """Report a reaped child's raw wait status."""
+    emit({"ev": "exited", "pid": pid, "status": status})
 
 
 def serve() -> None:
     """Read spawn requests until stdin closes."""
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
-    except Exception:
-        pass
+    proc.set_title("crawld: zygote")
+    proc.prctl(proc.PR_SET_CHILD_SUBREAPER, 1)
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_w, False)
     signal.set_wakeup_fd(wake_w)
@@ -146,14 +136,13 @@ def serve() -> None:
             continue
         if wake_r in readable:
             os.read(wake_r, 4096)
-            reap()
+            proc.reap(exited)
         if 0 in readable:
             chunk = os.read(0, 65536)
             if not chunk:
                 return
-            buffer += chunk
-            while b"\n" in buffer:
-                line, buffer = buffer.split(b"\n", 1)
+            *lines, buffer = (buffer + chunk).split(b"\n")
+            for line in lines:
                 request = json.loads(line)
                 try:
                     pid = os.fork()
@@ -166,16 +155,9 @@ def serve() -> None:
 
 
 def main() -> None:
+    """The zygote's whole life (started by the package's bootstrap)."""
     try:
         serve()
     except Exception:
         traceback.print_exc()
         sys.exit(1)
-
-
-def bootstrap() -> str:
-    """This module's own source, to run as ``python -c``: the zygote needs only the
-    standard library and Scrapy, so any interpreter that can run jobs can run it (crawld
-    need not be installed there), and sys.path[0] stays '' exactly as for direct jobs."""
-    with open(__file__, encoding="utf-8") as fh:
-        return fh.read() + "\nmain()\n"
