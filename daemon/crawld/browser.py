@@ -34,7 +34,7 @@ from .commands import Command, RunAs, as_user, job_env
 from .errors import CrawldError, NotFound
 from .lines import LineReader
 from .model import Job
-from .process import JobProcessProtocol, exit_from_reason
+from .process import JobProcessProtocol, Spawned, exit_from_reason
 
 log = Logger(namespace="crawld.browser")
 
@@ -291,7 +291,6 @@ class Browsers:
 
     def spawn(self, cmd: Command, job_id: str) -> Any:
         """Start the runner with its log files and control pipes; returns a Spawned."""
-        from .spawner import Spawned  # spawner imports nothing of ours back
         if cmd.uid is not None:  # run-as: the roots stay traversable whatever the umask
             for root in (self.tmp_root, self.files_root):
                 os.makedirs(root, exist_ok=True)

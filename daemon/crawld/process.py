@@ -94,3 +94,11 @@ class CollectingProtocol(ProcessProtocol):
 
     def processEnded(self, reason: Failure) -> None:
         self.ended.callback(None)
+
+
+@dataclass
+class Spawned:
+    """A started job process."""
+
+    pid: int
+    ended: Deferred

@@ -27,7 +27,7 @@ from .errors import ConfigError
 from .jobs import Jobs
 from .projects import Projects
 from .scheduler import Scheduler
-from .spawner import DirectSpawner, ZygoteSpawner
+from .launch.spawner import DirectSpawner, ZygoteSpawner
 from .status import StatusReport
 from .events import JobEvents
 from .launch.local import LocalLauncher, LocalSettings

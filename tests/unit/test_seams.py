@@ -17,7 +17,7 @@ from crawld.launch.local import LocalLauncher
 from crawld.launch.protocol import Launcher, Reporter
 from crawld.projects import Projects
 from crawld.seams import BrowserRunner, Clock, EventSink, JobStore, ProjectCatalog, Spawner
-from crawld.spawner import DirectSpawner, ZygoteSpawner
+from crawld.launch.spawner import DirectSpawner, ZygoteSpawner
 from crawld.store import Store
 from crawld.supervisor import Supervisor
 from twisted.internet.task import Clock as TaskClock

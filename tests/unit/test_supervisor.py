@@ -12,7 +12,7 @@ from crawld import tree as tree_module
 from crawld.events import JobEvents
 from crawld.launch.local import LocalLauncher, LocalSettings
 from crawld.model import Actor, Job, JobStatus
-from crawld.spawner import DirectSpawner
+from crawld.launch.spawner import DirectSpawner
 from crawld.store import InlineExecutor, Store
 from crawld.supervisor import SHUTDOWN_REASON, Supervisor
 from tests.unit.fakes import FakeProcessReactor, result
@@ -216,7 +216,7 @@ def test_zygote_spawner_turns_events_into_pids_and_exits(tmp_path):
     import json
     from crawld.commands import Command
     from crawld import runner
-    from crawld.spawner import ZygoteSpawner
+    from crawld.launch.spawner import ZygoteSpawner
 
     reactor = FakeProcessReactor()
     spawner = ZygoteSpawner(reactor, "/py", str(tmp_path), base_env={})

@@ -16,7 +16,7 @@ from crawld.browser import Browsers, Settings
 from crawld.events import JobEvents
 from crawld.launch.local import LocalLauncher, LocalSettings
 from crawld.limits import Defaults
-from crawld.spawner import DirectSpawner
+from crawld.launch.spawner import DirectSpawner
 from crawld.model import Actor, Job, JobStatus
 from crawld.store import InlineExecutor, Store
 from crawld.supervisor import Supervisor

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
 from typing import Any, Optional
 
 from twisted.internet.defer import Deferred, succeed
@@ -17,23 +16,15 @@ from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from . import logs, runner, tree
-from .commands import Command
-from .lines import LineReader
-from .process import Exit, JobProcessProtocol
+from .. import logs, runner, tree
+from ..commands import Command
+from ..lines import LineReader
+from ..process import Exit, JobProcessProtocol, Spawned
 
 log = Logger(namespace="crawld.spawner")
 
 LOST_POLL = 0.5  # how often to look for jobs whose zygote died
 MAX_EVENT = 1024 * 1024  # a zygote event line longer than this is dropped
-
-
-@dataclass
-class Spawned:
-    """A started job process."""
-
-    pid: int
-    ended: Deferred
 
 
 def exit_from_status(status: int) -> Exit:
