@@ -11,6 +11,7 @@ import math
 import os
 import shutil
 import uuid
+from datetime import tzinfo
 from typing import Any, Optional
 
 from twisted.internet.defer import Deferred, inlineCallbacks
@@ -204,6 +205,20 @@ class Jobs:
                 waiting.callback(None)
         timer = self.reactor.callLater(timeout, expire)
         return waiting.addBoth(lambda r: (timer.active() and timer.cancel(), r)[1])
+
+    # -- the scheduler's clock, for the API ------------------------------------------
+    def zone(self, name: Optional[str]) -> Optional[tzinfo]:
+        """The time zone ``name``, or the daemon's own (None: local time)."""
+        return self.scheduler.zone(name)
+
+    def timezone_name(self) -> str:
+        """The daemon's time zone as previews name it (``local`` when unset)."""
+        zone = self.scheduler.tz
+        return str(zone) if zone is not None else "local"
+
+    def schedule_count(self) -> int:
+        """How many schedules are waiting to fire (status.json's jobs-scheduled)."""
+        return len(self.scheduler)
 
     def launch(self, job: Job) -> None:
         """Hand a PENDING job to the supervisor."""
