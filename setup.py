@@ -13,8 +13,9 @@ setup(
     # the API's OpenAPI description, served as /openapi.json (docs/openapi.yaml links here)
     package_data={"crawld": ["openapi.yaml"]},
     # Runtime ranges: from the lowest version the suite has run against (constraints.txt)
-    # to the next major. Twisted is bounded tightly while crawld still uses private
-    # Twisted names (web.py); docs/operations.md says how the pins move.
+    # to the next major. Twisted's versions are calendar ones: it is bounded to the next
+    # year's release (crawld uses only its public names); docs/operations.md says how the
+    # pins move.
     install_requires=[
         "twisted>=26.10,<27",
         "klein>=24.8,<25",
@@ -22,6 +23,7 @@ setup(
         "croniter>=7.0,<8",
         "psutil>=7.2,<8",
         "pyyaml>=6.0,<7",  # openapi.yaml, read once and served as /openapi.json
+        "multipart>=2.0,<3",  # multipart/form-data bodies (http/server.py)
     ],
     extras_require={
         # browser jobs: Playwright drives Debian's Chromium (never a downloaded browser)
