@@ -23,7 +23,7 @@ from typing import Any, Callable, Optional, Protocol
 from urllib.parse import parse_qs, urlsplit
 
 from klein import Klein
-from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from werkzeug.exceptions import HTTPException
 from werkzeug.exceptions import MethodNotAllowed as RouteMethodNotAllowed
@@ -177,11 +177,13 @@ def refuse_cross_site(request: Any) -> None:
                             f"{origin.decode('latin-1')!r} is not this server)")
 
 
-def authenticate(s: Services, request: Any) -> Deferred:
-    """Who is asking, and may they: fails with 401 (with challenges), 429 or 403.
+def authenticate(s: Services, request: Any) -> Optional[Deferred]:
+    """Who is asking, and may they: raises (or fails with) 401 with challenges, 429 or 403.
 
     The authenticator may answer at once or later (a password hash checked in a
-    thread); either way this fires with None once the identity has the role needed.
+    thread). At once: this returns None once the identity has the role needed; later:
+    a Deferred that fires with None then. (No Deferred on the first path: status.json
+    is polled hard, and each one costs.)
     """
     headers = {name.decode("latin-1").lower(): values[-1].decode("latin-1")
                for name, values in request.requestHeaders.getAllRawHeaders()}
@@ -189,10 +191,12 @@ def authenticate(s: Services, request: Any) -> Deferred:
     query = parse_qs(urlsplit(uri).query).get("key")  # the URL's, never the body's
     method = request.method.decode("ascii", "replace")
     role = auth.required_role(method, request.path.decode("latin-1"))
-    checked = maybeDeferred(s.authenticator.authenticate, headers,
-                            query[0] if query else None, method, uri,
-                            request.getClientAddress().host)
-    return checked.addCallback(auth.authorize, role)
+    identity = s.authenticator.authenticate(headers, query[0] if query else None, method,
+                                            uri, request.getClientAddress().host)
+    if isinstance(identity, Deferred):
+        return identity.addCallback(auth.authorize, role)
+    auth.authorize(identity, role)
+    return None
 
 
 # -- what routes share ----------------------------------------------------------------
@@ -283,7 +287,7 @@ class Router:
                 raise Forbidden("this server is not known by the name in the Host header; "
                                 "add it to [web] hostnames (a guard against DNS rebinding)")
 
-            def serve(_: None) -> Any:
+            def serve(_: Any = None) -> Any:
                 if method not in methods:
                     request.setHeader(b"Allow", allow)
                     return error_body(request, 405, f"method {method} not allowed; use "
@@ -298,11 +302,15 @@ class Router:
                 return parsed.addCallback(
                     lambda result: result if isinstance(result, bytes) or result is None
                     else write_json(request, 200, {"status": "ok", **result}))
+            checked = authenticate(s, request)
+            served = serve() if checked is None else checked.addCallback(serve)
+            if not isinstance(served, Deferred):
+                return served
             # A client that goes away makes Klein cancel the Deferred it was given; the
             # work (a row written, a process spawned) must still finish, so Klein gets
             # a Deferred with no canceller, fed by the real one.
             shielded: Deferred = Deferred()
-            authenticate(s, request).addCallback(serve).chainDeferred(shielded)
+            served.chainDeferred(shielded)
             return shielded
         return endpoint
 
