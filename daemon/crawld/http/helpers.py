@@ -19,7 +19,7 @@ import ipaddress
 import json
 import re
 from functools import wraps
-from typing import Any, Callable, Optional, Protocol
+from typing import Any, Callable, Optional
 from urllib.parse import parse_qs, urlsplit
 
 from klein import Klein
@@ -48,15 +48,6 @@ ACTING_GETS = {"/job-posts.json", "/job-screenshot.png"}
 MAX_INT = 2 ** 63 - 1
 #: Reason phrases Twisted does not know (it would send "429 Unknown Status").
 PHRASES = {429: b"Too Many Requests", 507: b"Insufficient Storage"}
-
-
-class BodyRequest(Protocol):
-    """What the wrapper needs of a request beyond IRequest: server.LimitedRequest's body
-    limit flag and form decoding (tests use the same request class)."""
-
-    body_too_large: bool
-
-    def parse_body(self) -> Deferred: ...
 
 
 # -- JSON bodies ----------------------------------------------------------------------
@@ -263,6 +254,8 @@ class Router:
         return self.methods.get(endpoint, ())
 
     def _endpoint(self, fn: RouteFn, methods: tuple[str, ...]) -> RouteFn:
+        """``fn`` wrapped as the module docstring says. Requests are server.LimitedRequest
+        (in tests too): ``body_too_large`` and ``parse_body()`` are always there."""
         s = self.services
         allow = ", ".join(methods).encode()
 
