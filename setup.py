@@ -14,8 +14,9 @@ setup(
     # and config.example.ini's twin, printed by `crawld config --defaults`
     package_data={"crawld": ["openapi.yaml", "defaults.ini"]},
     # Runtime ranges: from the lowest version the suite has run against (constraints.txt)
-    # to the next major. Twisted is bounded tightly while crawld still uses private
-    # Twisted names (web.py); docs/operations.md says how the pins move.
+    # to the next major. Twisted's versions are calendar ones: it is bounded to the next
+    # year's release (crawld uses only its public names); docs/operations.md says how the
+    # pins move.
     install_requires=[
         "twisted>=26.10,<27",
         "klein>=24.8,<25",
@@ -26,6 +27,7 @@ setup(
         # job processes show as "crawld: job <id> <project>/<spider>" in ps; the jobs'
         # interpreter may lack it (another venv): they then set only the short name
         "setproctitle>=1.3,<2",
+        "multipart>=2.0,<3",  # multipart/form-data bodies (http/server.py)
     ],
     extras_require={
         # browser jobs: Playwright drives Debian's Chromium (never a downloaded browser)

@@ -25,8 +25,9 @@ from collections import deque
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Mapping, Optional
 
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, inlineCallbacks, succeed
 from twisted.internet.threads import deferToThread
+from twisted.internet.utils import getProcessOutput
 from twisted.logger import Logger
 
 from . import logs, runner
@@ -341,6 +342,25 @@ class Browsers:
             return channel.take_posts()
         left = self.posts.pop(job_id, None)
         return list(left) if left else []
+
+    @inlineCallbacks
+    def describe(self):
+        """The browser that browser jobs use, for browsers.json: fires with ``{"name",
+        "executable", "version"}`` (and ``"error"`` when ``--version`` failed: shown, not
+        cached, as it may work next time), or None when no browser is installed. The
+        version is asked of the executable once, and kept."""
+        exe = self.settings.executable
+        if exe is None:
+            return None
+        if self.version is None:
+            try:
+                out = yield getProcessOutput(exe, ("--version",), env=dict(os.environ),
+                                             reactor=self.reactor, errortoo=True)
+            except Exception as exc:
+                return {"name": "chromium", "executable": exe, "version": None,
+                        "error": str(exc)}
+            self.version = out.decode("utf-8", "replace").strip()
+        return {"name": "chromium", "executable": exe, "version": self.version}
 
     def forget(self, job_id: str) -> None:  # called by retention
         """Drop what is kept of a purged job."""

@@ -19,11 +19,14 @@ from twisted.logger import Logger
 
 from . import archive, auth
 from . import spec as specs
-from .api import Api, openapi_json
 from .browser import Browsers, Settings as BrowserSettings, find_browser
 from .config import Listen, Settings
 from .commands import RunAs
 from .errors import ConfigError
+from .http.app import build_app
+from .http.routes_meta import openapi_json
+from .http.server import make_site
+from .http.services import Services, WebSettings
 from .jobs import Jobs
 from .projects import Projects
 from .scheduler import Scheduler
@@ -35,7 +38,6 @@ from .limits import Defaults
 from .store import Store, ThreadExecutor
 from .supervisor import Supervisor
 from .tls import ReloadingCertificate
-from .web import make_site
 
 log = Logger(namespace="crawld")
 
@@ -99,11 +101,16 @@ class Daemon:
         self.events.subscribe(self._collect_versions)
         self.credentials = auth.Credentials(auth.credentials_path(self.root),
                                             clock=self.reactor.seconds)
-        self.api = Api(self.reactor, self.jobs, self.projects, self.supervisor,
-                       StatusReport(self.reactor, self.reactor.seconds()), self.log_dir,
-                       # scrapy-do-cl url-encodes the zip: up to 3 bytes per byte
-                       max_body=3 * s.max_archive_size + 64 * 1024,
-                       max_archive=s.max_archive_size, browsers=self.browsers)
+        self.services = Services(
+            self.reactor, self.jobs, self.projects, self.supervisor,
+            StatusReport(self.reactor, self.reactor.seconds()), self._check_auth(),
+            self.log_dir, browsers=self.browsers,
+            web=WebSettings(allowed_origins=frozenset(s.allowed_origins),
+                            hostnames=frozenset(s.hostnames), max_streams=s.max_streams,
+                            # scrapy-do-cl url-encodes the zip: up to 3 bytes per byte
+                            max_body=3 * s.max_archive_size + 64 * 1024,
+                            max_archive=s.max_archive_size))
+        self.app = build_app(self.services)
 
     def _run_as(self) -> Optional[RunAs]:
         """``[crawld] run-as``: jobs (and ``scrapy list``) run as that user. crawld must
@@ -129,8 +136,9 @@ class Daemon:
         log.info("jobs run as {name} (uid {uid})", name=name, uid=entry.pw_uid)
         return RunAs(name, entry.pw_uid, entry.pw_gid, entry.pw_dir)
 
-    def _check_auth(self) -> None:
-        """Load the credentials and decide the auth mode, once, before anything listens.
+    def _check_auth(self) -> auth.Authenticator:
+        """Load the credentials and decide the auth mode, once, before anything listens;
+        returns the authenticator of that mode.
 
         Refuses to start on a non-loopback address without authentication."""
         s = self.settings
@@ -147,13 +155,9 @@ class Daemon:
         if warning:
             log.warn("{warning}", warning=warning)
         mode = auth.resolve_mode(s.auth, has_any)
-        self.api.allowed_origins = frozenset(s.allowed_origins)
-        self.api.hostnames = frozenset(s.hostnames)
-        self.api.max_streams = s.max_streams
-        self.api.authenticator = auth.Authenticator(self.credentials, mode=mode,
-                                                    realm=s.auth_realm,
-                                                    clock=self.reactor.seconds)
         log.info("authentication: {mode}", mode=mode)
+        return auth.Authenticator(self.credentials, mode=mode, realm=s.auth_realm,
+                                  clock=self.reactor.seconds)
 
     def _project_dir(self, name: str) -> Optional[str]:
         return self.projects.path(name)
@@ -171,8 +175,7 @@ class Daemon:
     def start(self):
         """Open everything and start listening; fires with the listening addresses."""
         self._prepare_dirs()
-        self._build(self._run_as())
-        self._check_auth()
+        self._build(self._run_as())  # the auth mode is decided there, before the app
         if self.browsers.settings.executable is None:
             log.warn("no Chromium found ([browser] executable = {exe}): browser jobs will "
                      "fail until Debian's chromium package is installed or the option set",
@@ -187,7 +190,7 @@ class Daemon:
         # browser jobs of a previous daemon are settled by now: their temp dirs can go
         yield deferToThread(shutil.rmtree, self.browsers.tmp_root, True)
         yield deferToThread(openapi_json)  # parsed once, off the reactor (~75 ms)
-        site = make_site(self.api.app.resource(), self.api.max_body,
+        site = make_site(self.app, self.services.web.max_body,
                          header_timeout=self.settings.header_timeout,
                          idle_timeout=self.settings.idle_timeout)
         for listen in self.settings.listen:

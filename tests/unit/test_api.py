@@ -1,21 +1,20 @@
 """The HTTP layer without a socket (treq's StubTreq): shapes, codes, headers, validation."""
 from __future__ import annotations
 
+import dataclasses
 import json
 from zoneinfo import ZoneInfo
 
 import pytest
 from treq.testing import StubTreq
 
-from crawld.api import Api
 from crawld.events import JobEvents
 from crawld.jobs import Jobs
-from crawld.model import Project
 from crawld.scheduler import Scheduler
-from crawld.status import StatusReport
 from crawld.store import InlineExecutor, Store
 from tests.unit.fakes import result
-from twisted.internet.defer import fail, succeed
+from tests.unit.http_fakes import FakeProjects, FakeSupervisor, NoAuth, services, stub, with_web
+from twisted.internet.defer import succeed
 from twisted.internet.task import Clock
 
 URL = "http://localhost"
@@ -24,39 +23,11 @@ JOB_KEYS = {"identifier", "status", "actor", "schedule", "project", "spider", "d
             "parent"}
 
 
-class FakeSupervisor:
-    def __init__(self) -> None:
-        self.queued: list[str] = []
-
-    def enqueue(self, job_id: str) -> None:
-        self.queued.append(job_id)
-
-    def is_running(self, job_id: str) -> bool:
-        return False
-
-    def cancel(self, job_id: str):
-        return None
-
-
-class FakeProjects:
-    def __init__(self) -> None:
-        self.cache = {"demo": Project("demo", 1, "/nowhere", ("ok", "slow"), 0.0)}
-
-    def names(self):
-        return sorted(self.cache)
-
-    def get(self, name):
-        from crawld.errors import NotFound
-        if name not in self.cache:
-            raise NotFound(f"unknown project {name!r}")
-        return self.cache[name]
-
-    def spider_count(self):
-        return 2
-
-
 @pytest.fixture
 def client(tmp_path):
+    """StubTreq over the app, with real Jobs, Scheduler and Store (in memory) over a fake
+    supervisor and projects. ``stub.services`` is what the app was built from; tests
+    that need other settings build another app from it (``stub.rebuild``)."""
     clock = Clock()
     clock.advance(1_800_000_000)
     store = Store(":memory:", InlineExecutor())
@@ -66,16 +37,15 @@ def client(tmp_path):
     scheduler = Scheduler(clock, store, sup.enqueue, events, tz=ZoneInfo("UTC"))
     jobs = Jobs(clock, store, projects, scheduler, sup, events, str(tmp_path), 1000, 30,
                 to_thread=lambda f, *a: result_of(f, *a))
-    api = Api(clock, jobs, projects, sup, StatusReport(clock, clock.seconds()), str(tmp_path),
-              max_body=1 << 20, max_archive=1 << 20)
-    stub = StubTreq(api.app.resource())
-    stub.clock = clock
-    stub.api = api
-    return stub, sup
+    built = services(clock, jobs=jobs, projects=projects, supervisor=sup,
+                     log_dir=str(tmp_path))
+    client = stub(built)
+    client.clock = clock
+    client.services = built
+    return client, sup
 
 
 def result_of(f, *a):
-    from twisted.internet.defer import succeed
     return succeed(f(*a))
 
 
@@ -358,40 +328,35 @@ def test_resume_reports_next_run_in_the_schedule_own_zone(client):
 
 
 def test_listed_origins_get_cors_and_may_post_others_get_nothing(client):
-    stub, sup = client
-    api = stub.api
-    api.allowed_origins = frozenset({"https://dash.example.com"})
-    try:
-        response = result(stub.request("OPTIONS", URL + "/schedule-job.json", headers={
-            "Origin": "https://dash.example.com", "Access-Control-Request-Method": "POST"}))
-        assert response.code == 204
-        got = response.headers
-        assert got.getRawHeaders("Access-Control-Allow-Origin") == ["https://dash.example.com"]
-        assert got.getRawHeaders("Access-Control-Allow-Methods") == ["POST"]
-        response, _ = call(stub, "post", "/schedule-job.json",
-                           headers={"Origin": "https://dash.example.com",
-                                    "Sec-Fetch-Site": "cross-site"},
-                           data={"project": "demo", "spider": "ok", "when": "now"})
-        assert response.code == 200 and len(sup.queued) == 1
-        assert response.headers.getRawHeaders("Vary") == ["Origin"]
-        response, _ = call(stub, "get", "/status.json", headers={"Origin": "http://evil.example"})
-        assert response.headers.getRawHeaders("Access-Control-Allow-Origin") is None
-        code, _ = call_json(stub, "post", "/schedule-job.json",
-                            headers={"Origin": "http://evil.example"},
-                            data={"project": "demo", "spider": "ok", "when": "now"})
-        assert code == 403 and len(sup.queued) == 1
-    finally:
-        api.allowed_origins = frozenset()
+    base, sup = client
+    stub = rebuilt(base, with_web(base.services,
+                                  allowed_origins=frozenset({"https://dash.example.com"})))
+    response = result(stub.request("OPTIONS", URL + "/schedule-job.json", headers={
+        "Origin": "https://dash.example.com", "Access-Control-Request-Method": "POST"}))
+    assert response.code == 204
+    got = response.headers
+    assert got.getRawHeaders("Access-Control-Allow-Origin") == ["https://dash.example.com"]
+    assert got.getRawHeaders("Access-Control-Allow-Methods") == ["POST"]
+    response, _ = call(stub, "post", "/schedule-job.json",
+                       headers={"Origin": "https://dash.example.com",
+                                "Sec-Fetch-Site": "cross-site"},
+                       data={"project": "demo", "spider": "ok", "when": "now"})
+    assert response.code == 200 and len(sup.queued) == 1
+    assert response.headers.getRawHeaders("Vary") == ["Origin"]
+    response, _ = call(stub, "get", "/status.json", headers={"Origin": "http://evil.example"})
+    assert response.headers.getRawHeaders("Access-Control-Allow-Origin") is None
+    code, _ = call_json(stub, "post", "/schedule-job.json",
+                        headers={"Origin": "http://evil.example"},
+                        data={"project": "demo", "spider": "ok", "when": "now"})
+    assert code == 403 and len(sup.queued) == 1
 
 
-class _NoAuth:
-    """An authenticator in mode none (what a loopback install without credentials has)."""
-
-    mode = "none"
-
-    def authenticate(self, *args, **kwargs):
-        from crawld import auth
-        return succeed(auth.ANONYMOUS)
+def rebuilt(base, built):
+    """Another app over ``built`` (the fixture's services with some changed)."""
+    other = stub(built)
+    other.clock = base.clock
+    other.services = built
+    return other
 
 
 @pytest.mark.parametrize("host, code", [
@@ -399,17 +364,13 @@ class _NoAuth:
     ("crawl.internal", 200), ("rebind.attacker.example", 403), ("", 403),
 ])
 def test_without_auth_only_our_own_names_are_served_dns_rebinding(client, host, code):
-    stub, _ = client
-    stub.api.authenticator = _NoAuth()
-    stub.api.hostnames = frozenset({"crawl.internal"})
-    try:
-        response, body = call(stub, "get", "/status.json", headers={"Host": host})
-        assert response.code == code, body
-        if code == 403:
-            assert b"[web] hostnames" in body
-    finally:
-        stub.api.authenticator = None
-        stub.api.hostnames = frozenset()
+    base, _ = client
+    assert isinstance(base.services.authenticator, NoAuth)
+    stub = rebuilt(base, with_web(base.services, hostnames=frozenset({"crawl.internal"})))
+    response, body = call(stub, "get", "/status.json", headers={"Host": host})
+    assert response.code == code, body
+    if code == 403:
+        assert b"[web] hostnames" in body
 
 
 def test_gets_that_act_are_refused_cross_site(client):
@@ -430,12 +391,9 @@ def test_a_lockout_is_429_too_many_requests_with_retry_after(client):
         mode = "required"
 
         def authenticate(self, *args, **kwargs):
-            return fail(auth.TooManyAttempts("too many failed attempts; retry later", 30))
-    stub.api.authenticator = Locked()
-    try:
-        response, body = call(stub, "get", "/status.json")
-    finally:
-        stub.api.authenticator = None
+            raise auth.TooManyAttempts("too many failed attempts; retry later", 30)
+    stub = rebuilt(stub, dataclasses.replace(stub.services, authenticator=Locked()))
+    response, body = call(stub, "get", "/status.json")
     assert (response.code, response.phrase) == (429, b"Too Many Requests")
     assert response.headers.getRawHeaders("Retry-After") == ["30"]
     assert json.loads(body)["msg"].startswith("too many failed attempts")

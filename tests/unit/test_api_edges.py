@@ -6,8 +6,8 @@ import json
 import pytest
 from twisted.web.test.requesthelper import DummyRequest
 
-from crawld.api_browser import read_output
-from crawld.web import Utf8Only
+from crawld.http.files import read_output
+from crawld.http.server import Utf8Only
 from tests.unit.fakes import result
 from tests.unit.test_api import call_json, client  # noqa: F401 (the fixture)
 

@@ -13,8 +13,10 @@ from twisted.internet.error import ProcessDone, ProcessTerminated
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 
-from crawld import api_browser, browser, runner
-from crawld.api_browser import browse_params, list_files, read_output
+from crawld import browser, runner
+from crawld.http import routes_browser
+from crawld.http.files import list_files, read_output
+from crawld.http.routes_browser import browse_params
 from crawld.browser import (CONTROL_IN, CONTROL_OUT, MAX_POSTS, BrowserProtocol, Browsers,
                             Channel, Settings, find_browser, last_progress, read_events)
 from crawld.errors import BadRequest, NotFound
@@ -362,7 +364,7 @@ def test_find_browser_auto_takes_the_first_installed_candidate(tmp_path, monkeyp
     assert find_browser() is None
 
 
-# ------------------------------------------------------------------- api_browser helpers
+# ------------------------------------------------------------ the browser routes' helpers
 
 
 def test_read_output_from_offsets(tmp_path):
@@ -436,7 +438,7 @@ def b64(text: str, padded: bool = True) -> str:
 def test_browse_params_accepts_http_urls(url):
     params = browse_params(FakeRequest(url=url))
     assert params == {"url": url, "screenshot": False,
-                      "timeout": api_browser.BROWSE_DEFAULT_TIMEOUT}
+                      "timeout": routes_browser.BROWSE_DEFAULT_TIMEOUT}
 
 
 @pytest.mark.parametrize("url", ["ftp://example.com/", "file:///etc/passwd",
@@ -522,7 +524,7 @@ def test_list_files_skips_dot_files_directories_and_links(tmp_path):
 
 
 def test_open_regular_refuses_links_fifos_and_linked_folders(tmp_path):
-    from crawld.api_browser import open_regular, read_screenshot
+    from crawld.http.files import open_regular, read_screenshot
     job = tmp_path / "job"
     (job / "shots").mkdir(parents=True)
     (job / "ok.png").write_bytes(b"\x89PNG data")

@@ -7,7 +7,7 @@ import urllib.parse
 import pytest
 from twisted.web.http import parse_qs
 
-from crawld import web
+from crawld.http import server as web
 
 
 @pytest.mark.parametrize("size", [0, 1, web.SLICE - 1, web.SLICE, web.SLICE + 1, 3 * web.SLICE + 7])
@@ -27,7 +27,7 @@ def test_escapes_straddling_a_slice_edge_stay_whole():
 
 
 def test_access_log_lines_never_carry_an_api_key():
-    from crawld.web import access_line, redact_query
+    from crawld.http.server import access_line, redact_query
     assert redact_query("/list-jobs.json?status=ACTIVE&key=cwk_secret") == \
         "/list-jobs.json?status=ACTIVE&key=REDACTED"
     assert redact_query("/x?k%65y=cwk_a;KEY=cwk_b&keys=fine") == \
@@ -53,3 +53,38 @@ def test_access_log_lines_never_carry_an_api_key():
     assert "cwk_secret" not in line and "key=REDACTED" in line
     assert line.startswith('"127.0.0.1" - - [22/Nov/2026:15:00:00 +0000] "GET /status.json?')
     assert line.endswith('200 42 "-" "curl/8 \\"x\\""')
+
+
+def test_multipart_parts_are_decoded_by_name_in_order():
+    body = (b"--b\r\nContent-Disposition: form-data; name=\"when\"\r\n\r\nnow\r\n"
+            b"--b\r\nContent-Disposition: form-data; name=\"archive\"; filename=\"p.zip\"\r\n"
+            b"Content-Type: application/zip\r\n\r\nPK\x03\x04\r\n\x00\xff\r\n"
+            b"--b\r\nContent-Disposition: form-data\r\n\r\nno name: skipped\r\n"
+            b"--b\r\nContent-Disposition: form-data; name=\"caf\xc3\xa9\"\r\n\r\n\r\n"
+            b"--b\r\nContent-Disposition: form-data; name=\"when\"\r\n\r\nlater\r\n"
+            b"--b--\r\n")
+    assert web.decode_multipart(body, b"multipart/form-data; boundary=b") == {
+        b"when": [b"now", b"later"], b"archive": [b"PK\x03\x04\r\n\x00\xff"],
+        "café".encode(): [b""]}
+
+
+def test_a_large_multipart_part_spanning_many_slices_is_whole():
+    data = os.urandom(5 * web.SLICE + 3).replace(b"\r\n--", b"xxxx")
+    body = (b"--edge\r\nContent-Disposition: form-data; name=\"archive\"\r\n\r\n" + data
+            + b"\r\n--edge--\r\n")
+    assert web.decode_multipart(body, b'multipart/form-data; boundary="edge"') == {
+        b"archive": [data]}
+
+
+@pytest.mark.parametrize("body, ctype", [
+    (b"--b--\r\n", b"multipart/form-data"),                      # no boundary
+    (b"--nope\r\ngarbage", b"multipart/form-data; boundary=xyz"),  # no delimiter
+    (b"--b\r\nContent-Disposition: form-data; name=\"a\"\r\n\r\nno end",
+     b"multipart/form-data; boundary=b"),                       # cut short
+    (b"--b\r\n" + b"X-Filler: y\r\n" * 100 + b"\r\nv\r\n--b--\r\n",
+     b"multipart/form-data; boundary=b"),                       # a part's headers unbounded
+])
+def test_malformed_multipart_is_a_bad_request_naming_it(body, ctype):
+    from crawld.errors import BadRequest
+    with pytest.raises(BadRequest, match="^malformed multipart body: "):
+        web.decode_multipart(body, ctype)

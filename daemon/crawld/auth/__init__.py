@@ -20,11 +20,11 @@ from .credfile import (Credentials, CredentialsError, add_key, add_user, credent
 from .limiter import FailureLimiter, TooManyAttempts
 from .passwords import DEFAULT_KDF, DEFAULT_REALM, KdfParams
 from .portal import Authenticator, Unauthorized
-from .roles import (ANONYMOUS, ROLES, Identity, authorize, is_loopback, must_refuse_start,
+from .roles import (ANONYMOUS, OPERATOR, READER, ROLES, Identity, authorize, is_loopback, must_refuse_start,
                     path_forms, required_role, resolve_mode, start_warning)
 
 __all__ = [
-    "ANONYMOUS", "Authenticator", "Credentials", "CredentialsError", "DEFAULT_KDF",
+    "ANONYMOUS", "OPERATOR", "READER", "Authenticator", "Credentials", "CredentialsError", "DEFAULT_KDF",
     "DEFAULT_REALM", "FailureLimiter", "Identity", "KdfParams", "ROLES", "TooManyAttempts",
     "Unauthorized", "add_key", "add_user", "authorize", "credentials_path", "is_loopback",
     "must_refuse_start", "path_forms", "read_credentials", "remove_user", "required_role",

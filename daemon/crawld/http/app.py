@@ -1,0 +1,31 @@
+"""Builds the API: ``build_app(services)`` is the root resource of the native API.
+
+Nothing is registered at import time: each call makes a new Klein app, has each route
+module add its routes to it, and installs the error handling. The daemon builds one
+over its real services (service.py); tests build the same app over fakes.
+"""
+from __future__ import annotations
+
+from twisted.web.resource import IResource
+
+from . import routes_browser, routes_jobs, routes_logs, routes_meta, routes_projects
+from .helpers import Router, install_error_handlers
+from .services import Services
+
+#: The route modules, one per noun; each has ``register(router)``.
+ROUTE_MODULES = (routes_meta, routes_projects, routes_jobs, routes_logs, routes_browser)
+
+
+def build_router(services: Services) -> Router:
+    """A new app over ``services``: every route and the error handlers, on a Klein app of
+    its own. ``Router.methods`` tells what each path serves (for docs and tests)."""
+    router = Router(services)
+    for module in ROUTE_MODULES:
+        module.register(router)
+    install_error_handlers(router)
+    return router
+
+
+def build_app(services: Services) -> IResource:
+    """The API's root resource over ``services`` (put it in server.make_site)."""
+    return build_router(services).klein.resource()

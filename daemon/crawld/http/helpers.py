@@ -1,0 +1,345 @@
+"""What every route shares: parameters, JSON bodies, errors as HTTP, the endpoint wrapper.
+
+``Router`` registers route functions on one app's Klein instance. Each is wrapped by
+``Router.route`` so that, in this order: a CORS preflight from a listed origin is
+answered (before authentication: it carries no credentials); with authentication off,
+the Host header must name this server; the request is authenticated (the authenticator
+may answer later, as a Deferred) and authorized for its role; a method the endpoint does
+not take is a 405; a browser's cross-site request that would act is refused; a body
+over the limit is a 413; the form body is decoded; then the route runs, and a dict it
+returns becomes ``{"status": "ok", ...}``. Errors of the CrawldError tree become
+``{"status": "error", "msg": ...}`` with their code, in ``install_error_handlers``;
+anything else is a 500 whose traceback goes to the daemon's log only.
+
+This module imports no route module: routes import it.
+"""
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+from functools import wraps
+from typing import Any, Callable, Optional
+from urllib.parse import parse_qs, urlsplit
+
+from klein import Klein
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import MethodNotAllowed as RouteMethodNotAllowed
+from werkzeug.exceptions import NotFound as RouteNotFound
+
+from .. import auth, logs
+from ..errors import (BadRequest, CrawldError, Forbidden, NotFound, TooLarge, TooManyStreams,
+                      is_disk_full)
+from ..jobs import parse_seconds, validate_policies
+from .services import Services
+
+log = Logger(namespace="crawld.api")
+
+ALL_METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")
+UUID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+POLICY_PARAMS = ("tz", "jitter", "misfire", "misfire-grace", "overlap", "timeout",
+                 "no-output-timeout", "max-log-size", "memory-limit")
+#: GETs that make something happen (a post handed out, a screenshot taken): a page on
+#: another site must not trigger them with an <img> either.
+ACTING_GETS = {"/job-posts.json", "/job-screenshot.png"}
+#: The largest whole number a parameter may be: SQLite's and a file offset's limit.
+MAX_INT = 2 ** 63 - 1
+#: Reason phrases Twisted does not know (it would send "429 Unknown Status").
+PHRASES = {429: b"Too Many Requests", 507: b"Insufficient Storage"}
+
+
+# -- JSON bodies ----------------------------------------------------------------------
+def write_json(request: Any, code: int, body: dict[str, Any]) -> bytes:
+    """``body`` as the API's JSON answer with ``code``: the exact Content-Type, no caching."""
+    data = (json.dumps(body, ensure_ascii=False) + "\n").encode("utf-8")
+    request.setResponseCode(code, PHRASES.get(code))
+    request.setHeader(b"Content-Type", b"application/json")
+    request.setHeader(b"Cache-Control", b"no-store")
+    return data
+
+
+def error_body(request: Any, code: int, msg: str) -> bytes:
+    """The API's error answer: ``{"status": "error", "msg": msg}`` with ``code``."""
+    return write_json(request, code, {"status": "error", "msg": msg})
+
+
+# -- parameters -----------------------------------------------------------------------
+def arg(request: Any, name: str, required: bool = True, default: Optional[str] = None
+        ) -> Optional[str]:
+    """One request parameter (query string or form body) as text; the first value."""
+    values = request.args.get(name.encode())
+    if not values:
+        if required:
+            raise BadRequest(f"missing parameter {name!r}")
+        return default
+    try:
+        return values[0].decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadRequest(f"parameter {name!r} is not valid UTF-8") from None
+
+
+def int_arg(request: Any, name: str, default: int, minimum: int = 0,
+            maximum: int = MAX_INT) -> int:
+    """A whole-number parameter within [minimum, maximum] (ASCII digits only)."""
+    text = arg(request, name, required=False)
+    if text is None:
+        return default
+    if (not re.fullmatch(r"[0-9]{1,19}", text) or not minimum <= int(text) <= maximum):
+        raise BadRequest(f"parameter {name!r} must be a whole number from {minimum} to "
+                         f"{maximum}")
+    return int(text)
+
+
+def seconds_arg(request: Any, name: str, default: float, top: float) -> float:
+    """A number of seconds, more than 0 and at most ``top`` (``default`` when absent)."""
+    text = arg(request, name, required=False)
+    if text is None or text == "":
+        return default
+    return parse_seconds(name, text, top, zero=False)
+
+
+def flag_arg(request: Any, name: str) -> bool:
+    """A yes/no parameter: 1, true, yes or 0, false, no (absent: no)."""
+    text = (arg(request, name, required=False) or "0").lower()
+    if text not in ("0", "1", "true", "false", "yes", "no"):
+        raise BadRequest(f"parameter {name!r} must be 1 or 0")
+    return text in ("1", "true", "yes")
+
+
+def policy_args(request: Any) -> dict[str, Any]:
+    """The schedule policy parameters of a request, validated, as Job fields."""
+    return validate_policies(**{name.replace("-", "_"): arg(request, name, required=False)
+                                for name in POLICY_PARAMS})
+
+
+# -- the request's origin -------------------------------------------------------------
+def acts(request: Any) -> bool:
+    """Whether a GET is one of ACTING_GETS, however its path is spelled (the router
+    percent-decodes: /job-posts%2Ejson is /job-posts.json)."""
+    return bool(auth.path_forms(request.path.decode("latin-1")) & ACTING_GETS)
+
+
+def allow_origin(request: Any, allowed: frozenset[str]) -> bool:
+    """CORS for the origins the operator listed (``[web] allowed-origins``), none else.
+
+    Adds the response headers that let a dashboard on such an origin read responses
+    (credentials included); returns whether the request's Origin is one of them."""
+    origin = request.getHeader(b"origin")
+    if origin is None or origin.decode("latin-1").strip().lower() not in allowed:
+        return False
+    request.setHeader(b"Access-Control-Allow-Origin", origin.strip())
+    request.setHeader(b"Access-Control-Allow-Credentials", b"true")
+    request.setHeader(b"Vary", b"Origin")
+    return True
+
+
+def host_allowed(request: Any, names: frozenset[str]) -> bool:
+    """Whether the Host header names this server: an IP literal, localhost, or one of
+    ``[web] hostnames``. A DNS-rebinding page reaches 127.0.0.1 under its own name."""
+    raw = (request.getHeader(b"host") or b"").decode("latin-1").strip().lower()
+    host = raw[1:raw.index("]")] if raw.startswith("[") and "]" in raw else raw.split(":")[0]
+    if host in ("localhost", "localhost.") or host in names:
+        return True
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        return False
+
+
+def refuse_cross_site(request: Any) -> None:
+    """Refuse a state-changing request that a browser says comes from another site.
+
+    A web page can POST forms to 127.0.0.1 without any CORS approval; since pushing a
+    project runs code, such requests must not reach the API. curl and scrapy-do-cl send
+    neither header and are unaffected.
+    """
+    fetch_site = request.getHeader(b"sec-fetch-site")
+    if fetch_site is not None and fetch_site.strip().lower() == b"cross-site":
+        raise Forbidden("cross-site requests may not change anything (Sec-Fetch-Site)")
+    origin = request.getHeader(b"origin")
+    if origin is not None:
+        host = (request.getHeader(b"host") or b"").strip().lower()
+        _, _, origin_host = origin.strip().lower().partition(b"://")
+        if origin_host != host:
+            raise Forbidden("cross-origin requests may not change anything (Origin "
+                            f"{origin.decode('latin-1')!r} is not this server)")
+
+
+def authenticate(s: Services, request: Any) -> Optional[Deferred]:
+    """Who is asking, and may they: raises (or fails with) 401 with challenges, 429 or 403.
+
+    The authenticator may answer at once or later (a password hash checked in a
+    thread). At once: this returns None once the identity has the role needed; later:
+    a Deferred that fires with None then. (No Deferred on the first path: status.json
+    is polled hard, and each one costs.)
+    """
+    headers = {name.decode("latin-1").lower(): values[-1].decode("latin-1")
+               for name, values in request.requestHeaders.getAllRawHeaders()}
+    uri = request.uri.decode("latin-1")
+    query = parse_qs(urlsplit(uri).query).get("key")  # the URL's, never the body's
+    method = request.method.decode("ascii", "replace")
+    role = auth.required_role(method, request.path.decode("latin-1"))
+    identity = s.authenticator.authenticate(headers, query[0] if query else None, method,
+                                            uri, request.getClientAddress().host)
+    if isinstance(identity, Deferred):
+        return identity.addCallback(auth.authorize, role)
+    auth.authorize(identity, role)
+    return None
+
+
+# -- what routes share ----------------------------------------------------------------
+def find_job(s: Services, job_id: Optional[str]) -> Deferred:
+    """The job ``job_id`` (404 for anything that is not a known job's UUID)."""
+    if not UUID_RE.fullmatch(job_id or ""):
+        raise NotFound(f"unknown job {job_id!r}")
+    return s.jobs.get(job_id)
+
+
+def stream(s: Services, request: Any, fh: Any, still_running: Callable[[], bool]
+           ) -> Deferred:
+    """Stream a file to the client (following it while ``still_running()``), within
+    the cap on concurrent streams: past ``[web] max-streams`` the client gets 429."""
+    gate = s.streams
+    if gate.full:
+        fh.close()
+        raise TooManyStreams(f"{gate.open} log and file streams are open, the most "
+                             f"[web] max-streams allows; retry later")
+    gate.open += 1
+    follower = logs.Follower(s.reactor, request, fh, still_running)
+
+    def closed(result: Any) -> Any:
+        gate.open -= 1
+        return result
+    return follower.done.addBoth(closed)
+
+
+# -- the app --------------------------------------------------------------------------
+#: A route function: the services, the request and the path's variables; returns a dict
+#: (the JSON answer's keys), bytes (the body, headers set), None (streamed), or a
+#: Deferred of one of them.
+RouteFn = Callable[..., Any]
+
+
+class Router:
+    """One app's routes on its own Klein instance, and the methods each path takes."""
+
+    def __init__(self, services: Services) -> None:
+        self.services = services
+        self.klein = Klein()
+        #: Klein rule (e.g. ``/job-files/<string:job_id>/<string:name>``) -> methods
+        self.methods: dict[str, tuple[str, ...]] = {}
+
+    def route(self, path: str, *methods: str) -> Callable[[RouteFn], RouteFn]:
+        """Serve ``fn`` at ``path`` for ``methods`` (GET implies HEAD). Every method
+        reaches the wrapper, so that a wrong one gets the API's JSON 405."""
+        def decorate(fn: RouteFn) -> RouteFn:
+            if path in self.methods:
+                raise ValueError(f"two routes for {path}")
+            self.methods[path] = methods
+            self.klein.route(path, methods=list(ALL_METHODS), endpoint=path)(
+                self._endpoint(fn, methods))
+            return fn
+        return decorate
+
+    def methods_for(self, path: bytes) -> tuple[str, ...]:
+        """The methods the endpoint at ``path`` accepts (empty when there is none)."""
+        try:
+            endpoint, _ = self.klein.url_map.bind("localhost").match(
+                path.decode("latin-1"), method="GET")
+        except HTTPException:  # no such route, or a redirect werkzeug would suggest
+            return ()
+        return self.methods.get(endpoint, ())
+
+    def _endpoint(self, fn: RouteFn, methods: tuple[str, ...]) -> RouteFn:
+        """``fn`` wrapped as the module docstring says. Requests are server.LimitedRequest
+        (in tests too): ``body_too_large`` and ``parse_body()`` are always there."""
+        s = self.services
+        allow = ", ".join(methods).encode()
+
+        @wraps(fn)
+        def endpoint(request: Any, *args: Any, **kwargs: Any) -> Any:
+            method = request.method.decode("ascii", "replace")
+            if method == "HEAD" and "GET" in methods:
+                method = "GET"  # Twisted sends the headers and drops the body
+            listed = allow_origin(request, s.web.allowed_origins)
+            if (listed and method == "OPTIONS"
+                    and request.getHeader(b"access-control-request-method") is not None):
+                # a preflight carries no credentials: answer it before authentication
+                request.setHeader(b"Access-Control-Allow-Methods", allow)
+                request.setHeader(b"Access-Control-Allow-Headers",
+                                  b"Authorization, X-Api-Key, Content-Type")
+                request.setHeader(b"Access-Control-Max-Age", b"600")
+                request.setResponseCode(204)
+                return b""
+            if s.authenticator.mode == "none" and not host_allowed(request, s.web.hostnames):
+                # with authentication on, a rebinding page has no credentials, and
+                # names are not checked (reverse proxies vary)
+                raise Forbidden("this server is not known by the name in the Host header; "
+                                "add it to [web] hostnames (a guard against DNS rebinding)")
+
+            def serve(_: Any = None) -> Any:
+                if method not in methods:
+                    request.setHeader(b"Allow", allow)
+                    return error_body(request, 405, f"method {method} not allowed; use "
+                                      f"{' or '.join(methods)}")
+                if (method != "GET" or acts(request)) and not listed:
+                    refuse_cross_site(request)
+                if request.body_too_large:
+                    raise TooLarge(f"request body over the {s.web.max_body} byte limit "
+                                   "(max-archive-size)")
+                parsed = request.parse_body()
+                parsed.addCallback(lambda _: fn(s, request, *args, **kwargs))
+                return parsed.addCallback(
+                    lambda result: result if isinstance(result, bytes) or result is None
+                    else write_json(request, 200, {"status": "ok", **result}))
+            checked = authenticate(s, request)
+            served = serve() if checked is None else checked.addCallback(serve)
+            if not isinstance(served, Deferred):
+                return served
+            # A client that goes away makes Klein cancel the Deferred it was given; the
+            # work (a row written, a process spawned) must still finish, so Klein gets
+            # a Deferred with no canceller, fed by the real one.
+            shielded: Deferred = Deferred()
+            served.chainDeferred(shielded)
+            return shielded
+        return endpoint
+
+
+def install_error_handlers(router: Router) -> None:
+    """Errors as the API's JSON answers, in one place: CrawldError with its code (and
+    headers such as WWW-Authenticate), unknown paths 404, methods no route takes 405,
+    a full disk 507, anything else 500 (the traceback to the daemon's log only)."""
+    klein = router.klein
+
+    @klein.handle_errors(CrawldError)
+    def crawld_error(request: Any, failure: Any) -> bytes:
+        extra = getattr(failure.value, "response_headers", None)
+        for name, values in (extra() if extra else {}).items():
+            request.responseHeaders.setRawHeaders(name, [str(v) for v in values])
+        return error_body(request, failure.value.code, failure.value.msg)
+
+    @klein.handle_errors(RouteNotFound)
+    def not_found(request: Any, failure: Any) -> bytes:
+        return error_body(request, 404, f"no such endpoint: {request.path.decode('latin-1')}")
+
+    @klein.handle_errors(RouteMethodNotAllowed)
+    def bad_method(request: Any, failure: Any) -> bytes:
+        """A method no route takes at all (TRACE, CONNECT, ...): 405 with ``Allow`` too."""
+        methods = router.methods_for(request.path)
+        if methods:
+            request.setHeader(b"Allow", ", ".join(methods).encode())
+        method = request.method.decode("ascii", "replace")
+        return error_body(request, 405, f"method {method} not allowed" + (
+            f"; use {' or '.join(methods)}" if methods else ""))
+
+    @klein.handle_errors(Exception)
+    def internal(request: Any, failure: Any) -> bytes:
+        if is_disk_full(failure.value):
+            log.error("{path}: the disk is full ({exc})", path=request.path, exc=failure.value)
+            return error_body(request, 507, "the disk of the data directory is full; "
+                              "nothing was changed. Free some space and retry")
+        log.failure("unhandled error on {path}", failure, path=request.path)
+        return error_body(request, 500, "internal error; see the daemon's log")

@@ -1,0 +1,44 @@
+"""Projects: push a version, list projects and their spiders, remove one."""
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.defer import inlineCallbacks
+
+from ..errors import BadRequest
+from .helpers import Router, arg
+from .services import Services
+
+
+@inlineCallbacks
+def push_project(s: Services, request: Any):
+    """Store an uploaded zip (a file part or a url-encoded field) as the new version."""
+    values = request.args.get(b"archive")
+    if not values:
+        raise BadRequest("missing parameter 'archive' (a zip, as a file or form field)")
+    project = yield s.projects.push(values[0], s.web.max_archive)
+    return {"name": project.name, "spiders": list(project.spiders),
+            "scripts": list(project.scripts)}
+
+
+def list_projects(s: Services, request: Any) -> dict[str, Any]:
+    return {"projects": s.projects.names()}
+
+
+def list_spiders(s: Services, request: Any) -> dict[str, Any]:
+    name = arg(request, "project")
+    return {"project": name, "spiders": list(s.projects.get(name).spiders)}
+
+
+@inlineCallbacks
+def remove_project(s: Services, request: Any):
+    yield s.projects.remove(arg(request, "name"))
+    return {}
+
+
+def register(router: Router) -> None:
+    """Add this module's routes to ``router``."""
+    router.route("/push-project.json", "POST")(push_project)
+    router.route("/list-projects.json", "GET")(list_projects)
+    router.route("/list-spiders.json", "GET")(list_spiders)
+    router.route("/remove-project.json", "POST")(remove_project)

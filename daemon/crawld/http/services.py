@@ -1,0 +1,190 @@
+"""What the HTTP layer receives: ``Services``, and a Protocol for each service in it.
+
+Each Protocol lists exactly what routes use of a service, no more, so a unit test's
+fake that implements it stands for the real class (tests/unit/test_http_services.py
+checks both against these Protocols). Routes call methods; they never reach through a
+service into its parts (``jobs.scheduler``...) nor write to one.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import tzinfo
+from typing import (Any, Callable, Mapping, Optional, Protocol, Sequence, Union,
+                    runtime_checkable)
+
+from twisted.internet.defer import Deferred
+from twisted.internet.threads import deferToThread
+
+from ..model import Project
+from ..seams import Clock
+
+
+#: The clock routes use (``task.Clock`` in tests): time now, and timers.
+ReactorApi = Clock
+
+
+@runtime_checkable
+class JobsApi(Protocol):
+    """jobs.Jobs as the API uses it. Methods returning Deferred fire with a Job (or a
+    list of them); a CrawldError is the client's 4xx."""
+
+    counters: Mapping[str, int]
+
+    def schedule(self, project: str, spider: str, when: str, description: str = "",
+                 payload: Optional[str] = None, policies: Optional[dict[str, Any]] = None,
+                 kind: str = "spider") -> Deferred: ...
+
+    def browse(self, params: dict[str, Any], description: str = "",
+               timeout: Optional[float] = None) -> Deferred: ...
+
+    def wait(self, job_id: str, timeout: float) -> Deferred: ...
+
+    def get(self, job_id: str) -> Deferred: ...
+
+    def list(self, status: str, limit: int = -1, offset: int = 0,
+             project: Optional[str] = None, spider: Optional[str] = None) -> Deferred: ...
+
+    def cancel(self, job_id: str) -> Deferred: ...
+
+    def pause(self, job_id: str) -> Deferred: ...
+
+    def resume(self, job_id: str) -> Deferred: ...
+
+    def run_now(self, job_id: str) -> Deferred: ...
+
+    def update(self, job_id: str, when: Optional[str] = None,
+               description: Optional[str] = None, payload: Optional[str] = None,
+               policies: Optional[dict[str, Any]] = None) -> Deferred: ...
+
+    def zone(self, name: Optional[str]) -> Optional[tzinfo]: ...
+
+    def timezone_name(self) -> str: ...
+
+    def schedule_count(self) -> int: ...
+
+
+@runtime_checkable
+class ProjectsApi(Protocol):
+    """projects.Projects as the API uses it."""
+
+    def names(self) -> list[str]: ...
+
+    def get(self, name: str) -> Project: ...
+
+    def spider_count(self) -> int: ...
+
+    def push(self, data: bytes, max_size: Optional[int] = None) -> Deferred: ...
+
+    def remove(self, name: str) -> Deferred: ...
+
+
+@runtime_checkable
+class SupervisorApi(Protocol):
+    """supervisor.Supervisor as the API uses it: is a job running, and its kill grace."""
+
+    kill_grace: float
+
+    def is_running(self, job_id: str) -> bool: ...
+
+
+@runtime_checkable
+class ChannelApi(Protocol):
+    """browser.Channel: the control pipes of one running browser job."""
+
+    next_shot: int
+
+    def message(self, data: Any) -> None: ...
+
+    def screenshot(self, path: str, full_page: bool) -> Deferred: ...
+
+
+@runtime_checkable
+class BrowsersApi(Protocol):
+    """browser.Browsers as the API uses it: channels, posts, paths and the browser."""
+
+    settings: Any  # browser.Settings: screenshot_timeout is read
+    tmp_root: str
+    files_root: str
+
+    def channel(self, job_id: str) -> ChannelApi: ...
+
+    def take_posts(self, job_id: str) -> list[dict[str, Any]]: ...
+
+    def tmp_dir(self, job_id: str) -> str: ...
+
+    def files_dir(self, job_id: str) -> str: ...
+
+    def describe(self) -> Deferred: ...
+
+
+@runtime_checkable
+class StatusApi(Protocol):
+    """status.StatusReport: builds status.json's body from counts kept in memory."""
+
+    def build(self, counters: Mapping[str, int], scheduled: int, projects: int,
+              spiders: int) -> dict[str, Any]: ...
+
+
+@runtime_checkable
+class AuthenticatorApi(Protocol):
+    """auth.Authenticator: who sent a request. ``authenticate`` returns an Identity or a
+    Deferred firing with one, or raises (fails with) Unauthorized / TooManyAttempts.
+    With ``mode`` "none" it answers ANONYMOUS, and the Host header is checked instead."""
+
+    mode: str
+
+    def authenticate(self, headers: Mapping[str, str], query_key: Optional[str],
+                     method: str, uri: str, client_host: str) -> Union[Any, Deferred]: ...
+
+
+class StreamGate:
+    """The followed logs and file downloads open at once, against ``[web] max-streams``."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.open = 0
+
+    @property
+    def full(self) -> bool:
+        return self.open >= self.limit
+
+
+@dataclass(frozen=True)
+class WebSettings:
+    """The ``[web]`` options the API applies to every request."""
+
+    allowed_origins: frozenset[str] = frozenset()  # CORS for a dashboard there
+    hostnames: frozenset[str] = frozenset()        # names this server answers to (auth none)
+    max_streams: int = 64          # followed logs and downloads at once
+    max_body: int = 50 * 1024 * 1024   # request body (413 past it)
+    max_archive: int = 16 * 1024 * 1024  # a pushed project's zip
+
+
+@dataclass(frozen=True)
+class Services:
+    """Everything routes use, wired once by the composition root (service.py) or a test.
+
+    ``browsers`` is None in a daemon without browser jobs. ``streams`` is the app's own
+    count of open streams, made from ``web.max_streams``.
+    """
+
+    reactor: ReactorApi
+    jobs: JobsApi
+    projects: ProjectsApi
+    supervisor: SupervisorApi
+    status: StatusApi
+    authenticator: AuthenticatorApi
+    log_dir: str
+    web: WebSettings = WebSettings()
+    browsers: Optional[BrowsersApi] = None
+    to_thread: Callable[..., Deferred] = deferToThread
+    streams: StreamGate = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "streams", StreamGate(self.web.max_streams))
+
+
+#: Every Protocol of this module with what implements it in the daemon, for the test
+#: that keeps the real classes and the unit tests' fakes in step with them.
+PROTOCOLS: Sequence[type] = (ReactorApi, JobsApi, ProjectsApi, SupervisorApi, ChannelApi,
+                             BrowsersApi, StatusApi, AuthenticatorApi)

@@ -1,0 +1,65 @@
+"""What the API shows: times as ISO 8601 text and a job as list-jobs.json lists it."""
+from __future__ import annotations
+
+from datetime import datetime, tzinfo
+from typing import Any, Optional
+
+from .. import spec as specs
+from ..model import Job, JobStatus
+from ..process import signal_name
+
+
+def iso(ts: Optional[float], zone: Optional[tzinfo] = None,
+        timespec: str = "seconds") -> Optional[str]:
+    """ISO 8601 time with its UTC offset (in ``zone``, else local time), or None."""
+    if ts is None:
+        return None
+    when = datetime.fromtimestamp(ts, zone) if zone else datetime.fromtimestamp(ts).astimezone()
+    return when.isoformat(timespec=timespec)
+
+
+def iso_ms(ts: Optional[float]) -> Optional[str]:
+    """A job's own event times, to the millisecond: enough to time a start or a firing."""
+    return iso(ts, timespec="milliseconds")
+
+
+def display_zone(name: Optional[str]) -> Optional[tzinfo]:
+    """A job's own time zone for display (None: local time)."""
+    return specs.zone(name) if name else None
+
+
+def job_dict(job: Job) -> dict[str, Any]:
+    """A job as list-jobs.json shows it: scrapy-do's keys first, then crawld's."""
+    return {
+        "identifier": job.id,
+        "status": job.status.value,
+        "actor": job.actor.value,
+        "schedule": job.schedule,
+        "project": job.project,
+        "spider": job.spider,
+        "description": job.description,
+        "payload": job.payload,
+        "timestamp": str(datetime.fromtimestamp(job.updated)),
+        "duration": job.duration,
+        "created": iso_ms(job.created),
+        "started": iso_ms(job.started),
+        "finished": iso_ms(job.finished),
+        "exit-code": job.exit_code,
+        "signal": signal_name(job.signal),
+        "reason": job.reason,
+        "parent": job.parent,
+        "next-run": (iso(job.next_fire, display_zone(job.tz))
+                     if job.status is JobStatus.SCHEDULED else None),
+        "last-run": iso(job.last_run, display_zone(job.tz)),
+        "tz": job.tz,
+        "jitter": job.jitter,
+        "misfire": job.misfire,
+        "misfire-grace": job.misfire_grace,
+        "overlap": job.overlap,
+        "kind": job.kind,
+        "script": job.spider if job.kind == "script" else None,
+        "timeout": job.timeout,
+        "no-output-timeout": job.no_output_timeout,
+        "max-log-size": job.max_log_size,
+        "memory-limit": job.memory_limit,
+    }
