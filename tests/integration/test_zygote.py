@@ -51,8 +51,14 @@ def test_ps_tells_the_zygote_and_each_forked_job_apart(daemon):
     assert [title(pid) for pid in pids] == [f"crawld: job {jobs[0]} demo/sleep",
                                             f"crawld: job {jobs[1]} demo/stubborn"]
     assert title(zpid) == "crawld: zygote", "a fork's title is its own"
+    # list-jobs names each running job's process: the one ps shows with its title
+    listed = {job["identifier"]: job["pid"] for job in
+              daemon.ok(daemon.get("/list-jobs.json", status="RUNNING"))["jobs"]}
+    assert listed == dict(zip(jobs, pids))
     for job_id in jobs:
         daemon.ok(daemon.post("/cancel-job.json", id=job_id))
+    assert [daemon.job(job_id)["pid"] for job_id in jobs] == [None, None], \
+        "an ended job has no pid to look for"
 
 
 def test_a_dead_zygote_loses_no_job_and_jobs_keep_starting(daemon):

@@ -62,4 +62,6 @@ def job_dict(job: Job) -> dict[str, Any]:
         "no-output-timeout": job.no_output_timeout,
         "max-log-size": job.max_log_size,
         "memory-limit": job.memory_limit,
+        # the process to look for in ps (crawld: job <id> ...) while the job runs
+        "pid": job.pid if job.status is JobStatus.RUNNING else None,
     }
