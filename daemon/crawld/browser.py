@@ -112,9 +112,6 @@ class Channel:
     clock: Callable[[], float]
     send_line: Callable[[bytes], None] = lambda line: None
     count: int = 0
-    progress: Optional[float] = None
-    label: Optional[str] = None
-    ready: bool = False
     posts: deque = field(default_factory=lambda: deque(maxlen=MAX_POSTS))
     shots: dict[int, Deferred] = field(default_factory=dict)
     next_shot: int = 0
@@ -140,8 +137,8 @@ class Channel:
                      line=line[:200])
             return
         if kind == "ready":
-            self.ready = True
-        elif kind == "error":
+            return  # the runner is up; nothing to record
+        if kind == "error":
             message = event.get("message")
             if isinstance(message, str) and message:
                 self.error = message[:MAX_REASON]
@@ -151,8 +148,7 @@ class Channel:
                 waiting.callback(event)
         elif kind in EVENT_TYPES:
             if kind == "progress":
-                self.progress, self.label = event.get("value"), event.get("label")
-                data: Any = {"value": self.progress, "label": self.label}
+                data: Any = {"value": event.get("value"), "label": event.get("label")}
             elif kind == "file":
                 data = {"name": event.get("name"), "size": event.get("size")}
             else:
@@ -300,9 +296,9 @@ class Browsers:
             os.makedirs(path, mode=mode, exist_ok=True)
             if cmd.uid is not None:  # run-as: the job writes there as its own user
                 os.chown(path, cmd.uid, cmd.gid if cmd.gid is not None else -1)
-        events = open(events_path(self.log_dir, job_id), "ab")
+        # a job runs once: its events file starts empty, numbered from 1, like its logs
+        events = open(events_path(self.log_dir, job_id), "wb")
         channel = Channel(job_id, events, self.reactor.seconds)
-        channel.count = _count_lines(events_path(self.log_dir, job_id))
         out_fd, err_fd = logs.open_for_child(self.log_dir, job_id)
         null_fd = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
         try:
@@ -366,10 +362,3 @@ class Browsers:
         """Drop what is kept of a purged job."""
         self.posts.pop(job_id, None)
 
-
-def _count_lines(path: str) -> int:
-    try:
-        with open(path, "rb") as f:
-            return sum(1 for _ in f)
-    except FileNotFoundError:
-        return 0

@@ -70,16 +70,14 @@ def test_json_lines_split_across_chunks_become_numbered_events_in_the_file(tmp_p
     assert [e["data"] for e in events] == [
         {"n": 1}, {"value": 0.5, "label": "half"}, {"name": "a.png", "size": 3}, [1, "é"]]
     assert [e["date"] for e in events] == [T0, T0, T0 + 2, T0 + 2]
-    assert (ch.progress, ch.label) == (0.5, "half")
     assert b"\\u00e9" not in path.read_bytes(), "written as UTF-8, not escaped"
     assert [p["data"] for p in ch.posts] == [{"n": 1}]
 
 
-def test_ready_is_a_state_not_an_event():
+def test_ready_is_not_an_event():
     ch, _ = channel()
-    assert not ch.ready
     lines(ch, {"type": "ready"})
-    assert ch.ready and ch.count == 0 and ch.events_file.getvalue() == b""
+    assert ch.count == 0 and ch.events_file.getvalue() == b""
 
 
 @pytest.mark.parametrize("line", [
