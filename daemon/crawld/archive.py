@@ -9,18 +9,35 @@ caller runs them in a thread.
 from __future__ import annotations
 
 import configparser
+import contextlib
 import io
+import lzma
 import os
 import posixpath
 import re
 import stat
+import struct
 import zipfile
+import zlib
 from dataclasses import dataclass
+from typing import Iterator
 
 from .errors import ProjectError, TooLarge
 
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 MAX_RATIO = 200  # uncompressed/compressed beyond this, for a big member, says zip bomb
+#: Sizes from this up are checked for their ratio: an entry, and the whole archive
+#: (else 450 entries of 1 MiB each, a 505 KB upload, would unpack to 451 MB).
+BOMB_FLOOR = 1024 * 1024
+#: The compression methods zipfile reads (stored, deflate, bzip2, lzma).
+METHODS = {zipfile.ZIP_STORED: "stored", zipfile.ZIP_DEFLATED: "deflate",
+           zipfile.ZIP_BZIP2: "bzip2", zipfile.ZIP_LZMA: "lzma"}
+ENCRYPTED = 0x1  # general purpose flag bit 0
+#: What zipfile raises for an entry it cannot read: a bad CRC or local header
+#: (BadZipFile), a damaged stream (zlib.error, lzma.LZMAError, OSError from bz2,
+#: EOFError for one cut short), a method or flag it does not support.
+READ_ERRORS = (zipfile.BadZipFile, zlib.error, lzma.LZMAError, EOFError, OSError,
+               NotImplementedError, RuntimeError, ValueError, struct.error)
 
 
 @dataclass(frozen=True)
@@ -57,16 +74,39 @@ def _check_member(info: zipfile.ZipInfo) -> None:
     if stat.S_IFMT(mode) and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
         kind = "links" if stat.S_ISLNK(mode) else "special files"
         raise ProjectError(f"archive entry {name!r}: {kind} are not allowed")
-    if (info.file_size > 1024 * 1024 and info.compress_size
-            and info.file_size / info.compress_size > MAX_RATIO):
+    if info.flag_bits & ENCRYPTED:
+        raise ProjectError(f"archive entry {name!r}: encrypted entries are not supported")
+    if info.compress_type not in METHODS:
+        raise ProjectError(f"archive entry {name!r}: compression method "
+                           f"{info.compress_type} is not supported; use "
+                           f"{', '.join(METHODS.values())}")
+    if _bomb(info.file_size, info.compress_size):
         raise ProjectError(f"archive entry {name!r}: compression ratio over {MAX_RATIO} "
                            "(looks like a zip bomb)")
 
 
+def _bomb(unpacked: int, packed: int) -> bool:
+    """Whether ``unpacked`` bytes from ``packed`` is a ratio only a zip bomb has."""
+    return unpacked >= BOMB_FLOOR and unpacked > MAX_RATIO * max(packed, 1)
+
+
+@contextlib.contextmanager
+def _reading(info: zipfile.ZipInfo) -> Iterator[None]:
+    """Reads of ``info`` in this block: zipfile's errors become a ProjectError (400)
+    naming the entry. (Only reads: a full disk while writing is not the client's fault.)"""
+    try:
+        yield
+    except READ_ERRORS as exc:
+        raise ProjectError(f"archive entry {info.filename!r} cannot be read: "
+                           f"{exc or type(exc).__name__}") from None
+
+
 def _project_name(zf: zipfile.ZipFile, cfg: zipfile.ZipInfo) -> str:
     parser = configparser.ConfigParser(interpolation=None)
+    with _reading(cfg):
+        text = zf.read(cfg)
     try:
-        parser.read_string(zf.read(cfg).decode("utf-8"))
+        parser.read_string(text.decode("utf-8"))
         return parser.get("deploy", "project").strip()
     except (configparser.Error, UnicodeDecodeError) as exc:
         raise ProjectError(f"{cfg.filename}: cannot read [deploy] project: {exc}") from exc
@@ -79,18 +119,23 @@ def inspect(data: bytes, limits: Limits) -> Inspected:
     try:
         zf = zipfile.ZipFile(io.BytesIO(data))
         infos = zf.infolist()
-    except (zipfile.BadZipFile, ValueError) as exc:
+    except READ_ERRORS as exc:
         raise ProjectError(f"the archive is not a valid zip file: {exc}") from exc
     if len(infos) > limits.max_files:
         raise TooLarge(f"the archive has {len(infos)} entries; max-archive-files is "
                        f"{limits.max_files}")
-    total = 0
+    total = packed = 0
     for info in infos:
         _check_member(info)
         total += info.file_size
+        packed += info.compress_size
     if total > limits.max_unpacked:
         raise TooLarge(f"the archive unpacks to {total} bytes; max-unpacked-size is "
                        f"{limits.max_unpacked}")
+    # sizes are what the archive declares: the smaller of them and the upload's own
+    if _bomb(total, min(packed, len(data))):
+        raise ProjectError(f"the archive unpacks to {total} bytes from {len(data)}: a "
+                           f"compression ratio over {MAX_RATIO} (looks like a zip bomb)")
     cfgs = [i for i in infos if re.fullmatch(r"[^/]+/scrapy\.cfg", i.filename)]
     if not cfgs:
         return _scripts_only(infos)
@@ -137,6 +182,22 @@ def _folders(root: str, path: str) -> None:
     os.chmod(path, 0o755)
 
 
+def _copy(zf: zipfile.ZipFile, info: zipfile.ZipInfo, target: str) -> None:
+    """Write one entry to ``target``. zipfile stops at the size the entry declares (the
+    size the limits were checked against) and checks the CRC at its end; what it cannot
+    read is the archive's fault (400), what cannot be written is not (a full disk)."""
+    with open(target, "wb") as out:
+        with _reading(info):
+            src = zf.open(info)
+        with src:
+            while True:
+                with _reading(info):
+                    chunk = src.read(1024 * 1024)
+                if not chunk:
+                    break
+                out.write(chunk)
+
+
 def unpack(data: bytes, inspected: Inspected, dest: str) -> None:
     """Write the project's files (the contents of ``<name>/``) into ``dest``."""
     zf = zipfile.ZipFile(io.BytesIO(data))
@@ -155,9 +216,7 @@ def unpack(data: bytes, inspected: Inspected, dest: str) -> None:
                 os.chmod(target, 0o755)  # whatever the umask: jobs may run as another user
                 continue
             _folders(root, os.path.dirname(target))
-            with zf.open(info) as src, open(target, "wb") as out:
-                while chunk := src.read(1024 * 1024):
-                    out.write(chunk)
+            _copy(zf, info, target)
             os.chmod(target, 0o644)
         except (FileExistsError, IsADirectoryError, NotADirectoryError) as exc:
             raise ProjectError(f"archive entry {info.filename!r} clashes with another "
