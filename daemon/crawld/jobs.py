@@ -24,6 +24,7 @@ from .errors import BadRequest, Conflict, NotFound
 from .database import COUNTERS
 from .events import JobEvents
 from .model import Actor, Job, JobStatus, STATUS_GROUPS, TEMPLATES
+from .payloads import parse_json
 from .seams import Clock, ProjectCatalog
 from .scheduler import Scheduler
 from .store import Store
@@ -97,10 +98,7 @@ def normalize_payload(payload: Optional[str]) -> str:
     """Validate a JSON payload and re-encode it compactly, as scrapy-do does."""
     if payload is None or payload == "":
         return "{}"
-    try:
-        return json.dumps(json.loads(payload), ensure_ascii=False)
-    except ValueError as exc:
-        raise BadRequest(f"payload is not valid JSON: {exc}") from None
+    return json.dumps(parse_json("payload", payload), ensure_ascii=False)
 
 
 class JobFiles(Protocol):
@@ -347,9 +345,10 @@ class Jobs:
                              "jitter, misfire, misfire-grace, overlap, timeout, "
                              "no-output-timeout, max-log-size or memory-limit")
         changed = job.evolve(**fields)
+        spec = specs.parse(changed.schedule)  # 400 before anything is stored, if a
+        # crawld that knew no limits stored a schedule this one refuses: give a new when
         if job.status is JobStatus.SCHEDULED and ("schedule" in fields or "tz" in fields):
-            fields["next_fire"] = self.scheduler.first_fire(specs.parse(changed.schedule),
-                                                            changed.tz)
+            fields["next_fire"] = self.scheduler.first_fire(spec, changed.tz)
         fields["updated"] = self.reactor.seconds()
         yield self.store.update_job(job_id, **fields)
         job = yield self.get(job_id)

@@ -5,6 +5,7 @@ Plain data with no I/O, so every other module can share them without cycles.
 from __future__ import annotations
 
 import enum
+import math
 from dataclasses import dataclass, field, replace
 from typing import Optional
 
@@ -108,7 +109,8 @@ class Job:
         """
         if self.started is None or self.finished is None:
             return None
-        return max(0, int(self.finished - self.started))
+        took = self.finished - self.started
+        return max(0, int(took)) if math.isfinite(took) else None  # a stored inf or NaN
 
     def evolve(self, **changes) -> "Job":
         """A copy with some fields changed (jobs are immutable values)."""

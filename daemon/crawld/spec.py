@@ -27,7 +27,7 @@ import functools
 import random
 import re
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta, tzinfo
+from datetime import date, datetime, time, timedelta, timezone, tzinfo
 from typing import Optional
 
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -46,6 +46,14 @@ ALIASES = {"@hourly": "0 * * * *", "@daily": "0 0 * * *", "@midnight": "0 0 * * 
            "@annually": "0 0 1 1 *"}
 
 UNITS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400, "week": 7 * 86400}
+#: The longest interval a schedule may have: 100 years (36,500 days). Longer ones only
+#: lead past the last date a datetime holds (year 9999), where showing them failed.
+MAX_INTERVAL = 36500 * 86400
+#: The last time crawld computes or shows: a year before datetime's end, so that any
+#: zone's local time, and a day's shift from it, stay within what datetimes hold.
+MAX_TIME = datetime(9999, 1, 1, tzinfo=timezone.utc).timestamp()
+#: Longer than any IANA zone name (the longest has 32 characters).
+MAX_ZONE_NAME = 64
 WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 
 
@@ -154,14 +162,24 @@ def _parse_cron(text: str, expr: str) -> Spec:
 
 
 def zone(name: str) -> tzinfo:
-    """An IANA time zone by name (``Europe/Paris``); BadRequest for an unknown one."""
+    """An IANA time zone by name (``Europe/Paris``); BadRequest for an unknown one.
+
+    A name longer than any zone's (MAX_ZONE_NAME) is refused before the file system is
+    asked (5,000 characters made the lookup fail with "File name too long"); so is a
+    folder of zones (``America``), which the lookup reports as a directory."""
     try:
-        if not name or name.startswith(("/", ".")) or ".." in name:
+        if (not name or len(name) > MAX_ZONE_NAME or name.startswith(("/", "."))
+                or ".." in name):
             raise ValueError(name)
         return ZoneInfo(name)
-    except (ValueError, ZoneInfoNotFoundError):
-        raise BadRequest(f"unknown time zone {name!r}: use an IANA name such as "
+    except (ValueError, OSError, ZoneInfoNotFoundError):
+        raise BadRequest(f"unknown time zone {_shown(name)}: use an IANA name such as "
                          "Europe/Paris or UTC") from None
+
+
+def _shown(name: str) -> str:
+    """A client's name, quoted and cut short enough to repeat in an error message."""
+    return repr(name) if len(name) <= MAX_ZONE_NAME else repr(name[:MAX_ZONE_NAME]) + "..."
 
 
 def preview(spec: Spec, now: float, count: int, tz: Optional[tzinfo] = None,
@@ -171,7 +189,13 @@ def preview(spec: Spec, now: float, count: int, tz: Optional[tzinfo] = None,
         return [now]
     times = [spec.first(now, tz, rng)]
     while len(times) < count:
-        times.append(spec.following(times[-1], times[-1], tz, rng))
+        try:
+            nxt = spec.following(times[-1], times[-1], tz, rng)
+        except (OverflowError, ValueError, OSError):  # no date after year 9999
+            break
+        if nxt > MAX_TIME:  # fewer than ``count``: the series ends where dates do
+            break
+        times.append(nxt)
     return times
 
 
@@ -236,11 +260,17 @@ def _parse_at(text: str, value: str, unit: str) -> time:
     return time(h, m, s)
 
 
+_LIMIT_NOTE = f"an interval is at most {MAX_INTERVAL // 86400} days (100 years)"
+
+
 def _number(text: str, token: str) -> int:
     if re.fullmatch(r"[+-]?\d*\.\d+", token):
         raise SpecError(text, f"intervals are whole numbers, got {token!r}")
     if not re.fullmatch(r"[+-]?\d+", token):
         raise SpecError(text, f"expected a number, got {token!r}")
+    if len(token) > 20:  # int() of thousands of digits is slow, then refused
+        raise SpecError(text, f"the interval {token[:20]}... is too large; "
+                              f"{_LIMIT_NOTE}")
     n = int(token)
     if n <= 0:
         raise SpecError(text, f"the interval must be a positive number, got {n}")
@@ -307,6 +337,9 @@ def _parse_cached(text: str) -> Spec:
     unit = word[:-1] if word.endswith("s") else word
     if unit not in UNITS:
         raise SpecError(text, f"unknown unit {word!r}")
+    if high * UNITS[unit] > MAX_INTERVAL:
+        raise SpecError(text, f"an interval is at most {MAX_INTERVAL // UNITS[unit]} "
+                              f"{unit}s (100 years)")
     at = _parse_at(text, at_value, unit) if at_value else None
     if at is not None and high != low:
         raise SpecError(text, '"at" cannot be combined with a random "N to M" interval')

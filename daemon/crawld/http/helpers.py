@@ -28,6 +28,7 @@ from twisted.logger import Logger
 from werkzeug.exceptions import HTTPException
 from werkzeug.exceptions import MethodNotAllowed as RouteMethodNotAllowed
 from werkzeug.exceptions import NotFound as RouteNotFound
+from werkzeug.routing import RequestRedirect
 
 from .. import auth, logs
 from ..errors import (BadRequest, CrawldError, Forbidden, NotFound, TooLarge, TooManyStreams,
@@ -321,8 +322,10 @@ def install_error_handlers(router: Router) -> None:
             request.responseHeaders.setRawHeaders(name, [str(v) for v in values])
         return error_body(request, failure.value.code, failure.value.msg)
 
-    @klein.handle_errors(RouteNotFound)
+    @klein.handle_errors(RouteNotFound, RequestRedirect)
     def not_found(request: Any, failure: Any) -> bytes:
+        """No route: 404. Also for werkzeug's redirect of a path with ``//`` in a route
+        with parameters (``/job-files/a//b``), which Klein does not answer (it was a 500)."""
         return error_body(request, 404, f"no such endpoint: {request.path.decode('latin-1')}")
 
     @klein.handle_errors(RouteMethodNotAllowed)

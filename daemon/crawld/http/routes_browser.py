@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import mimetypes
 import os
 from functools import lru_cache
@@ -19,6 +18,7 @@ from twisted.internet.defer import Deferred, inlineCallbacks
 
 from .. import browser, logs
 from ..errors import BadRequest, NotFound
+from ..payloads import parse_json
 from .files import (events_view, list_files, open_regular, read_output, read_screenshot,
                     valid_file_name)
 from .helpers import Router, arg, find_job, flag_arg, int_arg, seconds_arg, stream
@@ -102,11 +102,7 @@ def job_output(s: Services, request: Any):
 def job_message(s: Services, request: Any):
     """Send a message (JSON) in to a running browser script."""
     job = yield find_job(s, arg(request, "id"))
-    text = arg(request, "data")
-    try:
-        data = json.loads(text)
-    except ValueError as exc:
-        raise BadRequest(f"parameter 'data' is not valid JSON: {exc}") from None
+    data = parse_json("parameter 'data'", arg(request, "data"))
     channel(s, job.id).message(data)
     return {"identifier": job.id}
 

@@ -1,21 +1,51 @@
 """What the API shows: times as ISO 8601 text and a job as list-jobs.json lists it."""
 from __future__ import annotations
 
+import functools
 from datetime import datetime, tzinfo
 from typing import Any, Optional
+
+from twisted.logger import Logger
 
 from .. import spec as specs
 from ..model import Job, JobStatus
 from ..process import signal_name
 
+log = Logger(namespace="crawld.api")
+
 
 def iso(ts: Optional[float], zone: Optional[tzinfo] = None,
         timespec: str = "seconds") -> Optional[str]:
-    """ISO 8601 time with its UTC offset (in ``zone``, else local time), or None."""
+    """ISO 8601 time with its UTC offset (in ``zone``, else local time), or None.
+
+    None too for a time no datetime holds (past year 9999, infinite, NaN), such as a
+    next fire time an older crawld stored for an absurd schedule: one row must not make
+    a whole listing fail. Such a time is logged, once per value."""
     if ts is None:
         return None
-    when = datetime.fromtimestamp(ts, zone) if zone else datetime.fromtimestamp(ts).astimezone()
-    return when.isoformat(timespec=timespec)
+    try:
+        when = (datetime.fromtimestamp(ts, zone) if zone
+                else datetime.fromtimestamp(ts).astimezone())
+        return when.isoformat(timespec=timespec)
+    except (OverflowError, OSError, ValueError):
+        _unshowable(repr(ts))
+        return None
+
+
+def local_text(ts: float) -> Optional[str]:
+    """scrapy-do's ``timestamp``: local time as ``str(datetime)``, or None as ``iso``."""
+    try:
+        return str(datetime.fromtimestamp(ts))
+    except (OverflowError, OSError, ValueError):
+        _unshowable(repr(ts))
+        return None
+
+
+@functools.lru_cache(maxsize=256)
+def _unshowable(ts: str) -> None:
+    """Log a stored time that no date can show, once per value (cached)."""
+    log.warn("a stored time, {ts} s since 1970, is beyond the dates crawld can show; "
+             "it is listed as null", ts=ts)
 
 
 def iso_ms(ts: Optional[float]) -> Optional[str]:
@@ -39,7 +69,7 @@ def job_dict(job: Job) -> dict[str, Any]:
         "spider": job.spider,
         "description": job.description,
         "payload": job.payload,
-        "timestamp": str(datetime.fromtimestamp(job.updated)),
+        "timestamp": local_text(job.updated),
         "duration": job.duration,
         "created": iso_ms(job.created),
         "started": iso_ms(job.started),
