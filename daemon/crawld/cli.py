@@ -31,6 +31,14 @@ def build_parser() -> argparse.ArgumentParser:
                        help="where the database, projects and logs live (default ./crawld-data)")
     serve.add_argument("--job-slots", metavar="N", type=int,
                        help="jobs that may run at once (default 4 per CPU)")
+    serve.add_argument("--reinit", action="store_true",
+                       help="start although crawld.db is missing, empty or damaged while "
+                       "the data directory holds projects or logs of an earlier crawld "
+                       "(crawld refuses to, without this flag): make a new database and "
+                       "register again the projects found in projects/<name>/<version>/ "
+                       "(the highest version, listed again). Schedules, job history and "
+                       "counters cannot be rebuilt; a damaged crawld.db is kept aside. "
+                       "Restoring a backup is better when you have one")
     show = sub.add_parser("config", help="print the built-in defaults as a commented INI file",
                           description="Print every option of the INI file, with comments, "
                           "set to its default: a file to start from ('crawld config "
@@ -70,8 +78,9 @@ def _start_logging(level: str) -> None:
                                      redirectStandardIO=False)
 
 
-def serve(settings: config.Settings) -> int:
-    """Run a daemon until SIGTERM/SIGINT; returns the process exit code."""
+def serve(settings: config.Settings, reinit: bool = False) -> int:
+    """Run a daemon until SIGTERM/SIGINT; returns the process exit code. ``reinit``:
+    rebuild a lost database from the data directory (``--reinit``, see datadir.py)."""
     from twisted.internet import reactor
     from twisted.logger import Logger
 
@@ -79,7 +88,7 @@ def serve(settings: config.Settings) -> int:
 
     log = Logger(namespace="crawld")
     _start_logging(settings.log_level)
-    daemon = Daemon(settings, reactor)
+    daemon = Daemon(settings, reactor, reinit=reinit)
     code = [0]
 
     def failed(failure: Any) -> None:
@@ -109,7 +118,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except ConfigError as exc:
         print(f"crawld: configuration error: {exc}", file=sys.stderr)
         return 2
-    return serve(settings)
+    return serve(settings, reinit=args.reinit)
 
 
 if __name__ == "__main__":

@@ -174,6 +174,37 @@ class Projects:
         return [line.strip() for line in bytes(proto.out).decode("utf-8", "replace").splitlines()
                 if line.strip()]
 
+    # -- rebuild (crawld serve --reinit) ----------------------------------------------
+    def adopt(self, name: str):
+        """Register ``projects/<name>/`` again after the database was lost: its highest
+        version whose spiders list (``scrapy list`` runs again) or that has scripts.
+        Fires with the Project; fails with ProjectError saying why no version would do."""
+        return self.lock.run(self._adopt, name)
+
+    @inlineCallbacks
+    def _adopt(self, name: str):
+        versions = yield self.to_thread(_versions, os.path.join(self.root, name))
+        if not versions:
+            raise ProjectError(f"projects/{name}/ holds no version folder (1, 2, ...)")
+        problems = []
+        for version in versions:  # the highest first
+            path = os.path.join(self.root, name, str(version))
+            try:
+                scripts = sorted((yield self.to_thread(find_scripts, path)))
+                scrapy = yield self.to_thread(os.path.isfile, os.path.join(path, "scrapy.cfg"))
+                if not scrapy and not scripts:
+                    raise ProjectError("neither scrapy.cfg nor scripts/*.py")
+                spiders = (yield self._list_spiders(path)) if scrapy else []
+                pushed = yield self.to_thread(os.path.getmtime, path)
+            except (ProjectError, OSError) as exc:
+                problems.append(f"version {version}: {getattr(exc, 'msg', exc)}")
+                continue
+            project = Project(name, version, path, tuple(spiders), pushed, tuple(scripts))
+            yield self.store.put_project(project)
+            self.cache[name] = project
+            return project
+        raise ProjectError("; ".join(problems))
+
     # -- remove -----------------------------------------------------------------------
     @inlineCallbacks
     def remove(self, name: str):
@@ -243,6 +274,16 @@ def find_scripts(project_dir: str) -> dict[str, str]:
                                    f"{os.path.relpath(path, project_dir)}")
             found[stem] = path
     return found
+
+
+def _versions(project_root: str) -> list[int]:
+    """The version folders of a project on disk, highest first (blocking)."""
+    try:
+        entries = os.listdir(project_root)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    return sorted((int(e) for e in entries if e.isdigit() and e.isascii()
+                   and os.path.isdir(os.path.join(project_root, e))), reverse=True)
 
 
 def _move(src: str, dest: str) -> None:

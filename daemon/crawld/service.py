@@ -17,7 +17,7 @@ from twisted.internet.defer import inlineCallbacks
 from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
 
-from . import archive, auth
+from . import archive, auth, datadir
 from . import spec as specs
 from .browser import Browsers, Settings as BrowserSettings, find_browser
 from .config import Listen, Settings
@@ -45,9 +45,10 @@ log = Logger(namespace="crawld")
 class Daemon:
     """One crawld: every service wired together over one data directory."""
 
-    def __init__(self, settings: Settings, reactor: Any) -> None:
+    def __init__(self, settings: Settings, reactor: Any, reinit: bool = False) -> None:
         self.settings = settings
         self.reactor = reactor
+        self.reinit = reinit  # crawld serve --reinit: rebuild a lost database (datadir)
         self.root = settings.data_path
         self.log_dir = os.path.join(self.root, "logs")
         self.ports: list[Any] = []
@@ -175,6 +176,18 @@ class Daemon:
     def start(self):
         """Open everything and start listening; fires with the listening addresses."""
         self._prepare_dirs()
+        state = yield deferToThread(datadir.assess, self.root)
+        refusal = datadir.refusal(state, self.reinit)
+        if refusal:  # the database of an earlier crawld is gone: never start empty
+            raise ConfigError(refusal)
+        rebuild = self.reinit and state.lost
+        if rebuild:
+            log.warn("--reinit: the database {db} is {problem}; making a new one",
+                     db=state.db_path, problem=state.problem)
+            for kept in (yield deferToThread(datadir.set_aside, state, self.reactor.seconds())):
+                log.warn("--reinit: kept {kept} aside", kept=kept)
+        elif self.reinit:
+            log.info("--reinit: the database is there; nothing to rebuild")
         self._build(self._run_as())  # the auth mode is decided there, before the app
         if self.browsers.settings.executable is None:
             log.warn("no Chromium found ([browser] executable = {exe}): browser jobs will "
@@ -186,6 +199,8 @@ class Daemon:
                                             clock=self.reactor.seconds)
         yield self.store.ready()
         yield self.projects.load()
+        if rebuild:
+            yield datadir.rebuild(self.projects, self.root, deferToThread)
         yield self.jobs.start()
         # browser jobs of a previous daemon are settled by now: their temp dirs can go
         yield deferToThread(shutil.rmtree, self.browsers.tmp_root, True)

@@ -36,14 +36,15 @@ class DaemonProcess:
         self.session = requests.Session()
         self.starts = 0
 
-    def start(self) -> "DaemonProcess":
+    def start(self, *flags: str) -> "DaemonProcess":
+        """Start ``crawld serve`` (with ``flags`` too) and wait until it listens."""
         self.starts += 1
         log = open(self.log_path, "a")
         log.write(f"---- start {self.starts}\n")
         log.flush()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "crawld", "serve", "--config", self.config_path,
-             "--listen", "127.0.0.1:0", "--data-dir", self.data_dir],
+             "--listen", "127.0.0.1:0", "--data-dir", self.data_dir, *flags],
             stdout=log, stderr=log, stdin=subprocess.DEVNULL, env=self.env)
         log.close()
 
