@@ -364,6 +364,9 @@ class Daemon:
     #: Period of the daemon's internal poll loop, if any; the idle gap before
     #: each one-job measurement is spread over it (see ``phase_gap``).
     tick_period = 1.0
+    #: How many finished jobs the daemon keeps (crawld/scrapy-do ``completed-cap``,
+    #: scrapyd ``finished_to_keep``); bench_hotpath raises it to hold its seeded jobs.
+    completed_cap = 1000
 
     def __init__(self, job_slots: int, workdir: Path) -> None:
         self.job_slots = job_slots
@@ -560,7 +563,7 @@ class ScrapyDo(ScrapyDoAPI):
             [scrapy-do]
             project-store = {self.workdir / 'projects'}
             job-slots = {self.job_slots}
-            completed-cap = 1000
+            completed-cap = {self.completed_cap}
 
             [web]
             interfaces = 127.0.0.1:{self.port}
@@ -601,8 +604,8 @@ class Crawld(ScrapyDoAPI):
             self.versions[dist] = package_version(sys.executable, dist)
 
     def write_config(self) -> None:
-        lines = ["[crawld]", f"job-slots = {self.job_slots}", "completed-cap = 1000",
-                 f"preload = {self.preload}"]
+        lines = ["[crawld]", f"job-slots = {self.job_slots}",
+                 f"completed-cap = {self.completed_cap}", f"preload = {self.preload}"]
         if self.job_python:
             lines.append(f"python = {self.job_python}")
         (self.workdir / "crawld.ini").write_text("\n".join(lines) + "\n")
@@ -645,7 +648,7 @@ class Scrapyd(Daemon):
             http_port = {self.port}
             max_proc = {self.job_slots}
             poll_interval = {self.poll_interval}
-            finished_to_keep = 1000
+            finished_to_keep = {self.completed_cap}
             eggs_dir = {self.workdir / 'eggs'}
             logs_dir = {self.workdir / 'logs'}
             dbs_dir = {self.workdir / 'dbs'}
