@@ -9,17 +9,17 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
-from datetime import datetime
-from functools import lru_cache, wraps
+from functools import lru_cache, partial, wraps
 from importlib import resources
 from urllib.parse import parse_qs, urlsplit
 from typing import Any, Callable, Optional
 
 import yaml
 from klein import Klein
-from twisted.internet.defer import Deferred, inlineCallbacks, maybeDeferred
+from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
+from twisted.web.resource import Resource
 from werkzeug.exceptions import HTTPException
 from werkzeug.exceptions import MethodNotAllowed as RouteMethodNotAllowed
 from werkzeug.exceptions import NotFound as RouteNotFound
@@ -29,8 +29,8 @@ from . import spec as specs
 from .errors import (BadRequest, CrawldError, Forbidden, NotFound, TooLarge, TooManyStreams,
                      is_disk_full)
 from .jobs import validate_policies
-from .model import Job, JobStatus
-from .process import signal_name
+from .jobview import display_zone, iso, iso_ms, job_dict  # noqa: F401 (api_browser's)
+from .web import ExactRouter
 
 log = Logger(namespace="crawld.api")
 
@@ -45,69 +45,32 @@ ACTING_GETS = {"/job-posts.json", "/job-screenshot.png"}
 def acts(request: Any) -> bool:
     """Whether a GET is one of ACTING_GETS, however its path is spelled (the router
     percent-decodes: /job-posts%2Ejson is /job-posts.json)."""
-    return bool(auth.path_forms(request.path.decode("latin-1")) & ACTING_GETS)
+    return _acting_path(request.path)
+
+
+@lru_cache(maxsize=1024)
+def _acting_path(path: bytes) -> bool:
+    """``acts`` for one path, kept: the few paths clients use are decoded once."""
+    return bool(auth.path_forms(path.decode("latin-1")) & ACTING_GETS)
+
+
+@lru_cache(maxsize=1024)
+def _required_role(method: str, path: str) -> str:
+    """auth.required_role, kept per (method, path): its regexes run once per path."""
+    return auth.required_role(method, path)
+
+
 ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"]
 UUID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 LOG_NAME_RE = re.compile(rf"({UUID_RE.pattern})\.(out|err)")
 
 
-def iso(ts: Optional[float], zone: Any = None, timespec: str = "seconds") -> Optional[str]:
-    """ISO 8601 time with its UTC offset (in ``zone``, else local time), or None."""
-    if ts is None:
-        return None
-    when = datetime.fromtimestamp(ts, zone) if zone else datetime.fromtimestamp(ts).astimezone()
-    return when.isoformat(timespec=timespec)
-
-
-def iso_ms(ts: Optional[float]) -> Optional[str]:
-    """A job's own event times, to the millisecond: enough to time a start or a firing."""
-    return iso(ts, timespec="milliseconds")
-
-
-def _zone(name: Optional[str]) -> Any:
-    """A job's own time zone for display (None: local time)."""
-    return specs.zone(name) if name else None
-
-
-def job_dict(job: Job) -> dict[str, Any]:
-    """A job as list-jobs.json shows it: scrapy-do's keys first, then crawld's."""
-    return {
-        "identifier": job.id,
-        "status": job.status.value,
-        "actor": job.actor.value,
-        "schedule": job.schedule,
-        "project": job.project,
-        "spider": job.spider,
-        "description": job.description,
-        "payload": job.payload,
-        "timestamp": str(datetime.fromtimestamp(job.updated)),
-        "duration": job.duration,
-        "created": iso_ms(job.created),
-        "started": iso_ms(job.started),
-        "finished": iso_ms(job.finished),
-        "exit-code": job.exit_code,
-        "signal": signal_name(job.signal),
-        "reason": job.reason,
-        "parent": job.parent,
-        "next-run": (iso(job.next_fire, _zone(job.tz)) if job.status is JobStatus.SCHEDULED
-                     else None),
-        "last-run": iso(job.last_run, _zone(job.tz)),
-        "tz": job.tz,
-        "jitter": job.jitter,
-        "misfire": job.misfire,
-        "misfire-grace": job.misfire_grace,
-        "overlap": job.overlap,
-        "kind": job.kind,
-        "script": job.spider if job.kind == "script" else None,
-        "timeout": job.timeout,
-        "no-output-timeout": job.no_output_timeout,
-        "max-log-size": job.max_log_size,
-        "memory-limit": job.memory_limit,
-    }
+#: json.dumps(..., ensure_ascii=False) without building an encoder for every answer
+_JSON = json.JSONEncoder(ensure_ascii=False)
 
 
 def write_json(request: Any, code: int, body: dict[str, Any]) -> bytes:
-    data = (json.dumps(body, ensure_ascii=False) + "\n").encode("utf-8")
+    data = (_JSON.encode(body) + "\n").encode("utf-8")
     request.setResponseCode(code)
     request.setHeader(b"Content-Type", b"application/json")
     request.setHeader(b"Cache-Control", b"no-store")
@@ -171,7 +134,13 @@ def allow_origin(request: Any, allowed: frozenset[str]) -> bool:
 def host_allowed(request: Any, names: frozenset[str]) -> bool:
     """Whether the Host header names this server: an IP literal, localhost, or one of
     ``[web] hostnames``. A DNS-rebinding page reaches 127.0.0.1 under its own name."""
-    raw = (request.getHeader(b"host") or b"").decode("latin-1").strip().lower()
+    return _host_name_allowed(request.getHeader(b"host") or b"", names)
+
+
+@lru_cache(maxsize=256)
+def _host_name_allowed(value: bytes, names: frozenset[str]) -> bool:
+    """``host_allowed`` for one Host value, kept (an IP literal is parsed once)."""
+    raw = value.decode("latin-1").strip().lower()
     host = raw[1:raw.index("]")] if raw.startswith("[") and "]" in raw else raw.split(":")[0]
     if host in ("localhost", "localhost.") or host in names:
         return True
@@ -215,7 +184,7 @@ def endpoint(*methods: str) -> Callable:
             method = request.method.decode("ascii", "replace")
             if method == "HEAD" and "GET" in methods:
                 method = "GET"  # Twisted sends the headers and drops the body
-            listed = allow_origin(request, self.allowed_origins)
+            listed = bool(self.allowed_origins) and allow_origin(request, self.allowed_origins)
             if (listed and method == "OPTIONS"
                     and request.getHeader(b"access-control-request-method") is not None):
                 # a preflight carries no credentials: answer it before authentication
@@ -238,32 +207,50 @@ def endpoint(*methods: str) -> Callable:
             if getattr(request, "body_too_large", False):
                 raise TooLarge(f"request body over the {self.max_body} byte limit "
                                "(max-archive-size)")
-            # A client that goes away makes Klein cancel the Deferred it was given; the
-            # work (a row written, a process spawned) must still finish, so Klein gets
-            # a Deferred with no canceller, fed by the real one.
-            shielded: Deferred = Deferred()
             parse = getattr(request, "parse_body", None)  # LimitedRequest; absent in tests
-            started = parse() if parse is not None else maybeDeferred(lambda: None)
-            started.addCallback(lambda _: fn(self, request, *args, **kwargs))
-            started.chainDeferred(shielded)
-            return shielded.addCallback(
-                lambda result: result if isinstance(result, bytes) or result is None
-                else write_json(request, 200, {"status": "ok", **result}))
+            parsing = parse() if parse is not None else None
+            if parsing is None:  # no body to decode: answer in this call, no Deferred
+                return ok_body(request, fn(self, request, *args, **kwargs))
+            shielded: Deferred = Deferred()  # see ok_body
+            parsing.addCallback(lambda _: fn(self, request, *args, **kwargs))
+            parsing.chainDeferred(shielded)
+            return shielded.addCallback(lambda result: ok_body(request, result))
         return wrapper
     return decorate
+
+
+def ok_body(request: Any, result: Any) -> Any:
+    """A route's result as its answer: a dict becomes ``{"status": "ok", ...}`` JSON,
+    bytes and None pass as they are, a Deferred fires with that later.
+
+    A client that goes away makes Klein cancel the Deferred it was given; the work (a
+    row written, a process spawned) must still finish, so Klein gets a Deferred with no
+    canceller, fed by the real one."""
+    if isinstance(result, Deferred):
+        shielded: Deferred = Deferred()
+        result.chainDeferred(shielded)
+        return shielded.addCallback(lambda done: ok_body(request, done))
+    if isinstance(result, bytes) or result is None:
+        return result
+    return write_json(request, 200, {"status": "ok", **result})
 
 
 _app = Klein()
 
 #: path -> the methods its endpoint accepts; the source of truth for the OpenAPI spec.
 ROUTES: dict[str, tuple[str, ...]] = {}
+#: path -> the wrapped endpoint of every route without variables (see Api.resource).
+EXACT: dict[str, Callable] = {}
 
 
 def route(path: str, *methods: str) -> Callable:
     """Register an endpoint for every method (so that a wrong one gets a JSON 405)."""
     def decorate(fn: Callable) -> Callable:
         ROUTES[path] = methods
-        return _app.route(path, methods=ALL_METHODS)(endpoint(*methods)(fn))
+        wrapped = endpoint(*methods)(fn)
+        if "<" not in path:
+            EXACT[path] = wrapped
+        return _app.route(path, methods=ALL_METHODS)(wrapped)
     return decorate
 
 
@@ -311,6 +298,14 @@ class Api:
         self.max_streams = 64      # [web] max-streams: followed logs and downloads at once
         self.streams = 0
 
+    def resource(self) -> Resource:
+        """The root resource: routes without variables are found by their exact path
+        and called directly (web.ExactRouter), every other request goes through Klein;
+        both run the same endpoints and give the same answers."""
+        return ExactRouter({path.encode(): partial(fn, self) for path, fn in EXACT.items()},
+                           self.app.resource(), self.error_response,
+                           frozenset(m.encode() for m in ALL_METHODS))
+
     # -- auth -------------------------------------------------------------------------
     def host_ok(self, request: Any) -> bool:
         """With authentication off, only requests that name this server by an IP, by
@@ -326,19 +321,28 @@ class Api:
 
         Every route goes through here before anything else, logs and streams included.
         """
-        if self.authenticator is None:
-            return
-        headers = {name.decode("latin-1").lower(): values[-1].decode("latin-1")
-                   for name, values in request.requestHeaders.getAllRawHeaders()}
+        if self.authenticator is None or self.authenticator.mode == "none":
+            return  # everyone is the anonymous operator, who may do anything
+        headers = {}
+        for name in (b"authorization", b"x-api-key"):  # all the authenticator reads
+            values = request.requestHeaders.getRawHeaders(name)
+            if values:
+                headers[name.decode("ascii")] = values[-1].decode("latin-1")
         uri = request.uri.decode("latin-1")
-        query = parse_qs(urlsplit(uri).query).get("key")  # the URL's, never the body's
+        query = parse_qs(urlsplit(uri).query).get("key") if "?" in uri else None
         method = request.method.decode("ascii", "replace")
         identity = self.authenticator.authenticate(
-            headers, query[0] if query else None, method, uri,
+            headers, query[0] if query else None, method, uri,  # the URL's key, not the body's
             request.getClientAddress().host)
-        auth.authorize(identity, auth.required_role(method, request.path.decode("latin-1")))
+        auth.authorize(identity, _required_role(method, request.path.decode("latin-1")))
 
     # -- errors -----------------------------------------------------------------------
+    def error_response(self, request: Any, failure: Any) -> bytes:
+        """The answer to an endpoint's failure, as Klein's handlers below give it."""
+        if failure.check(CrawldError):
+            return self.crawld_error(request, failure)
+        return self.internal(request, failure)
+
     @app.handle_errors(CrawldError)
     def crawld_error(self, request: Any, failure: Any) -> bytes:
         extra = getattr(failure.value, "response_headers", None)
@@ -432,7 +436,7 @@ class Api:
         job = yield self._job(arg(request, "id"))
         job = yield self.jobs.resume(job.id)
         return {"identifier": job.id, "job-status": job.status.value,
-                "next-run": iso(job.next_fire, _zone(job.tz))}
+                "next-run": iso(job.next_fire, display_zone(job.tz))}
 
     @route("/run-job.json", "POST")
     @inlineCallbacks

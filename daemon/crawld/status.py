@@ -40,6 +40,7 @@ class StatusReport:
         self.hostname = socket.gethostname()
         self.sampled_at = float("-inf")
         self.sample = (0.0, 0.0)
+        self.uptime = (-1, "")  # (whole seconds, as text): made once a second
 
     def _process_sample(self, now: float) -> tuple[float, float]:
         if now - self.sampled_at >= SAMPLE_PERIOD:
@@ -52,13 +53,16 @@ class StatusReport:
               spiders: int) -> dict[str, Any]:
         now = self.reactor.seconds()
         memory, cpu = self._process_sample(now)
+        seconds = int(max(0, now - self.started))
+        if seconds != self.uptime[0]:
+            self.uptime = (seconds, format_uptime(seconds))
         return {
             "memory-usage": memory,
             "cpu-usage": cpu,
             "time": str(datetime.fromtimestamp(now)),
             "timezone": f"{time.tzname[0]}; {time.tzname[1]}",
             "hostname": self.hostname,
-            "uptime": format_uptime(now - self.started),
+            "uptime": self.uptime[1],
             **{name: counters.get(name, 0) for name in
                ("jobs-run", "jobs-successful", "jobs-failed", "jobs-canceled")},
             "jobs-scheduled": scheduled,

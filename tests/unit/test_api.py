@@ -65,7 +65,7 @@ def client(tmp_path):
     jobs.attach(Scheduler(clock, store, jobs.launch, tz=ZoneInfo("UTC")), sup)
     api = Api(clock, jobs, projects, sup, StatusReport(clock, clock.seconds()), str(tmp_path),
               max_body=1 << 20, max_archive=1 << 20)
-    stub = StubTreq(api.app.resource())
+    stub = StubTreq(api.resource())
     stub.clock = clock
     stub.api = api
     return stub, sup

@@ -62,7 +62,7 @@ def test_every_operation_documents_the_answers_every_route_can_give():
 
 def test_openapi_json_is_the_yaml_spec_served_from_the_package():
     api = Api(None, None, None, None, None, "", max_body=1 << 20, max_archive=1 << 20)
-    stub = StubTreq(api.app.resource())
+    stub = StubTreq(api.resource())
     response = result(stub.get("http://localhost/openapi.json"))
     body = result(response.content())
     assert response.code == 200
