@@ -31,11 +31,9 @@ import json
 import os
 import re
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Optional
@@ -161,23 +159,16 @@ class CrawldFrom(core.Crawld):
 
     def __init__(self, python: str, job_slots: int, workdir: Path) -> None:
         super().__init__(job_slots, workdir)
-        self.python = python
+        self.crawld_python = python
 
     def prepare(self, cache_dir: Path) -> None:
-        self.versions = {d: core.package_version(self.python, d)
+        self.versions = {d: core.package_version(self.crawld_python, d)
                          for d in ("crawld", "scrapy", "twisted")}
         if not self.versions["crawld"]:
-            raise RuntimeError(f"crawld is not installed for {self.python}")
+            raise RuntimeError(f"crawld is not installed for {self.crawld_python}")
 
     def job_interpreter(self) -> Optional[str]:
-        return self.python
-
-    def command(self) -> list[str]:
-        script = Path(self.python).parent / "crawld"
-        prefix = [str(script)] if script.exists() else [self.python, "-m", "crawld"]
-        return prefix + ["serve", "--listen", f"127.0.0.1:{self.port}",
-                         "--data-dir", str(self.workdir / "data"),
-                         "--config", str(self.workdir / "crawld.ini")]
+        return self.crawld_python
 
 
 # ---------------------------------------------------------------------------
@@ -514,61 +505,48 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def run(args: argparse.Namespace, tmp: Path) -> bool:
+    """The whole benchmark in ``tmp``: True when nothing failed."""
+    client = ensure_wrk(args.wrk)
+    daemons = make_daemons(args, tmp)
+    res, broken = core.Results(), set()
+    start_all(daemons, args, res, broken, tmp)
+    try:
+        run_rounds(daemons, args, client, res, broken)
+    except core.BenchTimeout as exc:
+        res.errors.setdefault("run", []).append(f"{exc}; results are partial")
+    for d in daemons:
+        res.extra.setdefault(d.name, {})["versions"] = d.versions
+    core.stop_all()
+    names = [d.name for d in daemons]
+    ratio = ratios(res)
+    table = render(res, names, ratio, args)
+    wrk_version = (subprocess.run(["wrk", "--version"], capture_output=True, text=True)
+                   .stdout.splitlines()[:1] if client == "wrk" else [])
+    print(f"\ncrawld bench (hot path): rounds={args.rounds} client={client} "
+          f"connections={args.connections} status {args.seconds:g} s, listings "
+          f"{args.list_seconds:g} s per load; {args.jobs} finished jobs seeded\n")
+    print(table)
+    for name, errs in res.errors.items():
+        print(f"\n{name} errors:\n  " + "\n  ".join(errs))
+    core.write_report(args.out, {
+        "benchmark": "hotpath",
+        "machine": core.machine_info(),
+        "client": client, "wrk": wrk_version[0] if wrk_version else None,
+        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "metrics": {m: {n: {"median": res.median(n, m),
+                            "samples": res.samples.get(n, {}).get(m, [])}
+                        for n in names if res.samples.get(n, {}).get(m)}
+                    for m in METRICS},
+        "ratios": ratio, "daemons": res.extra, "errors": res.errors, "table": table,
+    })
+    return not res.errors
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     args = parse_args(argv)
-    core.GLOBAL_DEADLINE = core.Deadline(args.deadline)
-    signal.signal(signal.SIGALRM, core._on_signal)  # hard backstop
-    signal.signal(signal.SIGTERM, core._on_signal)
-    signal.alarm(int(args.deadline) + 60)
-    tmp = Path(tempfile.mkdtemp(prefix="crawld-hotpath-"))
-    failed = True
-    try:
-        client = ensure_wrk(args.wrk)
-        daemons = make_daemons(args, tmp)
-        res, broken = core.Results(), set()
-        start_all(daemons, args, res, broken, tmp)
-        try:
-            run_rounds(daemons, args, client, res, broken)
-        except core.BenchTimeout as exc:
-            res.errors.setdefault("run", []).append(f"{exc}; results are partial")
-        for d in daemons:
-            res.extra.setdefault(d.name, {})["versions"] = d.versions
-        core.stop_all()
-        names = [d.name for d in daemons]
-        ratio = ratios(res)
-        table = render(res, names, ratio, args)
-        wrk_version = (subprocess.run(["wrk", "--version"], capture_output=True, text=True)
-                       .stdout.splitlines()[:1] if client == "wrk" else [])
-        print(f"\ncrawld bench (hot path): rounds={args.rounds} client={client} "
-              f"connections={args.connections} status {args.seconds:g} s, listings "
-              f"{args.list_seconds:g} s per load; {args.jobs} finished jobs seeded\n")
-        print(table)
-        for name, errs in res.errors.items():
-            print(f"\n{name} errors:\n  " + "\n  ".join(errs))
-        report = {
-            "benchmark": "hotpath",
-            "machine": core.machine_info(),
-            "client": client, "wrk": wrk_version[0] if wrk_version else None,
-            "settings": {k: (str(v) if isinstance(v, Path) else v)
-                         for k, v in vars(args).items()},
-            "metrics": {m: {n: {"median": res.median(n, m),
-                                "samples": res.samples.get(n, {}).get(m, [])}
-                            for n in names if res.samples.get(n, {}).get(m)}
-                        for m in METRICS},
-            "ratios": ratio, "daemons": res.extra, "errors": res.errors, "table": table,
-        }
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(report, indent=2) + "\n")
-        print(f"\nresults written to {args.out}")
-        failed = bool(res.errors)
-        return 1 if failed else 0
-    finally:
-        signal.alarm(0)
-        core.stop_all()
-        if failed or args.keep_tmp:
-            core.log(f"daemon work dirs and logs kept in {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
+    return core.bounded_run(args.deadline, "crawld-hotpath-", args.keep_tmp,
+                            lambda tmp: run(args, tmp))
 
 
 if __name__ == "__main__":
