@@ -383,10 +383,12 @@ class Api:
 
     # -- scrapy-do endpoints ----------------------------------------------------------
     @route("/status.json", "GET")
-    def status(self, request: Any) -> dict[str, Any]:
-        return self.status_report.build(self.jobs.counters, len(self.jobs.scheduler),
-                                        len(self.projects.cache),
-                                        self.projects.spider_count())
+    def status(self, request: Any) -> bytes:
+        request.setHeader(b"Content-Type", b"application/json")
+        request.setHeader(b"Cache-Control", b"no-store")
+        return self.status_report.answer(self.jobs.counters, len(self.jobs.scheduler),
+                                         len(self.projects.cache),
+                                         self.projects.spider_count())
 
     @route("/push-project.json", "POST")
     @inlineCallbacks

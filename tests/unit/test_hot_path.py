@@ -255,3 +255,14 @@ def test_a_slow_answer_is_not_cut_off_by_the_header_deadline():
     channel.dataReceived(b"GET /fast HTTP/1.1\r\n")
     clock.advance(2.1)
     assert transport.disconnected
+
+
+@pytest.mark.parametrize("host,passes", [
+    (b"127.0.0.1:7654", True), (b"caf\xc3\xa9.example", True), (b"\xff.example", False)])
+def test_only_a_host_that_is_not_utf8_is_refused(host, passes):
+    site = make_site(Slow(), 1 << 20)
+    channel, transport = connect(site, Clock())
+    channel.dataReceived(b"GET /fast HTTP/1.1\r\nHost: " + host + b"\r\n\r\n")
+    answer = transport.value()
+    assert answer.startswith(b"HTTP/1.1 200") if passes else (
+        answer.startswith(b"HTTP/1.1 400") and b"not valid UTF-8" in answer)
