@@ -91,7 +91,8 @@ import sys, uuid
 from crawld.model import Actor, Job, JobStatus
 from crawld.store import Database
 
-path, times = sys.argv[1], [tuple(map(float, t.split(","))) for t in sys.stdin.read().split()]
+path = sys.argv[1]
+times = [tuple(map(float, t.split(","))) for t in sys.stdin.read().split()]
 db = Database(path)
 db.conn.execute("BEGIN IMMEDIATE")  # add_job's own transactions join this one
 for created, started, finished in times:
@@ -119,7 +120,8 @@ import sys
 from datetime import datetime
 from scrapy_do.schedule import Actor, Job, Schedule, Status
 
-path, times = sys.argv[1], [tuple(map(float, t.split(","))) for t in sys.stdin.read().split()]
+path = sys.argv[1]
+times = [tuple(map(float, t.split(","))) for t in sys.stdin.read().split()]
 schedule = Schedule(path)
 real = schedule.db
 
@@ -479,7 +481,7 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p.add_argument("--jobs", type=int, default=10000,
                    help="finished jobs seeded into crawld's and scrapy-do's store")
     p.add_argument("--status-only", action="store_true",
-                   help="measure status only, no listings (the stores are seeded all the same)")
+                   help="measure status only, no listings (the stores are seeded anyway)")
     p.add_argument("--connections", type=int, default=4, help="keep-alive connections")
     p.add_argument("--wrk-threads", type=int, default=1, help="wrk -t")
     p.add_argument("--timeout", type=float, default=60.0,
@@ -488,7 +490,8 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
                    help="seconds over which each target's idle CPU is sampled")
     p.add_argument("--wrk", choices=("auto", "wrk", "python"), default="auto",
                    help="load generator: wrk (installed with apt-get when root and "
-                        "missing), or the Python keep-alive client; auto: wrk if it can be had")
+                        "missing), or the Python keep-alive client; auto: wrk if it can "
+                        "be had")
     p.add_argument("--only", action="append", choices=names, help="only this target")
     p.add_argument("--skip", action="append", choices=names, default=[],
                    help="leave this target out")
@@ -533,7 +536,8 @@ def run(args: argparse.Namespace, tmp: Path) -> bool:
         "benchmark": "hotpath",
         "machine": core.machine_info(),
         "client": client, "wrk": wrk_version[0] if wrk_version else None,
-        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "settings": {k: (str(v) if isinstance(v, Path) else v)
+                     for k, v in vars(args).items()},
         "metrics": {m: {n: {"median": res.median(n, m),
                             "samples": res.samples.get(n, {}).get(m, [])}
                         for n in names if res.samples.get(n, {}).get(m)}

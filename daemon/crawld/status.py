@@ -53,27 +53,23 @@ class StatusReport:
                            self.process.cpu_percent())
         return self.sample
 
-    def build(self, counters: dict[str, int], scheduled: int, projects: int,
-              spiders: int) -> dict[str, Any]:
+    def _state(self, counters: dict[str, int], scheduled: int, projects: int,
+               spiders: int) -> tuple[float, tuple[Any, ...]]:
+        """(now, every value of the report but the time, in the report's order)."""
         now = self.reactor.seconds()
         memory, cpu = self._process_sample(now)
         seconds = int(max(0, now - self.started))
         if seconds != self.uptime[0]:
             self.uptime = (seconds, format_uptime(seconds))
-        return {
-            "memory-usage": memory,
-            "cpu-usage": cpu,
-            "time": str(datetime.fromtimestamp(now)),
-            "timezone": f"{time.tzname[0]}; {time.tzname[1]}",
-            "hostname": self.hostname,
-            "uptime": self.uptime[1],
-            **{name: counters.get(name, 0) for name in
-               ("jobs-run", "jobs-successful", "jobs-failed", "jobs-canceled")},
-            "jobs-scheduled": scheduled,
-            "projects": projects,
-            "spiders": spiders,
-            "daemon-version": __version__,
-        }
+        return now, (memory, cpu, f"{time.tzname[0]}; {time.tzname[1]}", self.hostname,
+                     self.uptime[1], *(counters.get(name, 0) for name in _COUNTER_KEYS),
+                     scheduled, projects, spiders, __version__)
+
+    def build(self, counters: dict[str, int], scheduled: int, projects: int,
+              spiders: int) -> dict[str, Any]:
+        """The report: scrapy-do's keys, in scrapy-do's order."""
+        now, state = self._state(counters, scheduled, projects, spiders)
+        return _report(state, str(datetime.fromtimestamp(now)))
 
     def answer(self, counters: dict[str, int], scheduled: int, projects: int,
                spiders: int) -> bytes:
@@ -82,15 +78,25 @@ class StatusReport:
 
         Everything but ``time`` changes a few times a second at most (the samples, the
         uptime, the counters), so the JSON around the time is made once per change and
-        each answer only puts the time in: encoding the report was a third of the
-        endpoint's own work."""
-        report = self.build(counters, scheduled, projects, spiders)
-        when = report["time"]
-        report["time"] = _MARK
-        key = tuple(report.values())
-        if key != self._encoded[0]:
-            text = json.dumps({"status": "ok", **report}, ensure_ascii=False) + "\n"
+        each answer only puts the time in: building and encoding the report was half
+        of the endpoint's own work."""
+        now, state = self._state(counters, scheduled, projects, spiders)
+        if state != self._encoded[0]:
+            text = json.dumps({"status": "ok", **_report(state, _MARK)},
+                              ensure_ascii=False) + "\n"
             head, _, tail = text.partition(_MARK_JSON)  # the first: time is third
-            self._encoded = (key, head.encode("utf-8"), tail.encode("utf-8"))
+            self._encoded = (state, head.encode("utf-8"), tail.encode("utf-8"))
         # str(datetime) is digits, "-", ":", "." and a space: nothing JSON escapes
-        return b'%s"%s"%s' % (self._encoded[1], when.encode("ascii"), self._encoded[2])
+        when = str(datetime.fromtimestamp(now)).encode("ascii")
+        return b'%s"%s"%s' % (self._encoded[1], when, self._encoded[2])
+
+
+_COUNTER_KEYS = ("jobs-run", "jobs-successful", "jobs-failed", "jobs-canceled")
+_AFTER_TIME = ("timezone", "hostname", "uptime", *_COUNTER_KEYS, "jobs-scheduled",
+               "projects", "spiders", "daemon-version")
+
+
+def _report(state: tuple[Any, ...], when: str) -> dict[str, Any]:
+    """The report's dict from ``_state`` values and the time's text."""
+    return {"memory-usage": state[0], "cpu-usage": state[1], "time": when,
+            **dict(zip(_AFTER_TIME, state[2:]))}
