@@ -4,11 +4,13 @@ Pure functions of a Job, shared by every route that shows jobs. A listing of 10,
 finished jobs calls ``job_dict`` 10,000 times and formats 30,000 times, so both are
 kept lean: a local time is made from an aware UTC time (``astimezone()`` of a naive
 datetime first searches for the local offset with several ``mktime`` calls; of an
-aware one, a single ``localtime``), with the same result.
+aware one, a single ``localtime``), with the same result, and the millisecond times
+of recently listed jobs are kept.
 """
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from functools import lru_cache
 from typing import Any, Optional
 
 from . import spec as specs
@@ -29,8 +31,14 @@ def iso(ts: Optional[float], zone: Any = None, timespec: str = "seconds") -> Opt
 
 def iso_ms(ts: Optional[float]) -> Optional[str]:
     """A job's own event times, to the millisecond: enough to time a start or a firing."""
-    if ts is None:
-        return None
+    return None if ts is None else _iso_ms(ts)
+
+
+@lru_cache(maxsize=8192)
+def _iso_ms(ts: float) -> str:
+    """Kept for the times of the jobs pollers list again and again (a page of 100 has
+    300): a time's local text does not change (crawld never changes its local zone
+    while it runs), and making it was half of job_dict."""
     return datetime.fromtimestamp(ts, UTC).astimezone().isoformat(timespec="milliseconds")
 
 
