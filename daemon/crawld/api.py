@@ -184,7 +184,8 @@ def endpoint(*methods: str) -> Callable:
             method = request.method.decode("ascii", "replace")
             if method == "HEAD" and "GET" in methods:
                 method = "GET"  # Twisted sends the headers and drops the body
-            listed = bool(self.allowed_origins) and allow_origin(request, self.allowed_origins)
+            allowed = self.allowed_origins
+            listed = bool(allowed) and allow_origin(request, allowed)
             if (listed and method == "OPTIONS"
                     and request.getHeader(b"access-control-request-method") is not None):
                 # a preflight carries no credentials: answer it before authentication
@@ -329,10 +330,11 @@ class Api:
             if values:
                 headers[name.decode("ascii")] = values[-1].decode("latin-1")
         uri = request.uri.decode("latin-1")
+        # the URL's key, never the body's
         query = parse_qs(urlsplit(uri).query).get("key") if "?" in uri else None
         method = request.method.decode("ascii", "replace")
         identity = self.authenticator.authenticate(
-            headers, query[0] if query else None, method, uri,  # the URL's key, not the body's
+            headers, query[0] if query else None, method, uri,
             request.getClientAddress().host)
         auth.authorize(identity, _required_role(method, request.path.decode("latin-1")))
 

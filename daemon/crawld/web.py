@@ -236,7 +236,7 @@ class ExactRouter(Resource):
         request.notifyFinish().addBoth(gone.append)  # finished, or the connection lost
         result.addErrback(lambda failure: self.on_error(request, failure))
         result.addCallback(lambda body: None if gone else _respond(request, body))
-        result.addErrback(lambda failure: _log.failure("writing a response failed", failure))
+        result.addErrback(lambda failure: _log.failure("writing an answer failed", failure))
         return NOT_DONE_YET
 
 
