@@ -364,6 +364,9 @@ class Daemon:
     #: Period of the daemon's internal poll loop, if any; the idle gap before
     #: each one-job measurement is spread over it (see ``phase_gap``).
     tick_period = 1.0
+    #: How many finished jobs the daemon keeps (crawld/scrapy-do ``completed-cap``,
+    #: scrapyd ``finished_to_keep``); bench_hotpath raises it to hold its seeded jobs.
+    completed_cap = 1000
 
     def __init__(self, job_slots: int, workdir: Path) -> None:
         self.job_slots = job_slots
@@ -560,7 +563,7 @@ class ScrapyDo(ScrapyDoAPI):
             [scrapy-do]
             project-store = {self.workdir / 'projects'}
             job-slots = {self.job_slots}
-            completed-cap = 1000
+            completed-cap = {self.completed_cap}
 
             [web]
             interfaces = 127.0.0.1:{self.port}
@@ -601,8 +604,8 @@ class Crawld(ScrapyDoAPI):
             self.versions[dist] = package_version(sys.executable, dist)
 
     def write_config(self) -> None:
-        lines = ["[crawld]", f"job-slots = {self.job_slots}", "completed-cap = 1000",
-                 f"preload = {self.preload}"]
+        lines = ["[crawld]", f"job-slots = {self.job_slots}",
+                 f"completed-cap = {self.completed_cap}", f"preload = {self.preload}"]
         if self.job_python:
             lines.append(f"python = {self.job_python}")
         (self.workdir / "crawld.ini").write_text("\n".join(lines) + "\n")
@@ -610,9 +613,13 @@ class Crawld(ScrapyDoAPI):
     def job_interpreter(self) -> str | None:
         return self.job_python or sys.executable
 
+    #: The interpreter crawld is installed for (bench_hotpath's ``--baseline`` sets
+    #: another one).
+    crawld_python = sys.executable
+
     def command(self) -> list[str]:
-        script = Path(sys.executable).parent / "crawld"
-        prefix = [str(script)] if script.exists() else [sys.executable, "-m", "crawld"]
+        script = Path(self.crawld_python).parent / "crawld"
+        prefix = [str(script)] if script.exists() else [self.crawld_python, "-m", "crawld"]
         return prefix + ["serve", "--listen", f"127.0.0.1:{self.port}",
                          "--data-dir", str(self.workdir / "data"),
                          "--config", str(self.workdir / "crawld.ini")]
@@ -645,7 +652,7 @@ class Scrapyd(Daemon):
             http_port = {self.port}
             max_proc = {self.job_slots}
             poll_interval = {self.poll_interval}
-            finished_to_keep = 1000
+            finished_to_keep = {self.completed_cap}
             eggs_dir = {self.workdir / 'eggs'}
             logs_dir = {self.workdir / 'logs'}
             dbs_dir = {self.workdir / 'dbs'}
@@ -1074,6 +1081,38 @@ def _on_signal(signum: int, _frame: Any) -> None:
     if signum == signal.SIGALRM:
         raise BenchTimeout("global deadline of the benchmark run passed")
     raise SystemExit(128 + signum)
+
+
+def write_report(path: Path, report: dict[str, Any]) -> None:
+    """Write a run's JSON results (creating the folder) and say where."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"\nresults written to {path}")
+
+
+def bounded_run(deadline: float, prefix: str, keep_tmp: bool,
+                body: Callable[[Path], bool]) -> int:
+    """Run ``body(tmp)`` within ``deadline`` seconds (SIGALRM backs the wait loops'
+    deadline), with a fresh temp dir; every process started is stopped by pid at the
+    end, whatever happens. The temp dir (daemon logs) is kept when ``body`` fails
+    (returns False or raises) or with ``keep_tmp``. Returns the exit code."""
+    global GLOBAL_DEADLINE
+    GLOBAL_DEADLINE = Deadline(deadline)
+    signal.signal(signal.SIGALRM, _on_signal)
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.alarm(int(deadline) + 60)
+    tmp = Path(tempfile.mkdtemp(prefix=prefix))
+    ok = False
+    try:
+        ok = body(tmp)
+        return 0 if ok else 1
+    finally:
+        signal.alarm(0)
+        stop_all()
+        if not ok or keep_tmp:
+            log(f"daemon work dirs and logs kept in {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def main(argv: list[str] | None = None) -> int:

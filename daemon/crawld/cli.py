@@ -7,8 +7,8 @@ override the config file, which overrides the embedded defaults.
 from __future__ import annotations
 
 import argparse
+import gc
 import sys
-from datetime import datetime
 from typing import Any, Optional, Sequence
 
 from . import __version__, config, keys
@@ -59,36 +59,20 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     return {"listen": listen, "data_dir": args.data_dir, "job_slots": args.job_slots}
 
 
-def _start_logging(level: str) -> None:
-    from twisted.logger import (FilteringLogObserver, LogLevel, LogLevelFilterPredicate,
-                                formatEvent, globalLogBeginner)
-
-    def emit(event: dict) -> None:
-        text = formatEvent(event)
-        if event.get("log_failure") is not None:
-            text += "\n" + event["log_failure"].getTraceback()
-        when = datetime.fromtimestamp(event.get("log_time", 0)).isoformat(timespec="seconds")
-        name = event.get("log_namespace", "-")
-        lvl = event["log_level"].name if event.get("log_level") else "info"
-        sys.stderr.write(f"{when} {lvl:<5} {name}: {text}\n")
-        sys.stderr.flush()
-
-    predicate = LogLevelFilterPredicate(defaultLogLevel=LogLevel.levelWithName(level))
-    globalLogBeginner.beginLoggingTo([FilteringLogObserver(emit, [predicate])],
-                                     redirectStandardIO=False)
-
-
 def serve(settings: config.Settings, reinit: bool = False) -> int:
     """Run a daemon until SIGTERM/SIGINT; returns the process exit code. ``reinit``:
     rebuild a lost database from the data directory (``--reinit``, see datadir.py)."""
     from twisted.internet import reactor
-    from twisted.logger import Logger
+    from twisted.logger import Logger, globalLogBeginner
 
+    from .daemonlog import DaemonLog
     from .service import Daemon
 
     log = Logger(namespace="crawld")
-    _start_logging(settings.log_level)
-    daemon = Daemon(settings, reactor, reinit=reinit)
+    daemon_log = DaemonLog(settings.log_level, reactor.callLater)
+    globalLogBeginner.beginLoggingTo([daemon_log.observer()], redirectStandardIO=False)
+    daemon = Daemon(settings, reactor, reinit=reinit,
+                    access_log=daemon_log.access if daemon_log.logs_access else None)
     code = [0]
 
     def failed(failure: Any) -> None:
@@ -100,9 +84,17 @@ def serve(settings: config.Settings, reinit: bool = False) -> int:
             code[0] = 1
         reactor.stop()
 
-    reactor.callWhenRunning(lambda: daemon.start().addErrback(failed))
+    def started(_: Any) -> None:
+        # What start-up made (modules, the schedules' heap, the API's tables) lives as
+        # long as the daemon: full collections need not walk it again. They did, every
+        # few thousand requests, for ~40 ms each: 2% of status.json's time.
+        gc.collect()
+        gc.freeze()
+
+    reactor.callWhenRunning(lambda: daemon.start().addCallbacks(started, failed))
     reactor.addSystemEventTrigger("before", "shutdown", daemon.stop)
     reactor.run()
+    daemon_log.flush()  # access lines still queued
     return code[0]
 
 

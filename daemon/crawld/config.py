@@ -62,6 +62,7 @@ class Settings:
     max_streams: int = 64           # followed logs and file downloads at once (429 past it)
     header_timeout: float = 30.0    # seconds for a request's line and headers to arrive
     idle_timeout: float = 60.0      # seconds before an idle connection is closed
+    access_log: bool = True         # one line per HTTP request in the daemon's log
     hostnames: tuple[str, ...] = ()  # names of this server accepted in Host (auth = none)
     https: bool = False             # serve the API over TLS (cert and key required)
     tls_cert: str = ""              # PEM certificate (or full chain)
@@ -210,6 +211,7 @@ OPTIONS: dict[tuple[str, str], tuple[str, Callable[[str], Any]]] = {
     ("web", "max-streams"): ("max_streams", _positive(int)),
     ("web", "header-timeout"): ("header_timeout", _positive(float)),
     ("web", "idle-timeout"): ("idle_timeout", _positive(float)),
+    ("web", "access-log"): ("access_log", _boolean),
     ("web", "https"): ("https", _boolean),
     ("web", "cert"): ("tls_cert", str),
     ("web", "key"): ("tls_key", str),

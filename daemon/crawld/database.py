@@ -10,23 +10,30 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+from dataclasses import fields
 from typing import Any, Callable, Iterable, Optional, Sequence
 
 
-from .model import Actor, Job, JobStatus, Project
+from .model import ACTIVE, COMPLETED, Actor, Job, JobStatus, Project
 
-from .migrations import MIGRATIONS, SCHEMA_VERSION
+from .migrations import ACTIVE_SQL, COMPLETED_SQL, MIGRATIONS, SCHEMA_VERSION
 
 COUNTERS = ("jobs-run", "jobs-successful", "jobs-failed", "jobs-canceled")
 _COUNTER_FOR = {JobStatus.SUCCESSFUL: "jobs-successful", JobStatus.FAILED: "jobs-failed",
                 JobStatus.CANCELED: "jobs-canceled"}
 
-_JOB_COLUMNS = ("seq", "id", "status", "actor", "schedule", "project", "spider",
-                "description", "payload", "parent", "created", "updated", "started",
-                "finished", "exit_code", "signal", "reason", "pid", "pid_started", "next_fire",
-                "tz", "jitter", "misfire", "misfire_grace", "overlap", "queued", "last_run",
-                "kind", "timeout", "no_output_timeout", "max_log_size", "memory_limit")
-_SELECT_JOB = f"SELECT {', '.join(_JOB_COLUMNS)} FROM jobs"
+#: frozenset of statuses -> (index, WHERE term) for the groups of migration 4
+_GROUPS = {frozenset(COMPLETED): ("jobs_completed", COMPLETED_SQL),
+           frozenset(ACTIVE): ("jobs_active", ACTIVE_SQL)}
+
+#: The jobs table's columns are Job's fields; rows are read in Job's field order, so
+#: that a row becomes a Job positionally (see _row_to_job).
+_JOB_COLUMNS = tuple(f.name for f in fields(Job))
+_COLUMN_LIST = ", ".join(_JOB_COLUMNS)
+_SELECT_JOB = f"SELECT {_COLUMN_LIST} FROM jobs"
+_STATUS_AT, _ACTOR_AT = _JOB_COLUMNS.index("status"), _JOB_COLUMNS.index("actor")
+_STATUSES = {s.value: s for s in JobStatus}
+_ACTORS = {a.value: a for a in Actor}
 
 
 #: One firing's outcome: (template id, template or None, child or None, why no child).
@@ -34,10 +41,11 @@ Fired = tuple[str, Optional[Job], Optional[Job], str]
 
 
 def _row_to_job(row: Sequence[Any]) -> Job:
-    data = dict(zip(_JOB_COLUMNS, row))
-    data["status"] = JobStatus(data["status"])
-    data["actor"] = Actor(data["actor"])
-    return Job(**data)
+    """A row of ``_SELECT_JOB`` as a Job (a listing makes thousands: kept lean)."""
+    values = list(row)
+    values[_STATUS_AT] = _STATUSES[values[_STATUS_AT]]
+    values[_ACTOR_AT] = _ACTORS[values[_ACTOR_AT]]
+    return Job(*values)
 
 
 def _marks(values: Iterable[Any]) -> str:
@@ -129,14 +137,25 @@ class Database:
 
     def list_jobs(self, statuses: Sequence[JobStatus], limit: int = -1, offset: int = 0,
                   project: Optional[str] = None, spider: Optional[str] = None) -> list[Job]:
-        """Jobs in any of ``statuses``, most recently changed first (as scrapy-do orders)."""
-        where = [f"status IN ({_marks(statuses)})"]
-        args: list[Any] = [s.value for s in statuses]
+        """Jobs in any of ``statuses``, most recently changed first (as scrapy-do orders).
+
+        A page of ACTIVE or COMPLETED is read in order from the group's index, and one
+        status in order from ``jobs_by_status``: ``limit + offset`` rows are visited,
+        not the whole group sorted (with 10,000 finished jobs, a page was 40x slower).
+        """
+        table, args = "jobs", []
+        group = _GROUPS.get(frozenset(statuses))
+        if group is not None:
+            table = f"jobs INDEXED BY {group[0]}"
+            where = [group[1]]
+        else:
+            where = [f"status IN ({_marks(statuses)})"]
+            args = [s.value for s in statuses]
         for column, value in (("project", project), ("spider", spider)):
             if value is not None:
                 where.append(f"{column} = ?")
                 args.append(value)
-        sql = (f"{_SELECT_JOB} WHERE {' AND '.join(where)} "
+        sql = (f"SELECT {_COLUMN_LIST} FROM {table} WHERE {' AND '.join(where)} "
                "ORDER BY updated DESC, seq DESC LIMIT ? OFFSET ?")
         return [_row_to_job(r) for r in self.conn.execute(sql, (*args, limit, offset))]
 
@@ -278,12 +297,17 @@ class Database:
         return self.add_job(child)  # joins this transaction
 
     def purge(self, cap: int, older_than: float) -> list[str]:
-        """Delete completed jobs past the newest ``cap`` or finished before ``older_than``."""
-        done = "status IN ('SUCCESSFUL', 'FAILED', 'CANCELED')"
-        ids = [r[0] for r in self.conn.execute(
-            f"SELECT id FROM jobs WHERE {done} AND (finished < ? OR id NOT IN "
-            f"(SELECT id FROM jobs WHERE {done} ORDER BY updated DESC, seq DESC LIMIT ?))",
-            (older_than, cap))]
+        """Delete completed jobs past the newest ``cap`` or finished before ``older_than``.
+
+        Both are index walks (``jobs_completed`` past the cap, ``jobs_by_finished``
+        before the cutoff): it runs after every burst of finished jobs, and sorting
+        every completed job each time held the store thread for ~50 ms at 10,000."""
+        past_cap = self.conn.execute(
+            f"SELECT id FROM jobs INDEXED BY jobs_completed WHERE {COMPLETED_SQL} "
+            "ORDER BY updated DESC, seq DESC LIMIT -1 OFFSET ?", (cap,))
+        too_old = self.conn.execute(
+            f"SELECT id FROM jobs WHERE {COMPLETED_SQL} AND finished < ?", (older_than,))
+        ids = list(dict.fromkeys(r[0] for rows in (past_cap, too_old) for r in rows))
         with self._transaction():
             self.conn.executemany("DELETE FROM jobs WHERE id = ?", ((i,) for i in ids))
         return ids

@@ -7,7 +7,12 @@ from __future__ import annotations
 
 from typing import Sequence
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
+
+#: The status groups of list-jobs.json as SQL, each with a partial index in (updated,
+#: seq) order (migration 4). The index is usable only for this very expression.
+COMPLETED_SQL = "status IN ('SUCCESSFUL', 'FAILED', 'CANCELED')"
+ACTIVE_SQL = "status IN ('SCHEDULED', 'PAUSED', 'PENDING', 'RUNNING')"
 
 MIGRATIONS: dict[int, Sequence[str]] = {
     1: (
@@ -43,5 +48,9 @@ MIGRATIONS: dict[int, Sequence[str]] = {
         "ALTER TABLE jobs ADD COLUMN max_log_size INTEGER",
         "ALTER TABLE jobs ADD COLUMN memory_limit INTEGER",
         "ALTER TABLE projects ADD COLUMN scripts TEXT NOT NULL DEFAULT '[]'",
+    ),
+    4: (  # list-jobs pages of a status group read in order, not sorted (issue 9)
+        f"CREATE INDEX jobs_completed ON jobs (updated) WHERE {COMPLETED_SQL}",
+        f"CREATE INDEX jobs_active ON jobs (updated) WHERE {ACTIVE_SQL}",
     ),
 }

@@ -10,7 +10,7 @@ import fcntl
 import os
 import pwd
 import shutil
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from twisted.internet import endpoints
 from twisted.internet.defer import inlineCallbacks
@@ -45,10 +45,15 @@ log = Logger(namespace="crawld")
 class Daemon:
     """One crawld: every service wired together over one data directory."""
 
-    def __init__(self, settings: Settings, reactor: Any, reinit: bool = False) -> None:
+    def __init__(self, settings: Settings, reactor: Any, reinit: bool = False,
+                 access_log: Optional[Callable[[str], None]] = None) -> None:
+        """``reinit``: crawld serve --reinit, rebuild a lost database (datadir).
+        ``access_log`` takes one line per HTTP request (``[web] access-log``); cli passes
+        the daemon log's writer, None logs no requests."""
         self.settings = settings
         self.reactor = reactor
-        self.reinit = reinit  # crawld serve --reinit: rebuild a lost database (datadir)
+        self.reinit = reinit
+        self.access_log = access_log if settings.access_log else None
         self.root = settings.data_path
         self.log_dir = os.path.join(self.root, "logs")
         self.ports: list[Any] = []
@@ -207,7 +212,8 @@ class Daemon:
         yield deferToThread(openapi_json)  # parsed once, off the reactor (~75 ms)
         site = make_site(self.app, self.services.web.max_body,
                          header_timeout=self.settings.header_timeout,
-                         idle_timeout=self.settings.idle_timeout)
+                         idle_timeout=self.settings.idle_timeout,
+                         access_log=self.access_log, clock=self.reactor.seconds)
         for listen in self.settings.listen:
             port = yield self._listen(listen, site)
             self.ports.append(port)

@@ -109,3 +109,16 @@ def test_memory_and_cpu_are_sampled_at_most_every_half_second():
     clock.advance(SAMPLE_PERIOD)
     third = report.build({}, 0, 0, 0)
     assert (third["memory-usage"], third["cpu-usage"]) == (2.0, 2.0)
+
+
+def test_answer_is_the_json_of_the_report_whatever_changes(clock):
+    import json
+    report = StatusReport(clock, clock.seconds())
+    report.hostname = 'hôte "x"'  # non-ASCII, and a quote to escape
+    for step in range(8):
+        counters = {"jobs-run": step, "jobs-successful": step // 3}
+        body = report.answer(counters, step % 2, 1, 2)
+        shown = {"status": "ok", **report.build(counters, step % 2, 1, 2)}
+        assert body == (json.dumps(shown, ensure_ascii=False) + "\n").encode("utf-8")
+        assert list(json.loads(body))[:4] == ["status", "memory-usage", "cpu-usage", "time"]
+        clock.advance(0.35 * step + 0.000123)

@@ -335,6 +335,54 @@ def test_pending_in_order_is_fifo_by_insertion_not_by_time(db):
     assert ids(db.pending_in_order()) == ["first", "third"]
 
 
+
+def test_a_page_of_active_or_completed_is_read_in_order_from_its_index(db):
+    import random
+    from crawld.model import ACTIVE, COMPLETED
+    rng = random.Random(9)
+    for i in range(300):  # every status, many ties on updated, two projects and spiders
+        db.add_job(job(f"j{i:03}", rng.choice(list(S)), t=float(rng.randint(1, 40)),
+                       project=rng.choice("pq"), spider=rng.choice("st")))
+    rows = {j.id: j for j in db.list_jobs(list(S))}
+    seen: list[str] = []
+    db.conn.set_trace_callback(seen.append)
+    for group in (ACTIVE, COMPLETED):
+        for limit, offset, project, spider in ((-1, 0, None, None), (10, 0, None, None),
+                                               (10, 25, None, None), (7, 3, "p", None),
+                                               (5, 0, "q", "t"), (10, 1000, None, None)):
+            wanted = sorted((j for j in rows.values() if j.status in group
+                             and project in (None, j.project) and spider in (None, j.spider)),
+                            key=lambda j: (j.updated, j.seq), reverse=True)
+            end = None if limit < 0 else offset + limit
+            got = db.list_jobs(group, limit, offset, project, spider)
+            assert ids(got) == ids(wanted[offset:end]), (group, limit, offset, project)
+    db.conn.set_trace_callback(None)
+    for sql in {q for q in seen if "ORDER BY" in q}:
+        plan = " ".join(r[3] for r in db.conn.execute(f"EXPLAIN QUERY PLAN {sql}"))
+        assert "INDEX jobs_active" in plan or "INDEX jobs_completed" in plan, plan
+        assert "TEMP B-TREE" not in plan, plan  # no sort of the whole group
+
+
+def test_a_version_3_database_gets_the_group_indexes(tmp_path):
+    from crawld.migrations import MIGRATIONS as _MIGRATIONS
+    path = str(tmp_path / "v3.db")
+    conn = sqlite3.connect(path)
+    for version in (1, 2, 3):
+        for statement in _MIGRATIONS[version]:
+            conn.execute(statement)
+    conn.execute("INSERT INTO jobs (id, status, actor, schedule, project, spider, description, "
+                 "payload, created, updated) VALUES ('old', 'SUCCESSFUL', 'USER', 'now', 'p', "
+                 "'s', '', '{}', 1.0, 2.0)")
+    conn.execute("PRAGMA user_version = 3")
+    conn.commit()
+    conn.close()
+    db = Database(path)
+    names = {r[1] for r in db.conn.execute("PRAGMA index_list(jobs)")}
+    assert {"jobs_active", "jobs_completed"} <= names
+    assert ids(db.list_jobs([S.SUCCESSFUL, S.FAILED, S.CANCELED])) == ["old"]
+    db.close()
+
+
 # ------------------------------------------------------------------------------ purge
 
 
@@ -463,3 +511,11 @@ def test_a_version_1_database_is_migrated_in_place(tmp_path):
     assert old.next_fire == 3601.0 and old.schedule == "every 1 hours"
     assert (old.tz, old.jitter, old.misfire, old.overlap, old.queued, old.last_run) == (
         None, 0.0, "once", "skip", 0, None)
+
+
+def test_a_job_both_past_the_cap_and_too_old_is_removed_once(db):
+    for i in range(4):
+        completed(db, f"done{i}", at=10.0 + i)
+    removed = db.purge(2, older_than=100.0)  # done0, done1 are both; done2, done3 too old
+    assert sorted(removed) == ["done0", "done1", "done2", "done3"]
+    assert remaining(db) == set()

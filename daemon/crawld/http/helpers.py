@@ -18,7 +18,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
-from functools import wraps
+from functools import lru_cache, wraps
 from typing import Any, Callable, Optional
 from urllib.parse import parse_qs, urlsplit
 
@@ -52,9 +52,13 @@ PHRASES = {429: b"Too Many Requests", 507: b"Insufficient Storage"}
 
 
 # -- JSON bodies ----------------------------------------------------------------------
+#: json.dumps(..., ensure_ascii=False) without building an encoder for every answer
+_JSON = json.JSONEncoder(ensure_ascii=False)
+
+
 def write_json(request: Any, code: int, body: dict[str, Any]) -> bytes:
     """``body`` as the API's JSON answer with ``code``: the exact Content-Type, no caching."""
-    data = (json.dumps(body, ensure_ascii=False) + "\n").encode("utf-8")
+    data = (_JSON.encode(body) + "\n").encode("utf-8")
     request.setResponseCode(code, PHRASES.get(code))
     request.setHeader(b"Content-Type", b"application/json")
     request.setHeader(b"Cache-Control", b"no-store")
@@ -119,7 +123,19 @@ def policy_args(request: Any) -> dict[str, Any]:
 def acts(request: Any) -> bool:
     """Whether a GET is one of ACTING_GETS, however its path is spelled (the router
     percent-decodes: /job-posts%2Ejson is /job-posts.json)."""
-    return bool(auth.path_forms(request.path.decode("latin-1")) & ACTING_GETS)
+    return _acting_path(request.path)
+
+
+@lru_cache(maxsize=1024)
+def _acting_path(path: bytes) -> bool:
+    """``acts`` for one path, kept: the few paths clients use are decoded once."""
+    return bool(auth.path_forms(path.decode("latin-1")) & ACTING_GETS)
+
+
+@lru_cache(maxsize=1024)
+def _required_role(method: str, path: str) -> str:
+    """auth.required_role, kept per (method, path): its regexes run once per path."""
+    return auth.required_role(method, path)
 
 
 def allow_origin(request: Any, allowed: frozenset[str]) -> bool:
@@ -139,7 +155,13 @@ def allow_origin(request: Any, allowed: frozenset[str]) -> bool:
 def host_allowed(request: Any, names: frozenset[str]) -> bool:
     """Whether the Host header names this server: an IP literal, localhost, or one of
     ``[web] hostnames``. A DNS-rebinding page reaches 127.0.0.1 under its own name."""
-    raw = (request.getHeader(b"host") or b"").decode("latin-1").strip().lower()
+    return _host_name_allowed(request.getHeader(b"host") or b"", names)
+
+
+@lru_cache(maxsize=256)
+def _host_name_allowed(value: bytes, names: frozenset[str]) -> bool:
+    """``host_allowed`` for one Host value, kept (an IP literal is parsed once)."""
+    raw = value.decode("latin-1").strip().lower()
     host = raw[1:raw.index("]")] if raw.startswith("[") and "]" in raw else raw.split(":")[0]
     if host in ("localhost", "localhost.") or host in names:
         return True
@@ -177,12 +199,18 @@ def authenticate(s: Services, request: Any) -> Optional[Deferred]:
     a Deferred that fires with None then. (No Deferred on the first path: status.json
     is polled hard, and each one costs.)
     """
-    headers = {name.decode("latin-1").lower(): values[-1].decode("latin-1")
-               for name, values in request.requestHeaders.getAllRawHeaders()}
+    if s.authenticator.mode == "none":
+        return None  # everyone is the anonymous operator, who may do anything
+    headers = {}
+    for name in (b"authorization", b"x-api-key"):  # all the authenticator reads
+        values = request.requestHeaders.getRawHeaders(name)
+        if values:
+            headers[name.decode("ascii")] = values[-1].decode("latin-1")
     uri = request.uri.decode("latin-1")
-    query = parse_qs(urlsplit(uri).query).get("key")  # the URL's, never the body's
+    # the URL's key, never the body's
+    query = parse_qs(urlsplit(uri).query).get("key") if "?" in uri else None
     method = request.method.decode("ascii", "replace")
-    role = auth.required_role(method, request.path.decode("latin-1"))
+    role = _required_role(method, request.path.decode("latin-1"))
     identity = s.authenticator.authenticate(headers, query[0] if query else None, method,
                                             uri, request.getClientAddress().host)
     if isinstance(identity, Deferred):
@@ -232,6 +260,9 @@ class Router:
         self.klein = Klein()
         #: Klein rule (e.g. ``/job-files/<string:job_id>/<string:name>``) -> methods
         self.methods: dict[str, tuple[str, ...]] = {}
+        #: the wrapped endpoint of each route without variables, by its exact path
+        #: (server.ExactRouter serves those without Klein's dispatch)
+        self.exact: dict[bytes, RouteFn] = {}
 
     def route(self, path: str, *methods: str) -> Callable[[RouteFn], RouteFn]:
         """Serve ``fn`` at ``path`` for ``methods`` (GET implies HEAD). Every method
@@ -240,8 +271,10 @@ class Router:
             if path in self.methods:
                 raise ValueError(f"two routes for {path}")
             self.methods[path] = methods
-            self.klein.route(path, methods=list(ALL_METHODS), endpoint=path)(
-                self._endpoint(fn, methods))
+            wrapped = self._endpoint(fn, methods)
+            if "<" not in path:
+                self.exact[path.encode()] = wrapped
+            self.klein.route(path, methods=list(ALL_METHODS), endpoint=path)(wrapped)
             return fn
         return decorate
 
@@ -291,22 +324,57 @@ class Router:
                 if request.body_too_large:
                     raise TooLarge(f"request body over the {s.web.max_body} byte limit "
                                    "(max-archive-size)")
-                parsed = request.parse_body()
-                parsed.addCallback(lambda _: fn(s, request, *args, **kwargs))
-                return parsed.addCallback(
-                    lambda result: result if isinstance(result, bytes) or result is None
-                    else write_json(request, 200, {"status": "ok", **result}))
+                parsing = request.parse_body()
+                if parsing is None:  # no body to decode: answer in this call
+                    return ok_body(request, fn(s, request, *args, **kwargs))
+                parsing.addCallback(lambda _: fn(s, request, *args, **kwargs))
+                return ok_body(request, parsing)
             checked = authenticate(s, request)
-            served = serve() if checked is None else checked.addCallback(serve)
-            if not isinstance(served, Deferred):
-                return served
-            # A client that goes away makes Klein cancel the Deferred it was given; the
-            # work (a row written, a process spawned) must still finish, so Klein gets
-            # a Deferred with no canceller, fed by the real one.
-            shielded: Deferred = Deferred()
-            served.chainDeferred(shielded)
-            return shielded
+            return serve() if checked is None else ok_body(request, checked.addCallback(serve))
         return endpoint
+
+
+def ok_body(request: Any, result: Any) -> Any:
+    """A route's result as its answer: a dict becomes ``{"status": "ok", ...}`` JSON,
+    bytes and None pass as they are, a Deferred fires with that later.
+
+    A client that goes away makes Klein cancel the Deferred it was given; the work (a
+    row written, a process spawned) must still finish, so Klein gets a Deferred with no
+    canceller, fed by the real one."""
+    if isinstance(result, Deferred):
+        shielded: Deferred = Deferred()
+        result.chainDeferred(shielded)
+        return shielded.addCallback(lambda done: ok_body(request, done))
+    if isinstance(result, bytes) or result is None:
+        return result
+    return write_json(request, 200, {"status": "ok", **result})
+
+
+def crawld_error(request: Any, failure: Any) -> bytes:
+    """A CrawldError as the client's answer: its code, its message, its headers (such
+    as WWW-Authenticate)."""
+    extra = getattr(failure.value, "response_headers", None)
+    for name, values in (extra() if extra else {}).items():
+        request.responseHeaders.setRawHeaders(name, [str(v) for v in values])
+    return error_body(request, failure.value.code, failure.value.msg)
+
+
+def internal_error(request: Any, failure: Any) -> bytes:
+    """Any other exception: 507 for a full disk, else 500 with the traceback logged."""
+    if is_disk_full(failure.value):
+        log.error("{path}: the disk is full ({exc})", path=request.path, exc=failure.value)
+        return error_body(request, 507, "the disk of the data directory is full; "
+                          "nothing was changed. Free some space and retry")
+    log.failure("unhandled error on {path}", failure, path=request.path)
+    return error_body(request, 500, "internal error; see the daemon's log")
+
+
+def error_response(request: Any, failure: Any) -> bytes:
+    """The answer to an endpoint's failure, as the Klein handlers below give it (for
+    routes served without Klein: server.ExactRouter)."""
+    if failure.check(CrawldError):
+        return crawld_error(request, failure)
+    return internal_error(request, failure)
 
 
 def install_error_handlers(router: Router) -> None:
@@ -314,13 +382,7 @@ def install_error_handlers(router: Router) -> None:
     headers such as WWW-Authenticate), unknown paths 404, methods no route takes 405,
     a full disk 507, anything else 500 (the traceback to the daemon's log only)."""
     klein = router.klein
-
-    @klein.handle_errors(CrawldError)
-    def crawld_error(request: Any, failure: Any) -> bytes:
-        extra = getattr(failure.value, "response_headers", None)
-        for name, values in (extra() if extra else {}).items():
-            request.responseHeaders.setRawHeaders(name, [str(v) for v in values])
-        return error_body(request, failure.value.code, failure.value.msg)
+    klein.handle_errors(CrawldError)(crawld_error)
 
     @klein.handle_errors(RouteNotFound, RequestRedirect)
     def not_found(request: Any, failure: Any) -> bytes:
@@ -338,11 +400,4 @@ def install_error_handlers(router: Router) -> None:
         return error_body(request, 405, f"method {method} not allowed" + (
             f"; use {' or '.join(methods)}" if methods else ""))
 
-    @klein.handle_errors(Exception)
-    def internal(request: Any, failure: Any) -> bytes:
-        if is_disk_full(failure.value):
-            log.error("{path}: the disk is full ({exc})", path=request.path, exc=failure.value)
-            return error_body(request, 507, "the disk of the data directory is full; "
-                              "nothing was changed. Free some space and retry")
-        log.failure("unhandled error on {path}", failure, path=request.path)
-        return error_body(request, 500, "internal error; see the daemon's log")
+    klein.handle_errors(Exception)(internal_error)

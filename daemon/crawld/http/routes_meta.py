@@ -43,10 +43,13 @@ def openapi(s: Services, request: Any) -> bytes:
     return openapi_json()
 
 
-def status(s: Services, request: Any) -> dict[str, Any]:
-    """scrapy-do's status report, from counts kept in memory (never the database)."""
-    return s.status.build(s.jobs.counters, s.jobs.schedule_count(), len(s.projects.names()),
-                          s.projects.spider_count())
+def status(s: Services, request: Any) -> bytes:
+    """scrapy-do's status report, from counts kept in memory (never the database): its
+    body made by the report itself, which re-encodes only what changed."""
+    request.setHeader(b"Content-Type", b"application/json")
+    request.setHeader(b"Cache-Control", b"no-store")
+    return s.status.answer(s.jobs.counters, s.jobs.schedule_count(), len(s.projects.names()),
+                           s.projects.spider_count())
 
 
 def register(router: Router) -> None:

@@ -119,10 +119,10 @@ class BrowsersApi(Protocol):
 
 @runtime_checkable
 class StatusApi(Protocol):
-    """status.StatusReport: builds status.json's body from counts kept in memory."""
+    """status.StatusReport: status.json's whole body, from counts kept in memory."""
 
-    def build(self, counters: Mapping[str, int], scheduled: int, projects: int,
-              spiders: int) -> dict[str, Any]: ...
+    def answer(self, counters: dict[str, int], scheduled: int, projects: int,
+               spiders: int) -> bytes: ...
 
 
 @runtime_checkable
