@@ -178,6 +178,19 @@ def _origins(text: str) -> tuple[str, ...]:
     return tuple(found)
 
 
+#: Twisted's reactor thread pool has 10 threads; file reads, /proc walks and pushes need
+#: some of them whatever the password checks do.
+MAX_PASSWORD_CHECKS = 8
+
+
+def _password_checks(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= MAX_PASSWORD_CHECKS:
+        raise ValueError(f"must be from 1 to {MAX_PASSWORD_CHECKS} (the daemon's 10 "
+                         "threads also serve file reads and project pushes)")
+    return value
+
+
 def _networks(text: str) -> tuple[Network, ...]:
     found = []
     for item in (t for t in re.split(r"[,\s]+", text) if t):
@@ -227,7 +240,7 @@ OPTIONS: dict[tuple[str, str], tuple[str, Callable[[str], Any]]] = {
     ("web", "header-timeout"): ("header_timeout", _positive(float)),
     ("web", "idle-timeout"): ("idle_timeout", _positive(float)),
     ("web", "trusted-proxies"): ("trusted_proxies", _networks),
-    ("web", "max-password-checks"): ("max_password_checks", _positive(int)),
+    ("web", "max-password-checks"): ("max_password_checks", _password_checks),
     ("web", "https"): ("https", _boolean),
     ("web", "cert"): ("tls_cert", str),
     ("web", "key"): ("tls_key", str),

@@ -277,7 +277,8 @@ def test_the_options_load_and_bad_values_name_the_option(tmp_path):
     assert s.trusted_proxies == TRUSTED and s.max_password_checks == 3
     assert config.Settings().trusted_proxies == () and config.Settings().max_password_checks == 2
     for option, value in (("trusted-proxies", "proxy.lan"), ("trusted-proxies", "10.0.0.0/33"),
-                          ("max-password-checks", "0"), ("max-password-checks", "two")):
+                          ("max-password-checks", "0"), ("max-password-checks", "9"),
+                          ("max-password-checks", "two")):
         path.write_text(f"[web]\n{option} = {value}\n")
         with pytest.raises(config.ConfigError) as info:
             config.load(str(path))
