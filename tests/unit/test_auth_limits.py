@@ -80,15 +80,27 @@ def test_attempts_in_flight_count_per_claim_and_per_address():
 
 
 def test_the_limiter_is_bounded_in_clients_and_claims():
-    limiter = auth.FailureLimiter(FakeClock(), max_failures=1, max_client_failures=1000,
+    clock = FakeClock()
+    limiter = auth.FailureLimiter(clock, max_failures=1, max_client_failures=5,
                                   max_clients=3)
     for i in range(5):
         fail_once(limiter, f"192.0.2.{i}", ALICE)
     assert limiter.retry_after("192.0.2.0", ALICE) is None  # forgotten, least recent
     assert limiter.retry_after("192.0.2.4", ALICE) == 60
-    for i in range(500):
+    for i in range(50):  # slowly, under the cap: old claims are forgotten
         fail_once(limiter, "192.0.2.9", ("user", f"n{i}"))
-    assert limiter.tracked_claims("192.0.2.9") <= 2 * 1000
+        clock.advance(13)
+    assert limiter.tracked_claims("192.0.2.9") <= 5
+    assert limiter.retry_after("192.0.2.9", ("user", "n49")) == 60 - 13
+    clock.advance(60)
+    proven = [("user", f"p{i}") for i in range(30)]
+    for claim in proven:
+        limiter.admit("192.0.2.9", claim)
+        limiter.settle("192.0.2.9", claim, auth.PROVEN)
+    for claim in proven:  # they pass the address-wide cap: still at most 2 x 5 kept
+        fail_once(limiter, "192.0.2.9", claim)
+    assert limiter.tracked_claims("192.0.2.9") == 10
+    assert limiter.retry_after("192.0.2.9", ("user", "p29")) == 60
 
 
 # -- through the Authenticator ---------------------------------------------------------
