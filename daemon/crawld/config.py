@@ -7,17 +7,20 @@ from __future__ import annotations
 
 import configparser
 import importlib.resources
+import ipaddress
 import math
 import os
 import re
 import sys
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional, Union
 
 from .errors import BadRequest, ConfigError
 from .spec import zone
 
 DEFAULT_PORT = 7654
+
+Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,8 @@ class Settings:
     idle_timeout: float = 60.0      # seconds before an idle connection is closed
     access_log: bool = True         # one line per HTTP request in the daemon's log
     hostnames: tuple[str, ...] = ()  # names of this server accepted in Host (auth = none)
+    trusted_proxies: tuple[Network, ...] = ()  # peers whose X-Forwarded-For is believed
+    max_password_checks: int = 2    # scrypt derivations at once (Basic); 503 past a queue
     https: bool = False             # serve the API over TLS (cert and key required)
     tls_cert: str = ""              # PEM certificate (or full chain)
     tls_key: str = ""               # PEM private key
@@ -174,6 +179,30 @@ def _origins(text: str) -> tuple[str, ...]:
     return tuple(found)
 
 
+#: Twisted's reactor thread pool has 10 threads; file reads, /proc walks and pushes need
+#: some of them whatever the password checks do.
+MAX_PASSWORD_CHECKS = 8
+
+
+def _password_checks(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= MAX_PASSWORD_CHECKS:
+        raise ValueError(f"must be from 1 to {MAX_PASSWORD_CHECKS} (the daemon's 10 "
+                         "threads also serve file reads and project pushes)")
+    return value
+
+
+def _networks(text: str) -> tuple[Network, ...]:
+    found = []
+    for item in (t for t in re.split(r"[,\s]+", text) if t):
+        try:
+            found.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            raise ValueError(f"{item!r} is not an IP address or network such as 127.0.0.1 "
+                             "or 10.0.0.0/8 (no host names)") from None
+    return tuple(found)
+
+
 def _listen_list(text: str) -> tuple[Listen, ...]:
     items = [t for t in re.split(r"[,\s]+", text) if t]
     if not items:
@@ -212,6 +241,8 @@ OPTIONS: dict[tuple[str, str], tuple[str, Callable[[str], Any]]] = {
     ("web", "header-timeout"): ("header_timeout", _positive(float)),
     ("web", "idle-timeout"): ("idle_timeout", _positive(float)),
     ("web", "access-log"): ("access_log", _boolean),
+    ("web", "trusted-proxies"): ("trusted_proxies", _networks),
+    ("web", "max-password-checks"): ("max_password_checks", _password_checks),
     ("web", "https"): ("https", _boolean),
     ("web", "cert"): ("tls_cert", str),
     ("web", "key"): ("tls_key", str),

@@ -115,7 +115,8 @@ class Daemon:
                             hostnames=frozenset(s.hostnames), max_streams=s.max_streams,
                             # scrapy-do-cl url-encodes the zip: up to 3 bytes per byte
                             max_body=3 * s.max_archive_size + 64 * 1024,
-                            max_archive=s.max_archive_size))
+                            max_archive=s.max_archive_size,
+                            trusted_proxies=s.trusted_proxies))
         self.app = build_app(self.services)
 
     def _run_as(self) -> Optional[RunAs]:
@@ -163,7 +164,8 @@ class Daemon:
         mode = auth.resolve_mode(s.auth, has_any)
         log.info("authentication: {mode}", mode=mode)
         return auth.Authenticator(self.credentials, mode=mode, realm=s.auth_realm,
-                                  clock=self.reactor.seconds)
+                                  clock=self.reactor.seconds,
+                                  max_password_checks=s.max_password_checks)
 
     def _project_dir(self, name: str) -> Optional[str]:
         return self.projects.path(name)

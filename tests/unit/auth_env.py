@@ -60,10 +60,15 @@ class Threads:
             self.inside = False
 
     def run(self) -> None:
-        """Run the queued work, in order, and fire its Deferreds."""
+        """Run the queued work, in order, and fire its Deferreds (also work queued
+        meanwhile)."""
         while self.queue:
-            work, d = self.queue.pop(0)
-            self._work(work).chainDeferred(d)
+            self.step()
+
+    def step(self) -> None:
+        """Run the first queued work only, and fire its Deferred."""
+        work, d = self.queue.pop(0)
+        self._work(work).chainDeferred(d)
 
 
 class Env:

@@ -100,16 +100,19 @@ def test_lockout_and_recovery(env):
         with pytest.raises(auth.Unauthorized):
             check(env, key="cwk_guess")
     with pytest.raises(auth.TooManyAttempts) as info:
-        check(env, key=env.reader_key)  # right key during lockout: still 429
+        check(env, key="cwk_guess")  # the guessing is refused
     assert info.value.code == 429
     assert info.value.response_headers() == {"Retry-After": ["60"]}
-    assert check(env, key=env.reader_key, client="10.0.0.2").role == "reader"
+    assert check(env, key=env.reader_key).role == "reader"  # a right key is not (issue 10)
+    with pytest.raises(auth.Unauthorized):
+        check(env, key="cwk_guess", client="10.0.0.2")
     env.clock.advance(30)
     with pytest.raises(auth.TooManyAttempts) as info:
-        check(env, key=env.reader_key)
+        check(env, key="cwk_guess")
     assert info.value.retry_after == 30
     env.clock.advance(30)
-    assert check(env, key=env.reader_key).role == "reader"
+    with pytest.raises(auth.Unauthorized):
+        check(env, key="cwk_guess")
 
 
 def test_failures_spread_over_time_do_not_lock(env):
@@ -125,33 +128,37 @@ def test_successes_do_not_reset_the_count(env):
         with pytest.raises(auth.Unauthorized):
             check(env, basic("alice", "guess"))
         check(env, key=env.reader_key)
+        check(env, basic("alice", PASSWORD))
     with pytest.raises(auth.Unauthorized):
         check(env, basic("alice", "guess"))
     with pytest.raises(auth.TooManyAttempts):
-        check(env, key=env.reader_key)
+        check(env, basic("alice", PASSWORD))
+    assert check(env, key=env.reader_key).role == "reader"
 
 
 def test_limiter_groups_ipv6_by_64_and_is_bounded():
     clock = FakeClock()
     limiter = auth.FailureLimiter(clock, max_failures=2, window=60, max_clients=3)
 
+    claim = ("user", "alice")
+
     def failed(client: str) -> None:
-        limiter.admit(client)
-        limiter.settle(client, failed=True)
+        limiter.admit(client, claim)
+        limiter.settle(client, claim, auth.FAILED)
     failed("2001:db8:1:2::1")
     failed("2001:db8:1:2:ffff::9")
     with pytest.raises(auth.TooManyAttempts):
-        limiter.admit("2001:db8:1:2::77")
-    limiter.admit("2001:db8:1:3::1")
-    limiter.settle("2001:db8:1:3::1", failed=False)
+        limiter.admit("2001:db8:1:2::77", claim)
+    limiter.admit("2001:db8:1:3::1", claim)
+    limiter.settle("2001:db8:1:3::1", claim, auth.PROVEN)
     for i in range(5):
         failed(f"192.0.2.{i}")
     # three clients are tracked: the /64, .0 and .1 were forgotten, .2 to .4 kept
-    assert limiter.retry_after("2001:db8:1:2::1") is None
+    assert limiter.retry_after("2001:db8:1:2::1", claim) is None
     failed("192.0.2.2")
-    assert limiter.retry_after("192.0.2.2") == 60
+    assert limiter.retry_after("192.0.2.2", claim) == 60
     failed("192.0.2.1")
-    assert limiter.retry_after("192.0.2.1") is None
+    assert limiter.retry_after("192.0.2.1", claim) is None
     assert limiting.client_bucket("::ffff:192.0.2.1") == "192.0.2.1"
 
 
@@ -174,13 +181,17 @@ def test_no_secret_in_logs_or_messages(env):
         with pytest.raises(auth.Unauthorized) as info:
             check(env, headers, key)
         messages.append(info.value.msg)
-    for _ in range(5):
+    for _ in range(9):
         with pytest.raises((auth.Unauthorized, auth.TooManyAttempts)):
             check(env, basic("alice", "hunter2-secret"))
+        with pytest.raises((auth.Unauthorized, auth.TooManyAttempts)):
+            check(env, {}, secrets_sent[0])
     env.clock.advance(100)
     check(env, key=env.reader_key)
     text = "\n".join(formatEvent(e) + repr(e) for e in env.events) + "\n".join(messages)
-    assert "authentication failed" in text and "refusing it" in text
+    assert "authentication failed" in text
+    assert "failed authentication attempts with user 'alice'" in text
+    assert "failed authentication attempts with an API key" in text
     response = digest_header.split('response="')[1].split('"')[0]
     for secret in ("cwk_SSSS", "hunter2", "Bearer cwk", "aHVudGVy", response,
                    env.reader_key, env.reader_key[4:]):
@@ -189,10 +200,11 @@ def test_no_secret_in_logs_or_messages(env):
 
 # -- password hashing off the reactor -------------------------------------------------
 def queued(env):
-    """An Authenticator on ``env``'s file whose thread work waits for ``threads.run()``."""
+    """An Authenticator on ``env``'s file whose thread work waits for ``threads.run()``
+    (room for 16 checks at once: the bound has its own tests, in test_auth_limits)."""
     threads = Threads(inline=False)
     authn = auth.Authenticator(env.creds, clock=env.clock, kdf=LOW, to_thread=threads,
-                               logger=env.logger)
+                               logger=env.logger, max_password_checks=16)
     return authn, threads
 
 
@@ -244,8 +256,9 @@ def test_password_guesses_in_flight_count_against_the_limit(env):
         with pytest.raises(auth.Unauthorized):
             result(d)
     with pytest.raises(auth.TooManyAttempts) as info:
-        result(login(authn, {"x-api-key": env.reader_key}))
+        result(login(authn, basic("alice", PASSWORD)))
     assert info.value.retry_after == 60
+    assert result(login(authn, {"x-api-key": env.reader_key})).role == "reader"
 
 
 def test_checks_in_flight_free_their_place_when_right_or_cancelled(env):
@@ -255,7 +268,8 @@ def test_checks_in_flight_free_their_place_when_right_or_cancelled(env):
     with pytest.raises(CancelledError):
         result(pending[0])
     with pytest.raises(auth.TooManyAttempts):
-        result(login(authn, {"x-api-key": env.reader_key}))
+        result(login(authn, basic("alice", PASSWORD)))
+    assert result(login(authn, {"x-api-key": env.reader_key})).role == "reader"
     threads.run()
     assert [result(d).name for d in pending[1:]] == ["alice"] * 9
     assert result(login(authn, {"x-api-key": env.reader_key})).role == "reader"

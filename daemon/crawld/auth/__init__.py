@@ -6,7 +6,11 @@ Modules by noun, each importing only those above it:
 - ``passwords``: scrypt, Digest's HA1, key hashes, constant-time comparison;
 - ``credfile``: the credentials file and its edits (``crawld keys|users``), and
   ``Credentials``, the daemon's reloading view of it;
-- ``limiter``: the failed-attempt limit (429);
+- ``clients``: who the client is (the peer, or behind ``[web] trusted-proxies`` the
+  address in ``X-Forwarded-For``);
+- ``limiter``: the failed-attempt limit (429), per client and claimed user or key;
+- ``kdfpool``: at most ``[web] max-password-checks`` key derivations at once (503 past
+  its queue);
 - ``checkers`` and ``digest``: one checker per kind of credential, twisted.cred-style,
   each answering with a Deferred (scrypt in a thread);
 - ``portal``: the ``Authenticator`` the HTTP layer calls first for every request:
@@ -15,18 +19,21 @@ Modules by noun, each importing only those above it:
 
 The names below are the package's public interface.
 """
+from .clients import TrustedProxies, client_address
 from .credfile import (Credentials, CredentialsError, add_key, add_user, credentials_path,
                        read_credentials, remove_user, revoke_key)
-from .limiter import FailureLimiter, TooManyAttempts
+from .kdfpool import PasswordChecksBusy
+from .limiter import FAILED, PROVEN, VOID, FailureLimiter, TooManyAttempts
 from .passwords import DEFAULT_KDF, DEFAULT_REALM, KdfParams
 from .portal import Authenticator, Unauthorized
 from .roles import (ANONYMOUS, OPERATOR, READER, ROLES, Identity, authorize, is_loopback, must_refuse_start,
                     path_forms, required_role, resolve_mode, start_warning)
 
 __all__ = [
-    "ANONYMOUS", "OPERATOR", "READER", "Authenticator", "Credentials", "CredentialsError", "DEFAULT_KDF",
-    "DEFAULT_REALM", "FailureLimiter", "Identity", "KdfParams", "ROLES", "TooManyAttempts",
-    "Unauthorized", "add_key", "add_user", "authorize", "credentials_path", "is_loopback",
+    "ANONYMOUS", "FAILED", "OPERATOR", "PROVEN", "READER", "VOID", "Authenticator", "Credentials",
+    "CredentialsError", "DEFAULT_KDF", "DEFAULT_REALM", "FailureLimiter", "Identity", "KdfParams",
+    "PasswordChecksBusy", "ROLES", "TooManyAttempts", "TrustedProxies", "Unauthorized",
+    "add_key", "add_user", "authorize", "client_address", "credentials_path", "is_loopback",
     "must_refuse_start", "path_forms", "read_credentials", "remove_user", "required_role",
     "resolve_mode", "revoke_key", "start_warning",
 ]

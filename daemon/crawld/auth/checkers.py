@@ -5,7 +5,10 @@ once with an already-fired Deferred. ``portal.Authenticator`` picks the checker 
 credential's type, as ``twisted.cred.portal.Portal`` does by interface.
 
 A checker fails with ``BadCredentials`` (a wrong credential: counted by the limiter and
-logged with its reason, which holds no secret) or ``StaleNonce`` (Digest only).
+logged with its reason, which holds no secret) or ``StaleNonce`` (Digest only). A checker
+whose credentials can be guessed (``guessable``: passwords) is asked only once the
+limiter admits the attempt; one whose credentials cannot (256-bit API keys) is asked
+first, so that a valid key gets in however often others failed from its address.
 """
 from __future__ import annotations
 
@@ -17,18 +20,16 @@ import secrets
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional, Protocol
+from typing import Any, Optional, Protocol
 
 from twisted.cred.error import UnauthorizedLogin
-from twisted.internet.defer import Deferred, maybeDeferred, succeed
+from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
 from twisted.internet.threads import deferToThread
 
-from .credfile import ApiKey, Credentials, User
+from .credfile import USER_NAME_RE, ApiKey, Credentials, User
+from .kdfpool import KdfPool, ToThread
 from .passwords import DEFAULT_KDF, KdfParams, hash_password, key_sha256, verify_password
 from .roles import Clock, Identity
-
-#: Runs a blocking callable in a thread: ``to_thread(f, *args) -> Deferred`` of its result.
-ToThread = Callable[..., Deferred[Any]]
 
 
 class BadCredentials(UnauthorizedLogin):
@@ -51,6 +52,7 @@ class Checker(Protocol):
     with BadCredentials or StaleNonce. It must not block the reactor."""
 
     credential_types: tuple[type, ...]
+    guessable: bool
 
     def check(self, credential: Any) -> Deferred[Identity]:
         """Who ``credential`` proves to be (see the class docstring)."""
@@ -67,9 +69,11 @@ class ApiKeyCredential:
 
 
 class KeyChecker:
-    """API keys: one SHA-256 and a constant-time scan of the stored ones; answers at once."""
+    """API keys: one SHA-256 and a constant-time scan of the stored ones; answers at once.
+    256 random bits cannot be guessed, so keys are checked before the limiter is asked."""
 
     credential_types: tuple[type, ...] = (ApiKeyCredential,)
+    guessable = False
 
     def __init__(self, credentials: Credentials) -> None:
         self._credentials = credentials
@@ -112,26 +116,32 @@ def parse_basic(token: str) -> PasswordCredential:
 
 
 class PasswordChecker:
-    """Basic passwords against their scrypt hashes, in a thread (``to_thread``).
+    """Basic passwords against their scrypt hashes, in a thread (``to_thread``), at most
+    ``max_checks`` at once with ``max_waiting`` queued (``kdfpool.KdfPool``: a 503 past
+    that).
 
     scrypt costs tens of ms: a success is remembered for ``cache_ttl`` seconds, keyed by
     an HMAC under ``secret`` of the name, the password and the stored hash (no password
     kept; a password change or removal invalidates it), so a client that sends Basic
     with every request pays once; a remembered success answers at once. An unknown user
     costs a check of a dummy hash of cost ``kdf``, so that timing does not tell which
-    users exist: set it to the cost the users were created with.
+    users exist: set it to the cost the users were created with. Unknown users and wrong
+    passwords take the same path through the same queue; only a name that no user can
+    have (``credfile.USER_NAME_RE``, a public rule) is refused without a derivation.
     """
 
     credential_types: tuple[type, ...] = (PasswordCredential,)
+    guessable = True
 
     def __init__(self, credentials: Credentials, secret: bytes, *, clock: Clock = time.time,
                  kdf: KdfParams = DEFAULT_KDF, to_thread: ToThread = deferToThread,
-                 cache_ttl: float = 300.0, cache_size: int = 1000) -> None:
+                 cache_ttl: float = 300.0, cache_size: int = 1000, max_checks: int = 2,
+                 max_waiting: Optional[int] = None) -> None:
         self._credentials = credentials
         self._secret = secret
         self._clock = clock
         self._kdf = kdf
-        self._to_thread = to_thread
+        self.pool = KdfPool(to_thread, max_checks, max_waiting)
         self._cache_ttl = cache_ttl
         self._cache_size = cache_size
         self._ok: OrderedDict[bytes, float] = OrderedDict()
@@ -139,9 +149,11 @@ class PasswordChecker:
 
     def check(self, credential: PasswordCredential) -> Deferred[Identity]:
         """The user's identity: at once when remembered, else after scrypt in a thread."""
+        if not USER_NAME_RE.fullmatch(credential.name):
+            return fail(BadCredentials("malformed Basic credentials (not a user name)"))
         user = self._credentials.current().users.get(credential.name)
         if user is None:
-            return self._to_thread(self._check_dummy, credential.password).addCallback(
+            return self.pool.run(self._check_dummy, credential.password).addCallback(
                 self._unknown, credential.name)
         cache_key = hmac.new(self._secret, "\0".join(
             (user.name, credential.password, user.password["hash"])).encode(
@@ -149,8 +161,8 @@ class PasswordChecker:
         expires = self._ok.get(cache_key)
         if expires is not None and expires >= self._clock():
             return succeed(Identity("basic", user.name, user.role))
-        return self._to_thread(verify_password, credential.password, user.password
-                               ).addCallback(self._verified, user, cache_key)
+        return self.pool.run(verify_password, credential.password, user.password
+                             ).addCallback(self._verified, user, cache_key)
 
     def _check_dummy(self, password: str) -> bool:
         """In a thread: as costly as checking a known user's password."""

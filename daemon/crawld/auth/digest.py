@@ -115,6 +115,7 @@ class DigestChecker:
     docstring); ``secret`` keys the nonces and the opaque value."""
 
     credential_types: tuple[type, ...] = (DigestCredential,)
+    guessable = True  # cheap to check, so the limiter is all that stops guessing
 
     def __init__(self, credentials: Credentials, realm: str, secret: bytes, *,
                  clock: Clock = time.time, nonce_lifetime: float = 300.0,

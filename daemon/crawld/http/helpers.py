@@ -212,7 +212,8 @@ def authenticate(s: Services, request: Any) -> Optional[Deferred]:
     method = request.method.decode("ascii", "replace")
     role = _required_role(method, request.path.decode("latin-1"))
     identity = s.authenticator.authenticate(headers, query[0] if query else None, method,
-                                            uri, request.getClientAddress().host)
+                                            uri, auth.client_address(request,
+                                                                     s.web.trusted_proxies))
     if isinstance(identity, Deferred):
         return identity.addCallback(auth.authorize, role)
     auth.authorize(identity, role)

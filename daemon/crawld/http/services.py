@@ -158,6 +158,7 @@ class WebSettings:
     max_streams: int = 64          # followed logs and downloads at once
     max_body: int = 50 * 1024 * 1024   # request body (413 past it)
     max_archive: int = 16 * 1024 * 1024  # a pushed project's zip
+    trusted_proxies: tuple[Any, ...] = ()  # auth.TrustedProxies: X-Forwarded-For believed
 
 
 @dataclass(frozen=True)
