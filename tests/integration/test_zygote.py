@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 
 import psutil
+import requests
 
 from tests.conftest import wait_for
 from tests.integration.conftest import gone, title, zygote_pid
@@ -81,3 +84,26 @@ def test_a_dead_zygote_loses_no_job_and_jobs_keep_starting(daemon):
     assert job["status"] == "CANCELED" and gone(pid)
     finished = daemon.schedule("fail")
     assert daemon.wait_status(finished, "FAILED")["exit-code"] == 3, "direct spawns report codes"
+
+
+def test_a_running_job_has_logs_to_follow_before_the_zygote_forks_it(daemon):
+    """The job is RUNNING as soon as the daemon asks the zygote for it; its logs must be
+    there from that moment, not from the fork (issue 10, item 12). The zygote is stopped
+    so that the fork cannot happen while the logs are read."""
+    daemon.push()
+    zpid = zygote_pid(daemon)
+    os.kill(zpid, signal.SIGSTOP)
+    try:
+        job_id = daemon.schedule("ok")
+        assert daemon.wait_status(job_id, "RUNNING")["pid"] is None, "not forked yet"
+        for ext in ("out", "err"):
+            r = daemon.session.head(f"{daemon.url}/get-log/data/{job_id}.{ext}", timeout=30)
+            assert r.status_code == 200, (ext, r.status_code)
+        with requests.get(f"{daemon.url}/get-log/data/{job_id}.err", stream=True,
+                          timeout=30) as r:
+            assert r.status_code == 200 and r.headers["Content-Type"].startswith("text/plain")
+    finally:
+        os.kill(zpid, signal.SIGCONT)
+    assert daemon.wait_status(job_id, "SUCCESSFUL", "FAILED")["status"] == "SUCCESSFUL"
+    assert "CRAWLD-TEST" in daemon.log_text(job_id, "out")
+    assert "Spider closed (finished)" in daemon.log_text(job_id, "err"), "nothing truncated"
