@@ -1,9 +1,12 @@
 """Process trees: find a job's processes and descendants, signal all of them, recognise
-a pid again.
+a pid again, find what a job or a push's ``scrapy list`` left running.
 
-A job leads its own session and process group, so one ``killpg`` reaches most of it;
-descendants that started sessions of their own (browsers do) are found through the
-process table and signalled one by one.
+A job's keeper (or a browser job's shim) leads its own session and process group, so
+one ``killpg`` reaches most of it; descendants that started sessions of their own
+(browsers do, and so does anything that daemonizes: the keeper, a subreaper, keeps them
+in its tree) are found through the process table and signalled one by one. Processes
+that outlived their keeper are found by title or environment (``find_job``,
+``find_lists``): blocking /proc walks, run in a thread.
 """
 from __future__ import annotations
 
