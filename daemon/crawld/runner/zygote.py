@@ -100,11 +100,11 @@ def run_child(request: dict, keep_fds: tuple[int, ...], daemon: int) -> NoReturn
         os.chdir(request["cwd"])
         os.environ.clear()
         os.environ.update(request["env"])
-        argv = ["scrapy", *request["args"]]
+        sys.argv = ["scrapy", *request["args"]]  # as `scrapy crawl` would have it
     except BaseException:
         traceback.print_exc()
         proc.exit_now(1)
-    keeper.keep(lambda: run_scrapy(argv), title, daemon)
+    keeper.keep(lambda: run_scrapy(sys.argv), title, daemon)
 
 
 class Jobs:
