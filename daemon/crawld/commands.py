@@ -11,6 +11,7 @@ from typing import Mapping, Optional
 
 from . import runner
 from .model import Job
+from .runner.proc import LIST_ENV
 
 #: What runs a direct ``scrapy <args>`` in the job's interpreter: runner/spider.py, a
 #: session of its own (so cancel reaches the whole process group), the job's process
@@ -89,11 +90,18 @@ def crawl_command(job: Job, project_dir: str, python: str,
                            job_env(base_env, job, run_as), project_dir, tuple(args)), run_as)
 
 
-def list_command(project_dir: str, python: str, base_env: Mapping[str, str],
+def list_command(project_dir: str, name: str, python: str, base_env: Mapping[str, str],
                  run_as: Optional[RunAs] = None) -> Command:
     """``scrapy list`` in an unpacked project, to discover its spiders. It imports the
-    project's code, so it runs as the ``run-as`` user too."""
+    project's code, so it runs as the ``run-as`` user too.
+
+    ``CRAWLD_LIST=<project_dir>`` (runner.proc.LIST_ENV) marks it and everything it
+    starts, so that a restarted daemon finds a list its predecessor left running
+    (``tree.find_lists``); ``CRAWLD_PROJECT`` names the project in its title,
+    ``crawld: list <name>``."""
     env = dict(base_env)
+    env.pop("CRAWLD_JOB_ID", None)
+    env.update({LIST_ENV: project_dir, "CRAWLD_PROJECT": name})
     if run_as is not None:
         env.update(run_as.env())
     return as_user(Command(runner.argv(python, SPIDER, "list"), env, project_dir), run_as)

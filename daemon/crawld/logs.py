@@ -23,9 +23,19 @@ def path(log_dir: str, job_id: str, ext: str) -> str:
     return os.path.join(log_dir, f"{job_id}.{ext}")
 
 
+def create(log_dir: str, job_id: str) -> None:
+    """Create both log files, empty, before the job is recorded RUNNING: from then on
+    there is a log to follow, even before the child exists to write it (a zygote
+    forks it a moment later). The child appends to these same files."""
+    for ext in EXTENSIONS:
+        os.close(os.open(path(log_dir, job_id, ext),
+                         os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o640))
+
+
 def open_for_child(log_dir: str, job_id: str) -> tuple[int, int]:
-    """Create (truncate) both log files and return their descriptors for the child."""
-    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND | os.O_CLOEXEC
+    """Open both log files for appending (created if ``create`` did not run) and return
+    their descriptors for the child. No O_TRUNC: a reader may already follow them."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
     out_fd = os.open(path(log_dir, job_id, "out"), flags, 0o640)
     try:
         err_fd = os.open(path(log_dir, job_id, "err"), flags, 0o640)
@@ -93,6 +103,10 @@ class Follower:
 
     def _pump(self) -> None:
         self.timer = None
+        if not self.request.startedWriting and not self.finished:
+            # the status line and headers now, even while the log is still empty: a
+            # client learns at once that there is a log to follow
+            self.request.write(b"")
         while not self.paused and not self.finished:
             running = self.still_running()  # read before the data: no lost tail
             data = self.fh.read(CHUNK)

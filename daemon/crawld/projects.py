@@ -60,8 +60,15 @@ class Projects:
             # Resolved here, not read from the row: the data directory may have moved.
             path = os.path.join(self.root, project.name, str(project.version))
             self.cache[project.name] = project.evolve(path=path)
-        # A push interrupted by a crash leaves a staging directory or an unused version.
-        yield self.to_thread(shutil.rmtree, os.path.join(self.root, ".staging"), True)
+        # A push interrupted by a crash leaves a staging directory or an unused version,
+        # and maybe its `scrapy list` still running (hung in the project's code).
+        staging = os.path.join(self.root, ".staging")
+        pids = yield self.to_thread(tree.find_lists, staging)
+        killed = yield self.to_thread(tree.kill_found, pids)
+        if killed:
+            log.warn("killed {n} process(es) of a 'scrapy list' a previous crawld left "
+                     "running: pid(s) {pids}", n=killed, pids=", ".join(map(str, pids)))
+        yield self.to_thread(shutil.rmtree, staging, True)
         for name in self.cache:
             yield self._collect(name)
 
@@ -111,7 +118,7 @@ class Projects:
             if not inspected.scrapy and not scripts:
                 raise ProjectError("no project found: scripts/ holds no script (files "
                                    "starting with _ are helpers, not scripts)")
-            spiders = (yield self._list_spiders(staging)) if inspected.scrapy else []
+            spiders = (yield self._list_spiders(staging, name)) if inspected.scrapy else []
             for kind, found in (("spider", spiders), ("script", scripts)):
                 wanted = yield self.store.scheduled_spiders(name, kind)
                 missing = sorted(set(wanted) - set(found))
@@ -136,8 +143,10 @@ class Projects:
         return project
 
     @inlineCallbacks
-    def _list_spiders(self, project_dir: str):
-        cmd = list_command(project_dir, self.python, self.base_env, self.run_as)
+    def _list_spiders(self, project_dir: str, name: str):
+        """Run ``scrapy list`` in the unpacked project (under a keeper, which kills what
+        the project's code started before it exits); its spiders' names."""
+        cmd = list_command(project_dir, name, self.python, self.base_env, self.run_as)
         proto = CollectingProtocol()
         self.reactor.spawnProcess(proto, cmd.executable, list(cmd.args), env=dict(cmd.env),
                                   path=cmd.cwd, uid=cmd.uid, gid=cmd.gid,
@@ -156,6 +165,8 @@ class Projects:
             # Something it left behind may hold the pipes open: read what is there,
             # then close them rather than wait for it.
             tree.signal_tree(pid, signals.SIGKILL, leader=False)
+            if exit.code is None:  # killed (list-timeout): its keeper could not sweep
+                yield self.to_thread(lambda: tree.kill_found(tree.find_lists(project_dir)))
             closer = self.reactor.callLater(DRAIN_TIME, proto.transport.loseConnection)
             yield proto.ended
             if closer.active():
@@ -194,7 +205,7 @@ class Projects:
                 scrapy = yield self.to_thread(os.path.isfile, os.path.join(path, "scrapy.cfg"))
                 if not scrapy and not scripts:
                     raise ProjectError("neither scrapy.cfg nor scripts/*.py")
-                spiders = (yield self._list_spiders(path)) if scrapy else []
+                spiders = (yield self._list_spiders(path, name)) if scrapy else []
                 pushed = yield self.to_thread(os.path.getmtime, path)
             except (ProjectError, OSError) as exc:
                 problems.append(f"version {version}: {getattr(exc, 'msg', exc)}")

@@ -106,6 +106,13 @@ class Supervisor:
 
     @inlineCallbacks
     def _try_start(self, job_id: str, run: Running):
+        # The logs exist before anyone can see the job RUNNING: a reader follows them
+        # from then on, even before the child that writes them exists.
+        try:
+            logs.create(self.log_dir, job_id)
+            no_logs = None
+        except OSError as exc:
+            no_logs = exc
         now = self.reactor.seconds()
         job = yield self.store.transition(job_id, [JobStatus.PENDING], JobStatus.RUNNING,
                                           now, started=now)
@@ -127,6 +134,8 @@ class Supervisor:
             return
         run.attempt = Attempt(job, next(self._numbers))
         try:
+            if no_logs is not None:
+                raise RuntimeError(f"cannot create its log files: {no_logs}")
             yield self.launcher.start(run.attempt, self)
         except Exception as exc:
             log.error("job {id} could not start: {exc}", id=job_id, exc=exc)

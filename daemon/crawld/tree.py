@@ -1,19 +1,22 @@
 """Process trees: find a job's processes and descendants, signal all of them, recognise
-a pid again.
+a pid again, find what a job or a push's ``scrapy list`` left running.
 
-A job leads its own session and process group, so one ``killpg`` reaches most of it;
-descendants that started sessions of their own (browsers do) are found through the
-process table and signalled one by one.
+A job's keeper (or a browser job's shim) leads its own session and process group, so
+one ``killpg`` reaches most of it; descendants that started sessions of their own
+(browsers do, and so does anything that daemonizes: the keeper, a subreaper, keeps them
+in its tree) are found through the process table and signalled one by one. Processes
+that outlived their keeper are found by title or environment (``find_job``,
+``find_lists``): blocking /proc walks, run in a thread.
 """
 from __future__ import annotations
 
 import os
 import signal as signals
-from typing import Optional
+from typing import Callable, Optional
 
 import psutil
 
-from .runner.proc import TITLE_PREFIX
+from .runner.proc import LIST_ENV, TITLE_PREFIX
 
 
 def start_time(pid: int) -> Optional[float]:
@@ -48,23 +51,53 @@ def find_job(job_id: str) -> list[int]:
     """
     title = f"{TITLE_PREFIX}{job_id}".encode()
     needle = f"CRAWLD_JOB_ID={job_id}".encode()
+
+    def titled(cmdline: bytes) -> bool:
+        return cmdline.startswith(title) and cmdline[len(title):len(title) + 1] in (
+            b"", b" ", b"\0")
+    return _find(titled, lambda variable: variable == needle)
+
+
+def find_lists(directory: str) -> list[int]:
+    """Pids of live ``scrapy list`` processes crawld started in ``directory`` or below
+    it, and of everything they started that kept their environment (blocking: a /proc
+    walk). Each carries ``CRAWLD_LIST=<its staging directory>`` (commands.list_command),
+    which ties it to one data directory, as a title could not."""
+    exact = f"{LIST_ENV}={directory.rstrip('/')}".encode()
+    below = exact + b"/"
+    return _find(lambda cmdline: False,
+                 lambda variable: variable == exact or variable.startswith(below))
+
+
+def _find(titled: Callable[[bytes], bool], marked: Callable[[bytes], bool]) -> list[int]:
+    """Pids whose command line is ``titled`` or one of whose environment variables
+    (``NAME=value``) is ``marked``; never this process."""
     found = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit() or int(entry) == os.getpid():
             continue
         try:
             with open(f"/proc/{entry}/cmdline", "rb") as fh:
-                cmdline = fh.read()
-            if cmdline.startswith(title) and cmdline[len(title):len(title) + 1] in (
-                    b"", b" ", b"\0"):
-                found.append(int(entry))
-                continue
+                if titled(fh.read()):
+                    found.append(int(entry))
+                    continue
             with open(f"/proc/{entry}/environ", "rb") as fh:
-                if needle in fh.read().split(b"\0"):
+                if any(marked(variable) for variable in fh.read().split(b"\0")):
                     found.append(int(entry))
         except OSError:
             continue
     return sorted(found)
+
+
+def kill_found(pids: list[int]) -> int:
+    """SIGKILL each of ``pids`` with its group and descendants (blocking: psutil walks);
+    returns how many of them were alive."""
+    alive = 0
+    for pid in pids:
+        if start_time(pid) is not None:
+            alive += 1
+            kill_tree(pid)
+    return alive
 
 
 def descendants(pid: int) -> list[psutil.Process]:
@@ -110,14 +143,16 @@ def kill_tree(pid: int, known: Optional[list[psutil.Process]] = None) -> int:
     return signal_tree(pid, signals.SIGKILL, known)
 
 
-def tree_rss(pid: int) -> int:
+def tree_rss(pid: int, root: bool = True) -> int:
     """Resident memory of ``pid`` and all its descendants, in bytes (blocking: a thread).
 
     Summed per process, so pages shared between them (a zygote-forked job shares the
-    preloaded Scrapy with the zygote) count once per process: an upper bound."""
+    preloaded Scrapy with the zygote) count once per process: an upper bound.
+    ``root=False`` leaves ``pid`` itself out: a spider job's keeper only waits, and as a
+    fork of the zygote it maps all of the zygote's memory, which is not the job's."""
     try:
-        root = psutil.Process(pid)
-        procs = [root] + root.children(recursive=True)
+        top = psutil.Process(pid)
+        procs = ([top] if root else []) + top.children(recursive=True)
     except psutil.Error:
         return 0
     total = 0

@@ -1,6 +1,7 @@
 """A real Scrapy project that the integration tests build, zip and push.
 
-Spiders: ``ok`` (reports its environment and settings), ``fail`` (exit code 3),
+Spiders: ``ok`` (reports its environment and settings; ``pid`` is Scrapy's process,
+``ppid`` the job's keeper, see runner/keeper.py), ``fail`` (exit code 3),
 ``sleep`` (runs until ended; starts a grandchild in its group and one in a session of
 its own), ``stubborn`` (ignores SIGTERM), ``flood`` (writes many MB to stdout), ``hog``
 (a helper in its own session holds many MB of memory).
@@ -40,7 +41,7 @@ class Ok(scrapy.Spider):
         say(job=os.environ.get("CRAWLD_JOB_ID"), project=os.environ.get("CRAWLD_PROJECT"),
             spider=os.environ.get("CRAWLD_SPIDER"), payload=getattr(self, "payload", None),
             telnet=s.getbool("TELNETCONSOLE_ENABLED"),
-            remote=s.getbool("REMOTE_CONTROL_ENABLED"), pid=os.getpid(),
+            remote=s.getbool("REMOTE_CONTROL_ENABLED"), pid=os.getpid(), ppid=os.getppid(),
             sid=os.getsid(0), marker=os.environ.get("CRAWLD_TEST_MARKER"),
             uid=os.getuid(), gid=os.getgid(), home=os.environ.get("HOME"))
         return
@@ -62,7 +63,7 @@ class Sleep(scrapy.Spider):
     async def start(self):
         grp = subprocess.Popen(["sleep", "300"])
         own = subprocess.Popen(["sleep", "301"], start_new_session=True)
-        say(pid=os.getpid(), group_child=grp.pid, session_child=own.pid)
+        say(pid=os.getpid(), ppid=os.getppid(), group_child=grp.pid, session_child=own.pid)
         await asyncio.sleep(300)
         return
         yield
@@ -73,7 +74,7 @@ class Stubborn(scrapy.Spider):
 
     async def start(self):
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        say(pid=os.getpid())
+        say(pid=os.getpid(), ppid=os.getppid())
         await asyncio.sleep(300)
         return
         yield

@@ -51,7 +51,8 @@ def test_the_zygote_runs_in_an_interpreter_that_cannot_import_crawld(make_daemon
     assert zygote.ppid() == daemon.proc.pid
     assert os.path.realpath(zygote.exe()) == os.path.realpath(sys.executable)
     sleeper = daemon.schedule("sleep")
-    assert psutil.Process(daemon.said(sleeper)["pid"]).ppid() == zygote.pid, "forked by it"
+    keeper = daemon.said(sleeper)["ppid"]  # the job's process: Scrapy runs below it
+    assert psutil.Process(keeper).ppid() == zygote.pid, "forked by it"
     daemon.ok(daemon.post("/cancel-job.json", id=sleeper))
     job_id = daemon.schedule("ok")
     assert daemon.said(job_id)["job"] == job_id

@@ -26,7 +26,7 @@ def test_successful_job_gets_env_payload_and_hardened_settings(daemon):
     assert said["job"] == job_id and said["project"] == "demo" and said["spider"] == "ok"
     assert json.loads(said["payload"]) == {"pages": [1, 2]}
     assert said["telnet"] is False and said["remote"] is False
-    assert said["sid"] == said["pid"], "a job leads its own session"
+    assert said["sid"] == said["ppid"], "a job (its keeper) leads its own session"
     assert "Spider closed (finished)" in daemon.log_text(job_id, "err")
 
 

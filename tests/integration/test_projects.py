@@ -6,6 +6,7 @@ import os
 import zipfile
 
 from tests.integration import project
+from tests.integration.conftest import gone
 
 
 def stored(daemon) -> list[str]:
@@ -142,8 +143,9 @@ def test_push_does_not_wait_for_processes_scrapy_list_leaves_behind(make_daemon,
     try:
         assert daemon.push(project.build(spiders=LEAVES_A_PROCESS))["spiders"] == ["ok"]
         assert time.monotonic() - started < 30, "the push waited for the leftover process"
+        assert gone(int(pidfile.read_text())), "and the leftover did not outlive the push"
     finally:
-        if pidfile.exists():
+        if pidfile.exists() and not gone(int(pidfile.read_text())):
             os.kill(int(pidfile.read_text()), signal.SIGKILL)
 
 

@@ -66,8 +66,8 @@ def test_sigkill_mid_job_kills_orphans_and_never_reruns(daemon):
     daemon.start()
     job = daemon.job(job_id)
     assert job["status"] == "FAILED"
-    assert "orphaned" in job["reason"] and str(said["pid"]) in job["reason"]
-    for pid in (said["pid"], said["group_child"], said["session_child"]):
+    assert "orphaned" in job["reason"] and str(said["ppid"]) in job["reason"]
+    for pid in (said["ppid"], said["pid"], said["group_child"], said["session_child"]):
         wait_for(lambda: gone(pid), 10, what=f"orphan {pid} to be killed")
     all_jobs = daemon.jobs("ACTIVE") + daemon.jobs("COMPLETED")
     assert [j["identifier"] for j in all_jobs] == [job_id], "nothing was re-run"
@@ -96,17 +96,18 @@ def test_a_daemon_killed_between_fork_and_pid_record_leaves_no_orphan(daemon):
     finally:
         os.kill(zpid, signal.SIGCONT)
     said = daemon.said(job_id)  # the forked job runs (read from its log file)
-    assert psutil.Process(said["pid"]).ppid() == zpid
-    assert title(said["pid"]) == f"crawld: job {job_id} demo/sleep"
+    assert psutil.Process(said["ppid"]).ppid() == zpid
+    assert title(said["ppid"]) == f"crawld: job {job_id} demo/sleep"
+    assert title(said["pid"]) == f"crawld: job {job_id} demo/sleep (scrapy)"
     daemon.kill()
     wait_for(lambda: gone(zpid), 10, what="the zygote to see its input close")
-    orphans = [said["pid"], said["group_child"], said["session_child"]]
+    orphans = [said["ppid"], said["pid"], said["group_child"], said["session_child"]]
     assert not any(gone(pid) for pid in orphans), "the job outlives the daemon"
     daemon.start()
     job = daemon.wait_status(job_id, "FAILED", "SUCCESSFUL", "CANCELED")
     assert job["status"] == "FAILED"
     assert job["reason"].startswith("the daemon stopped while the job was starting; pid(s) ")
-    assert str(said["pid"]) in job["reason"]
+    assert str(said["ppid"]) in job["reason"] and str(said["pid"]) in job["reason"]
     for pid in orphans:
         wait_for(lambda: gone(pid), 10, what=f"orphan {pid} to be killed")
     assert [j["identifier"] for j in daemon.jobs("ACTIVE")] == [], "nothing was re-run"
@@ -116,7 +117,7 @@ def test_sigterm_ends_running_jobs_records_them_and_exits_zero(daemon):
     daemon.push()
     polite = daemon.schedule("sleep")
     stubborn = daemon.schedule("stubborn")
-    pids = [daemon.said(polite)["pid"], daemon.said(stubborn)["pid"]]
+    pids = [daemon.said(job_id)[key] for job_id in (polite, stubborn) for key in ("pid", "ppid")]
     assert daemon.stop() == 0
     assert all(gone(p) for p in pids)
     daemon.start()

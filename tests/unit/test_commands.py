@@ -2,9 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
-import sys
-import types
 
 import pytest
 
@@ -87,36 +84,9 @@ def test_cwd_is_the_project_dir():
 
 
 def test_list_command_runs_scrapy_list_without_job_identity():
-    cmd = list_command("/data/projects/books/4", PYTHON, BASE_ENV)
+    cmd = list_command("/data/projects/.staging/4f1c", "books", PYTHON,
+                       {**BASE_ENV, "CRAWLD_JOB_ID": "stale"})
     assert cmd.args == (PYTHON, "-c", runner.BOOTSTRAP, runner.DIR, "spider", "list")
-    assert dict(cmd.env) == BASE_ENV
-    assert cmd.cwd == "/data/projects/books/4"
-
-
-def test_bootstrap_calls_setsid_sets_the_title_then_runs_scrapy_with_the_rest(monkeypatch):
-    calls = []
-    fake_cmdline = types.ModuleType("scrapy.cmdline")
-    fake_cmdline.execute = lambda argv: calls.append(("execute", list(argv)))
-    fake_scrapy = types.ModuleType("scrapy")
-    fake_scrapy.cmdline = fake_cmdline
-    fake_title = types.ModuleType("setproctitle")
-    fake_title.setproctitle = lambda title: calls.append(("title", title))
-    monkeypatch.setitem(sys.modules, "scrapy", fake_scrapy)
-    monkeypatch.setitem(sys.modules, "scrapy.cmdline", fake_cmdline)
-    monkeypatch.setitem(sys.modules, "setproctitle", fake_title)
-    for name in [m for m in sys.modules if m.startswith("crawld_runner")]:
-        monkeypatch.delitem(sys.modules, name)
-    monkeypatch.setattr(os, "setsid", lambda: calls.append(("setsid",)))
-    cmd = crawl_command(make_job('{"a": 1}'), "/d", PYTHON, BASE_ENV)
-    for name, value in cmd.env.items():
-        monkeypatch.setenv(name, value)
-    # ``python -c CODE rest...`` runs CODE with sys.argv == ["-c", *rest]
-    monkeypatch.setattr(sys, "argv", ["-c", *cmd.args[3:]])
-    try:
-        exec(compile(runner.BOOTSTRAP, "<bootstrap>", "exec"), {})
-    finally:
-        for name in [m for m in sys.modules if m.startswith("crawld_runner")]:
-            del sys.modules[name]
-    assert calls == [("setsid",), ("title", "crawld: job 6c3e-job books/quotes"),
-                     ("execute", ["scrapy", *cmd.scrapy_args])]
-    assert calls[2][1][:3] == ["scrapy", "crawl", "quotes"]
+    assert dict(cmd.env) == {**BASE_ENV, "CRAWLD_LIST": "/data/projects/.staging/4f1c",
+                             "CRAWLD_PROJECT": "books"}, "marked as a list, not a job"
+    assert cmd.cwd == "/data/projects/.staging/4f1c"

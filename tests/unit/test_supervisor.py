@@ -57,16 +57,26 @@ def build(reactor, store, tmp_path, project_dir=None, **kwargs):
     return Supervisor(reactor, store, launcher, events, str(tmp_path), **kwargs), changes
 
 
+class Sent(list):
+    """Tree signals a test recorded instead of sending; ``left`` says which pids
+    ``tree.find_job`` finds for a job id (none unless a test says so)."""
+
+    left: dict[str, list[int]]
+
+
 @pytest.fixture
 def signals(monkeypatch):
     """Record tree signals instead of sending them."""
-    sent: list[tuple[int, int]] = []
+    sent = Sent()
+    sent.left = {}
     tree = tree_module
     monkeypatch.setattr(tree, "signal_tree", lambda pid, sig, known=None, leader=True:
                         sent.append((pid, sig if leader else "sweep")))
     monkeypatch.setattr(tree, "kill_tree", lambda pid, known=None: sent.append((pid, 9)) or 0)
     monkeypatch.setattr(tree, "descendants", lambda pid: [])
     monkeypatch.setattr(tree, "start_time", lambda pid: 123.0)
+    monkeypatch.setattr(tree, "find_job", lambda job_id: sent.append((job_id, "find"))
+                        or sent.left.get(job_id, []))
     return sent
 
 
@@ -185,6 +195,52 @@ def test_stop_ends_everything_and_starts_nothing(world, signals):
     assert status(store, jobs[2]).status is JobStatus.PENDING
 
 
+def test_the_logs_exist_before_the_job_is_recorded_running(world, tmp_path):
+    """A reader who sees the job RUNNING finds its logs, even before any child exists
+    to write them (a zygote forks a moment later)."""
+    reactor, store, sup, _ = world
+    job = pending(store)
+    store.executor.gate = True
+    sup.enqueue(job.id)
+    assert [name for _, name, _ in store.executor.held] == ["transition"]
+    assert (tmp_path / f"{job.id}.out").read_bytes() == b""
+    assert (tmp_path / f"{job.id}.err").read_bytes() == b""
+    assert reactor.spawned == []
+    store.executor.gate = False
+    store.executor.release()
+    assert status(store, job).status is JobStatus.RUNNING and len(reactor.spawned) == 1
+
+
+def test_a_job_whose_logs_cannot_be_created_fails_to_start(world, tmp_path):
+    reactor, store, _, _ = world
+    sup, _ = build(reactor, store, tmp_path, slots=2, kill_grace=10)
+    sup.log_dir = str(tmp_path / "gone")  # as if the folder had been removed
+    job = pending(store)
+    sup.enqueue(job.id)
+    done = status(store, job)
+    assert done.status is JobStatus.FAILED
+    assert done.reason.startswith("could not start: cannot create its log files: ")
+    assert reactor.spawned == [] and not sup.running
+
+
+@pytest.mark.parametrize("code, sig, swept", [
+    (0, None, False), (3, None, False), (None, signal.SIGKILL, True),
+    (None, signal.SIGSEGV, True)])
+def test_an_end_by_signal_sweeps_the_job_processes_by_title_and_environment(
+        world, signals, code, sig, swept):
+    """A keeper that exits with a code has swept its tree; one killed by a signal may
+    not have: the daemon looks for what is left before it reports the end."""
+    reactor, store, sup, _ = world
+    job = pending(store)
+    sup.enqueue(job.id)
+    signals.left[job.id] = [555, 556]
+    reactor.end(0, code=code or 0, signal=sig)
+    expected = [(job.id, "find"), (555, 9), (556, 9)] if swept else []
+    assert [s for s in signals if s[1] != "sweep"] == expected
+    assert status(store, job).status is (JobStatus.SUCCESSFUL if code == 0 and sig is None
+                                         else JobStatus.FAILED)
+
+
 def test_missing_project_fails_the_job_with_a_reason(world, tmp_path):
     reactor, store, _, _ = world
     sup, _ = build(reactor, store, tmp_path, project_dir=lambda name: None, slots=2,
@@ -204,11 +260,13 @@ def test_recover_kills_live_orphans_and_fails_every_leftover(world, monkeypatch,
                           started=5.0, pid=pid, pid_started=99.0))
     monkeypatch.setattr(tree_module, "is_same_process", lambda pid, st: pid == 4242)
     running = result(store.list_jobs([JobStatus.RUNNING]))
+    signals.left[dead.id] = [4444]  # its keeper is gone, an escapee is not
     result(sup.recover(running))
-    assert (4242, 9) in signals and (4343, 9) not in signals
+    assert (4242, 9) in signals and (4343, 9) not in signals and (4444, 9) in signals
     a, d = status(store, alive), status(store, dead)
     assert a.status is d.status is JobStatus.FAILED
     assert "orphaned" in a.reason and "was gone" in d.reason
+    assert d.reason.endswith("; 1 process(es) it left killed")
     assert reactor.spawned == [], "recovery never re-runs a job"
 
 

@@ -344,10 +344,13 @@ def test_memory_limit_ends_the_job_failed_with_its_rss(make, signals, monkeypatc
     from crawld import tree
     reactor, store, sup = make()
     rss = {"now": 100 * 1024 * 1024}
-    monkeypatch.setattr(tree, "tree_rss", lambda pid: rss["now"])
+    roots: list[bool] = []
+    monkeypatch.setattr(tree, "tree_rss",
+                        lambda pid, root=True: roots.append(root) or rss["now"])
     job, pid = start(reactor, store, sup, memory_limit=200 * 1024 * 1024)
     tick(reactor, 3)
     assert signals == []
+    assert roots and not any(roots), "a spider's keeper is not counted, only what it runs"
     rss["now"] = 300 * 1024 * 1024
     tick(reactor, 1)
     assert signals == [(pid, signal.SIGTERM)]
@@ -371,6 +374,8 @@ def test_tree_rss_counts_the_whole_tree():
         assert child.stdout.readline() == b"ok\n"
         assert tree.tree_rss(child.pid) > 80 * 1024 * 1024
         assert tree.tree_rss(os.getpid()) >= tree.tree_rss(child.pid)
+        assert tree.tree_rss(os.getpid(), root=False) >= tree.tree_rss(child.pid)
+        assert tree.tree_rss(child.pid, root=False) == 0, "no children: nothing counted"
     finally:
         child.kill()
         child.wait()

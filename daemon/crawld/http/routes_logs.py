@@ -1,6 +1,11 @@
-"""A job's stdout and stderr (get-log), streamed and followed while the job runs."""
+"""A job's stdout and stderr (get-log), streamed and followed while the job runs.
+
+A PENDING or RUNNING job always has a log to follow, empty at first: the supervisor
+creates both files before it records the job RUNNING, and a job still queued answers
+an empty log rather than 404."""
 from __future__ import annotations
 
+import io
 import re
 from typing import Any
 
@@ -8,6 +13,7 @@ from twisted.internet.defer import inlineCallbacks
 
 from .. import logs
 from ..errors import NotFound
+from ..model import JobStatus
 from .helpers import UUID_RE, Router, find_job, stream
 from .services import Services
 
@@ -24,9 +30,12 @@ def get_log(s: Services, request: Any, anything: str, filename: str):
     try:
         fh = open(logs.path(s.log_dir, job.id, m.group(2)), "rb")
     except FileNotFoundError:
-        raise NotFound(f"job {job.id} has no {m.group(2)} log "
-                       f"({'it has not started' if job.started is None else 'removed'})"
-                       ) from None
+        if job.status not in (JobStatus.PENDING, JobStatus.RUNNING):
+            why = "it has not started" if job.started is None else "its file is missing"
+            raise NotFound(f"job {job.id} has no {m.group(2)} log ({why})") from None
+        # Queued, or about to start: a log to follow, empty so far. (The supervisor
+        # creates a job's logs before it records the job RUNNING.)
+        fh = io.BytesIO()
     request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
     request.setHeader(b"Cache-Control", b"no-store")
     if request.method == b"HEAD":

@@ -1,10 +1,13 @@
 """The local launcher: job attempts as processes on this machine.
 
-Spiders are ``scrapy crawl`` processes, forked by the zygote (or spawned directly); browser
-jobs are the browser runner's shim (see browser.py). Each leads a session of its own, so
-a signal reaches its whole tree; what a job leaves behind in its group is swept with
-SIGKILL when its leader ends. Orphans of a previous daemon are recognised by pid and
-start time, or, when the daemon died before recording the pid, by their environment.
+Spiders are ``scrapy crawl`` processes under a keeper, forked by the zygote (or spawned
+directly); browser jobs are the browser runner's shim (see browser.py). The keeper and
+the shim lead a session of their own, so a signal reaches the whole tree, and are child
+subreapers that sweep whatever the job started before they exit. When one ends, what is
+left in its group is SIGKILLed; when it ended by a signal (it may not have swept), the
+job's processes are also looked for by title and environment, in a thread, before the
+end is reported. Orphans of a previous daemon are recognised by pid and start time, or,
+when the daemon died before recording the pid, by their title or environment.
 """
 from __future__ import annotations
 
@@ -46,6 +49,7 @@ class _Local:
 
     pid: int
     cwd: Optional[str]
+    keeper: bool = False  # a spider's keeper (it only waits: its memory is not the job's)
     known: list[psutil.Process] = field(default_factory=list)
 
 
@@ -85,23 +89,35 @@ class LocalLauncher:
             cmd = crawl_command(job, cwd, self.settings.python, self.settings.base_env,
                                 self.settings.run_as)
             spawned = yield self.spawner.spawn(cmd, self.settings.log_dir, job.id)
-        self.attempts[attempt.key] = _Local(spawned.pid, project_dir)
+        self.attempts[attempt.key] = _Local(spawned.pid, project_dir, not job.is_browser)
         info = Started(spawned.pid, tree.start_time(spawned.pid), "local", project_dir)
         reporter.started(attempt, info)
         spawned.ended.addCallback(self._ended, attempt, reporter).addErrback(
             lambda f: log.failure("after job {id} ended", f, id=job.id))
         return info
 
-    def _ended(self, exit: Exit, attempt: Attempt, reporter: Reporter) -> None:
+    @inlineCallbacks
+    def _ended(self, exit: Exit, attempt: Attempt, reporter: Reporter):
+        """The job's process is reaped: sweep what it left, then report its end."""
+        job = attempt.job
         local = self.attempts.pop(attempt.key, None)
         if local is not None:
             # whatever the job left in its process group goes with it (the leader is
             # reaped: its pid may be reused, so the group and known processes only)
             tree.signal_tree(local.pid, signals.SIGKILL, local.known, leader=False)
-        if attempt.job.is_browser and self.browsers is not None:
-            self.browsers.ended(attempt.job.id).addErrback(
-                lambda f: log.failure("cleaning up after job {id} failed", f,
-                                      id=attempt.job.id))
+        if exit.code is None:
+            # Its keeper (or shim) sweeps before it exits with a code; killed by a
+            # signal, it may not have: find what is left by title and environment.
+            try:
+                killed = yield self.to_thread(self._sweep, job.id)
+                if killed:
+                    log.warn("job {id}: killed {n} process(es) it left running",
+                             id=job.id, n=killed)
+            except Exception:
+                log.failure("sweeping after job {id} failed", id=job.id)
+        if job.is_browser and self.browsers is not None:
+            self.browsers.ended(job.id).addErrback(
+                lambda f: log.failure("cleaning up after job {id} failed", f, id=job.id))
         reporter.ended(attempt, exit)
 
     # -- running attempts -------------------------------------------------------------
@@ -118,7 +134,7 @@ class LocalLauncher:
         local = self.attempts.get(attempt.key)
         if local is None:
             return succeed(0)
-        return self.to_thread(tree.tree_rss, local.pid)
+        return self.to_thread(tree.tree_rss, local.pid, not local.keeper)
 
     def activity(self, attempt: Attempt) -> int:
         if self.browsers is None:
@@ -139,16 +155,22 @@ class LocalLauncher:
         recording it), the job's processes are found by their title or environment."""
         if job.pid is not None and tree.is_same_process(job.pid, job.pid_started):
             killed = tree.kill_tree(job.pid)
+            yield self.to_thread(self._sweep, job.id)
             return (f"orphaned when the daemon stopped; pid {job.pid} and {killed} "
                     "descendant(s) killed at restart")
+        pids = yield self.to_thread(tree.find_job, job.id)
+        yield self.to_thread(tree.kill_found, pids)
         if job.pid is None or job.pid_started is None:
-            pids = yield self.to_thread(tree.find_job, job.id)
-            for pid in pids:
-                tree.kill_tree(pid)
             return ("the daemon stopped while the job was starting"
                     + (f"; pid(s) {', '.join(map(str, pids))} killed at restart"
                        if pids else ""))
-        return f"the daemon stopped while the job ran; pid {job.pid} was gone at restart"
+        return (f"the daemon stopped while the job ran; pid {job.pid} was gone at restart"
+                + (f"; {len(pids)} process(es) it left killed" if pids else ""))
+
+    @staticmethod
+    def _sweep(job_id: str) -> int:
+        """SIGKILL every process of the job found by title or environment (blocking)."""
+        return tree.kill_found(tree.find_job(job_id))
 
     def stop(self) -> "Deferred[None]":
         return self.spawner.stop()

@@ -1,16 +1,20 @@
 """Process helpers shared by the zygote, the browser shim and the runners (stdlib only).
 
 Process titles: every job process crawld starts calls itself ``crawld: job <id>
-<project>/<spider or script>`` (a browse job: ``crawld: job <id> browse``) and the zygote
-``crawld: zygote``, so that ``ps`` tells them apart and a restarted daemon finds a job's
-processes by title even when their environment is not the job's (a zygote-forked
-process keeps the zygote's ``/proc/PID/environ``). The daemon's ``tree.find_job``
-matches the same prefix, ``TITLE_PREFIX``.
+<project>/<spider or script>`` (a browse job: ``crawld: job <id> browse``), the process
+it runs Scrapy or the browser in adds `` (scrapy)`` or `` (runner)``, a push's ``scrapy
+list`` is ``crawld: list <project>`` and the zygote ``crawld: zygote``, so that ``ps``
+tells them apart and a restarted daemon finds a job's processes by title even when
+their environment is not the job's (a zygote-forked process keeps the zygote's
+``/proc/PID/environ``). The daemon's ``tree.find_job`` matches the same prefix,
+``TITLE_PREFIX``.
 """
 from __future__ import annotations
 
 import ctypes
 import os
+import resource
+import signal
 import sys
 from typing import Callable, Mapping, NoReturn, Optional, Union
 
@@ -18,11 +22,13 @@ PR_SET_PDEATHSIG = 1
 PR_SET_NAME = 15
 PR_SET_CHILD_SUBREAPER = 36
 TITLE_PREFIX = "crawld: job "
+LIST_PREFIX = "crawld: list "
+LIST_ENV = "CRAWLD_LIST"  # a push's ``scrapy list``: the staging directory it lists
 
 
-def note(message: str) -> None:
-    """A line for the job's stderr log, from the browser shim or runner."""
-    print(f"crawld-browser[{os.getpid()}]: {message}", file=sys.stderr, flush=True)
+def note(message: str, who: str = "crawld-browser") -> None:
+    """A line for the job's stderr log, from a keeper, the browser shim or runner."""
+    print(f"{who}[{os.getpid()}]: {message}", file=sys.stderr, flush=True)
 
 
 def prctl(option: int, value: Union[int, bytes]) -> bool:
@@ -42,6 +48,13 @@ def job_title(env: Mapping[str, str], suffix: str = "") -> Optional[str]:
     project, name = env.get("CRAWLD_PROJECT", ""), env.get("CRAWLD_SPIDER", "")
     what = f"{project}/{name}" if project or name else "browse"
     return f"{TITLE_PREFIX}{job_id} {what}{suffix}"
+
+
+def list_title(env: Mapping[str, str]) -> Optional[str]:
+    """``crawld: list <project>`` for a push's ``scrapy list`` (None otherwise)."""
+    if not env.get(LIST_ENV):
+        return None
+    return f"{LIST_PREFIX}{env.get('CRAWLD_PROJECT') or '?'}"
 
 
 def set_title(title: Optional[str]) -> None:
@@ -67,15 +80,38 @@ def set_title(title: Optional[str]) -> None:
         prctl(PR_SET_NAME, title.encode()[:15])
 
 
-def exit_now(code: int) -> NoReturn:
-    """End a forked child: flush its output, then ``os._exit`` (never unwind into the
-    parent's code, nor run its atexit handlers)."""
+def flush() -> None:
+    """Flush Python's stdout and stderr (before a fork or an ``os._exit``)."""
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
         except Exception:
             pass
+
+
+def exit_now(code: int) -> NoReturn:
+    """End a forked child: flush its output, then ``os._exit`` (never unwind into the
+    parent's code, nor run its atexit handlers)."""
+    flush()
     os._exit(code)
+
+
+def end_as(status: int) -> NoReturn:
+    """End this process as the child whose raw wait ``status`` it collected ended, so
+    that its own parent sees the same: the same exit code, or death by the same signal
+    (with no second core dump). Used by a keeper, which stands for its child."""
+    flush()
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        try:
+            resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+            if sig not in (signal.SIGKILL, signal.SIGSTOP):
+                signal.signal(sig, signal.SIG_DFL)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {sig})
+            os.kill(os.getpid(), sig)  # delivered before kill() returns: we end here
+        except (OSError, ValueError):
+            pass
+    os._exit(exit_code(status))
 
 
 def reap(ended: Callable[[int, int], None]) -> None:
@@ -96,12 +132,51 @@ def exit_code(status: int) -> int:
     return code if code >= 0 else 128 - code
 
 
+def has_children_files() -> bool:
+    """Whether the kernel lists a task's children in /proc/<pid>/task/<tid>/children
+    (CONFIG_PROC_CHILDREN: Debian's and most distributions' kernels have it)."""
+    return os.path.exists(f"/proc/{os.getpid()}/task/{os.getpid()}/children")
+
+
+def children(pid: int) -> list[int]:
+    """Pids of ``pid``'s children (zombies included): a few small reads of
+    /proc/<pid>/task/*/children, each a snapshot taken under the kernel's task list
+    lock ([] once ``pid`` is gone); without them, a scan of /proc."""
+    if not has_children_files():
+        return _children_by_scan().get(pid, [])
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return []
+    found: list[int] = []
+    for task in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{task}/children", "rb") as fh:
+                found.extend(int(p) for p in fh.read().split())
+        except OSError:
+            continue  # the thread ended while we looked
+    return found
+
+
 def descendants(root: int) -> list[int]:
     """Pids of every process whose ppid chain leads to ``root`` (zombies included).
 
-    Read from /proc/<pid>/stat, which names the parent; a subreaper's orphaned
-    descendants are re-parented to it and so are still found here.
+    A subreaper's orphaned descendants are re-parented to it and so are still found
+    here. Walks the children files from ``root`` down (see ``children``): the cost
+    follows the size of the tree, not of the machine's process table.
     """
+    below = children if has_children_files() else _children_by_scan().get
+    found: list[int] = []
+    stack = [root]
+    while stack:
+        for child in below(stack.pop()) or ():
+            found.append(child)
+            stack.append(child)
+    return found
+
+
+def _children_by_scan() -> dict[int, list[int]]:
+    """Every process's children, from /proc/<pid>/stat of each (it names the parent)."""
     children: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -113,10 +188,4 @@ def descendants(root: int) -> list[int]:
         except (OSError, ValueError, IndexError):
             continue  # it ended while we looked
         children.setdefault(ppid, []).append(int(entry))
-    found: list[int] = []
-    stack = [root]
-    while stack:
-        for child in children.get(stack.pop(), ()):
-            found.append(child)
-            stack.append(child)
-    return found
+    return children

@@ -43,98 +43,28 @@ import shutil
 import signal
 import sys
 import tempfile
-import time
 import traceback
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 from . import browser, proc
 from .browser import ALIAS_ENV, EXIT_FAILED, STOP_SIGNALS
-from .proc import descendants, note
+from .proc import note
+from .reaper import Reaper
 
-LEFTOVER_GRACE = 2.0     # seconds leftovers get after SIGTERM once the runner has ended
-KILL_GIVE_UP = 30.0      # the shim stops trying to SIGKILL (unkillable: D state) after this
 MAX_BROWSER_TMPDIR = 60  # longer TMPDIRs get a short alias for Chromium (see above)
 
 
-class Shim:
-    """Waits for the runner; on a stop request or at the end, clears the whole tree.
-
-    SIGCHLD, SIGTERM and SIGINT are blocked (since before the fork) and collected with
-    sigtimedwait, so no signal is lost between checks and no handler runs at odd times.
-    Every wait is bounded: the shim never hangs forever.
-    """
+class Shim(Reaper):
+    """Waits for the runner; on a stop request or at the end, clears the whole tree
+    (the sweeping is reaper.py's, shared with a spider job's keeper)."""
 
     WATCHED = {signal.SIGCHLD, *STOP_SIGNALS}
 
     def __init__(self, runner: int, tmp: str, alias: Optional[str], grace: float) -> None:
-        self.runner = runner
+        super().__init__(runner, self.WATCHED, "crawld-browser")
         self.tmp = tmp
         self.alias = alias
         self.grace = grace
-        self.runner_status: Optional[int] = None
-
-    def reap(self) -> None:
-        """Collect every ended child, remembering the runner's status."""
-        proc.reap(self._ended)
-
-    def _ended(self, pid: int, status: int) -> None:
-        if pid == self.runner:
-            self.runner_status = status
-
-    def wait(self, done: Callable[[], bool], timeout: Optional[float]) -> Optional[int]:
-        """Reap until ``done()`` or ``timeout`` seconds (None: no limit) have passed.
-
-        Returns the stop signal that interrupted the wait, if one did. Checks at least
-        every 0.1 s: grandchildren ending send the shim no SIGCHLD.
-        """
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            self.reap()
-            if done():
-                return None
-            remaining = 0.1 if deadline is None else min(0.1, deadline - time.monotonic())
-            if remaining <= 0:
-                return None
-            info = signal.sigtimedwait(self.WATCHED, remaining)
-            if info is not None and info.si_signo in STOP_SIGNALS:
-                return info.si_signo
-
-    def signal_all(self, sig: int) -> int:
-        """Send ``sig`` to every descendant; returns how many were there."""
-        pids = descendants(os.getpid())
-        for pid in pids:
-            try:
-                os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
-        return len(pids)
-
-    def kill_all(self) -> None:
-        """SIGKILL descendants until none is left, reaping as they end.
-
-        Repeated because a process may fork or be re-parented while we look; SIGKILL
-        also ends SIGSTOPped processes. Gives up (with a note) only on processes that
-        outlive KILL_GIVE_UP seconds of SIGKILLs, i.e. are stuck in the kernel.
-        """
-        deadline = time.monotonic() + KILL_GIVE_UP
-        killed: set[int] = set()
-        while True:
-            self.reap()
-            pids = descendants(os.getpid())
-            if not pids:
-                break
-            if time.monotonic() > deadline:
-                note(f"giving up on unkillable processes {sorted(pids)}")
-                break
-            for pid in pids:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                    killed.add(pid)
-                except ProcessLookupError:
-                    pass
-            signal.sigtimedwait({signal.SIGCHLD}, 0.02)
-        if killed:
-            note(f"killed {len(killed)} process(es): {sorted(killed)}")
 
     def remove_tmp(self) -> None:
         """Delete CRAWLD_TMP (profile, Playwright artifacts, Chromium's temp files)."""
@@ -154,26 +84,21 @@ class Shim:
 
     def run(self) -> int:
         """The shim's whole life; returns its exit status (see the module docstring)."""
-        runner_done = lambda: self.runner_status is not None  # noqa: E731
-        stop = self.wait(runner_done, None)
+        stop = self.wait(self.child_done, None)
         if stop is None:
-            code = proc.exit_code(self.runner_status)
-            leftovers = self.signal_all(signal.SIGTERM)
-            if leftovers:
-                note(f"the runner ended with status {code}; SIGTERM to {leftovers} "
-                     "leftover process(es)")
-                self.wait(lambda: not descendants(os.getpid()), LEFTOVER_GRACE)
+            code = proc.exit_code(self.child_status)
+            self.sweep(f"the runner ended with status {code}")
         else:
-            code = 128 + stop
-            note(f"stopping on signal {stop}: SIGTERM to the runner, "
+            code = 128 + stop.si_signo
+            note(f"stopping on signal {stop.si_signo}: SIGTERM to the runner, "
                  f"{self.grace:g} s of grace")
             try:
-                os.kill(self.runner, signal.SIGTERM)
+                os.kill(self.child, signal.SIGTERM)
             except ProcessLookupError:
                 pass
-            if self.wait(runner_done, self.grace) is None and not runner_done():
+            if self.wait(self.child_done, self.grace) is None and not self.child_done():
                 note(f"the runner did not end within {self.grace:g} s")
-        self.kill_all()
+            self.kill_all()
         self.remove_tmp()
         return code
 

@@ -1,20 +1,45 @@
 """A spider job started directly (``preload = no``, or the zygote is gone), and ``scrapy list``.
 
 ``python -c BOOTSTRAP <runner dir> spider <scrapy args...>``: a session of its own (so
-cancel reaches the whole process group), the job's title when it is a job, then Scrapy's
-command line in this same process, as ``scrapy <args...>`` would run it.
+cancel reaches the whole process group), the job's title (``crawld: job <id> ...``, or
+``crawld: list <project>`` for a push's ``scrapy list``), then the keeper (keeper.py):
+this process stays the job's subreaper and runs Scrapy's command line, as ``scrapy
+<args...>`` would, in its one child. The fork comes before Scrapy is imported, so the
+keeper stays a bare interpreter.
 """
 from __future__ import annotations
 
 import os
 import sys
+import traceback
 
-from . import proc
+from . import keeper, proc
+
+
+def run_scrapy(argv: list[str]) -> int:
+    """Run Scrapy's command line ``argv`` in this process; returns the exit code it
+    asked for (Scrapy ends by raising SystemExit)."""
+    try:
+        from scrapy.cmdline import execute
+        execute(argv)
+        return 0
+    except SystemExit as exc:
+        if exc.code is None:
+            return 0
+        if isinstance(exc.code, int):
+            return exc.code
+        print(exc.code, file=sys.stderr)
+        return 1
+    except BaseException:
+        traceback.print_exc()
+        return 1
 
 
 def main() -> None:
-    """Become the job and run Scrapy's command line; Scrapy exits the process."""
+    """Become the job (or the list), keep it, and run Scrapy below; Scrapy's process
+    exits through ``sys.exit`` as a freshly started ``scrapy`` would."""
     os.setsid()
-    proc.set_title(proc.job_title(os.environ))
-    from scrapy.cmdline import execute
-    execute(["scrapy", *sys.argv[1:]])
+    title = proc.list_title(os.environ) or proc.job_title(os.environ)
+    proc.set_title(title)
+    keeper.keep(lambda: run_scrapy(["scrapy", *sys.argv[1:]]), title, os.getppid(),
+                finish=sys.exit)

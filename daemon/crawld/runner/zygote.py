@@ -15,9 +15,12 @@ carries no source, and it calls itself ``crawld: zygote``.
 
 Each child leads a session of its own and has only its log files, /dev/null and its
 environment: what a freshly spawned ``scrapy crawl`` would have, and its title is the
-job's (``crawld: job <id> <project>/<spider>``, see proc.py). The zygote is a child
-subreaper, so processes a job leaves behind are reaped here, not by init. When stdin
-closes (the daemon stopped or died) the zygote exits; running jobs are not touched.
+job's (``crawld: job <id> <project>/<spider>``, see proc.py). It is the job's keeper
+(keeper.py): a subreaper that runs Scrapy in its own child and, when Scrapy ends, kills
+whatever the job left, even in sessions of its own, before it reports Scrapy's status
+as its own. The zygote is a child subreaper too: should a keeper be SIGKILLed, what it
+kept is re-parented here, and the zygote kills every child that is not a keeper. When
+stdin closes (the daemon stopped or died) the zygote exits; running jobs are not touched.
 """
 from __future__ import annotations
 
@@ -27,10 +30,14 @@ import select
 import signal
 import sys
 import traceback
+from typing import NoReturn
 
-from . import proc
+from . import keeper, proc
+from .spider import run_scrapy
 
-LOG_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND
+#: The daemon creates (and empties) a job's logs before the job is RUNNING, so that
+#: they can be followed from then on; the child appends to those same files.
+LOG_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_APPEND
 
 
 def preload() -> int:
@@ -66,11 +73,11 @@ def emit(event: dict) -> None:
         data = data[os.write(1, data):]
 
 
-def run_child(request: dict, keep_fds: tuple[int, ...]) -> None:
-    """In the forked child: become the job, run Scrapy, never return."""
-    code = 1
+def run_child(request: dict, keep_fds: tuple[int, ...], daemon: int) -> NoReturn:
+    """In the forked child: become the job's keeper, run Scrapy below it, never return."""
     try:
-        proc.set_title(proc.job_title(request["env"]))  # first: ps tells it from the zygote
+        title = proc.job_title(request["env"])
+        proc.set_title(title)  # first: ps tells it from the zygote
         signal.set_wakeup_fd(-1)
         for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGHUP):
             signal.signal(sig, signal.SIG_DFL)
@@ -93,34 +100,48 @@ def run_child(request: dict, keep_fds: tuple[int, ...]) -> None:
         os.chdir(request["cwd"])
         os.environ.clear()
         os.environ.update(request["env"])
-        sys.argv = ["scrapy", *request["args"]]
-        from scrapy.cmdline import execute
-        execute(sys.argv)
-        code = 0
-    except SystemExit as exc:
-        if exc.code is None:
-            code = 0
-        elif isinstance(exc.code, int):
-            code = exc.code
-        else:
-            print(exc.code, file=sys.stderr)
-            code = 1
+        sys.argv = ["scrapy", *request["args"]]  # as `scrapy crawl` would have it
     except BaseException:
         traceback.print_exc()
-        code = 1
-    finally:
-        proc.exit_now(code)
+        proc.exit_now(1)
+    keeper.keep(lambda: run_scrapy(sys.argv), title, daemon)
 
 
-def exited(pid: int, status: int) -> None:
-    """Report a reaped child's raw wait status."""
-    emit({"ev": "exited", "pid": pid, "status": status})
+class Jobs:
+    """The keepers this zygote forked: their ends are reported; any other child is a
+    stray and is killed."""
+
+    def __init__(self) -> None:
+        self.pids: set[int] = set()
+
+    def exited(self, pid: int, status: int) -> None:
+        """Report a reaped keeper's raw wait status (a reaped stray is not news)."""
+        if pid in self.pids:
+            self.pids.discard(pid)
+            emit({"ev": "exited", "pid": pid, "status": status})
+
+    def kill_strays(self) -> None:
+        """SIGKILL every child that is not a keeper.
+
+        Only a keeper that was itself SIGKILLed leaves its processes to the zygote (a
+        subreaper): its child follows it (PR_SET_PDEATHSIG), and whatever that had
+        started is re-parented here before the keeper's SIGCHLD arrives. Their own
+        children land here in turn as they die, and are killed at the next SIGCHLD.
+        """
+        for pid in proc.children(os.getpid()):
+            if pid not in self.pids:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
 
 
 def serve() -> None:
     """Read spawn requests until stdin closes."""
     proc.set_title("crawld: zygote")
     proc.prctl(proc.PR_SET_CHILD_SUBREAPER, 1)
+    daemon = os.getppid()
+    jobs = Jobs()
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_w, False)
     signal.set_wakeup_fd(wake_w)
@@ -136,7 +157,8 @@ def serve() -> None:
             continue
         if wake_r in readable:
             os.read(wake_r, 4096)
-            proc.reap(exited)
+            proc.reap(jobs.exited)
+            jobs.kill_strays()
         if 0 in readable:
             chunk = os.read(0, 65536)
             if not chunk:
@@ -150,7 +172,8 @@ def serve() -> None:
                     emit({"ev": "failed", "token": request["token"], "error": str(exc)})
                     continue
                 if pid == 0:
-                    run_child(request, (wake_r, wake_w))
+                    run_child(request, (wake_r, wake_w), daemon)
+                jobs.pids.add(pid)
                 emit({"ev": "started", "token": request["token"], "pid": pid})
 
 
