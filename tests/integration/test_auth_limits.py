@@ -126,3 +126,23 @@ def test_a_flood_of_password_checks_is_bounded_while_keys_keep_working(
     # the queue drains: alice's password is checked again
     wait_for(lambda: status(d, auth=HTTPBasicAuth("alice", PASSWORD)).status_code == 200,
              30, what="alice's password to be checked")
+
+
+def test_odd_methods_need_credentials_and_a_huge_url_gets_414(make_daemon: Any) -> None:
+    """Issue 10, item 5, on a real daemon: TRACE and PROPFIND are authenticated before
+    anything else is said (401, no Allow), and a 1 MB query string is answered 414
+    instead of a connection closed without a reply."""
+    d, key = with_credentials(make_daemon)
+    d.start()
+    for method in ("TRACE", "PROPFIND"):
+        r = requests.request(method, d.url + "/status.json", timeout=30)
+        assert r.status_code == 401 and "allow" not in r.headers, (method, r.text)
+        r = requests.request(method, d.url + "/status.json", timeout=30,
+                             headers={"Authorization": f"Bearer {key}"})
+        assert r.status_code == 403 and "allow" not in r.headers, (method, r.text)  # a reader
+        r = requests.request(method, d.url + "/status.json", timeout=30,
+                             auth=HTTPBasicAuth("alice", PASSWORD))  # an operator
+        assert r.status_code == 405 and r.headers["allow"] == "GET", (method, r.text)
+    r = requests.get(d.url + "/status.json?x=" + "a" * (1 << 20), timeout=30)
+    assert r.status_code == 414 and r.json()["status"] == "error", r.text[:200]
+    assert status(d, headers={"Authorization": f"Bearer {key}"}).status_code == 200

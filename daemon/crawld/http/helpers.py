@@ -275,7 +275,9 @@ class Router:
             wrapped = self._endpoint(fn, methods)
             if "<" not in path:
                 self.exact[path.encode()] = wrapped
-            self.klein.route(path, methods=list(ALL_METHODS), endpoint=path)(wrapped)
+            # methods=None: every method, known or not (TRACE, PROPFIND...), reaches the
+            # wrapper, which authenticates before it answers 405 (issue 10, item 5)
+            self.klein.route(path, methods=None, endpoint=path)(wrapped)
             return fn
         return decorate
 

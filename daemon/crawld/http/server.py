@@ -8,6 +8,7 @@ decoded by the ``multipart`` package.
 from __future__ import annotations
 
 import io
+import json
 import re
 import time
 from typing import Any, Callable, Optional
@@ -317,16 +318,39 @@ class DeadlineChannel(HTTPChannel):
             self._addresses = (self.transport.getHost(), self.transport.getPeer())
         return self._addresses
 
+    #: the current request's line has been read (a longer line is then a header's)
+    line_seen = False
+
     def connectionMade(self) -> None:  # noqa: N802 (Twisted's names)
         super().connectionMade()
         self.arm_headers()
+
+    def lineReceived(self, line: bytes) -> None:  # noqa: N802
+        if line:
+            self.line_seen = True
+        super().lineReceived(line)
+
+    def lineLengthExceeded(self, line: bytes) -> None:  # noqa: N802
+        """A request line or a header line over MAX_LENGTH bytes: Twisted would close
+        the connection without a word. Answer 414 (the line with the URL) or 431 (a
+        header), as JSON, then close."""
+        if self.line_seen:
+            code, phrase, msg = 431, b"Request Header Fields Too Large", "a header line"
+        else:
+            code, phrase, msg = 414, b"URI Too Long", "the request line (method and URL)"
+        body = json.dumps({"status": "error", "msg": f"{msg} is over {self.MAX_LENGTH} "
+                           "bytes"}).encode() + b"\n"
+        self.transport.write(b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\n"
+                             b"Content-Length: %d\r\nConnection: close\r\n\r\n%s"
+                             % (code, phrase, len(body), body))
+        self.transport.loseConnection()
 
     def allHeadersReceived(self) -> None:  # noqa: N802
         self.in_request = True  # the deadline's timer stays; it sees this when due
         super().allHeadersReceived()
 
     def requestDone(self, request: Any) -> None:  # noqa: N802
-        self.in_request = False
+        self.in_request = self.line_seen = False
         # On a kept-alive connection, Twisted replays what the client pipelined: a next
         # request whose headers are all in sets in_request again (no deadline then).
         super().requestDone(request)
