@@ -392,19 +392,26 @@ def run_rounds(daemons: list[core.Daemon], args: argparse.Namespace, client: str
     for rnd in range(args.rounds):
         core.GLOBAL_DEADLINE.check()
         core.log(f"round {rnd + 1}/{args.rounds}")
-        for d in core.interleaved(daemons, rnd):
-            def status(d: core.Daemon = d) -> None:
-                record(d, "status_rps", measure(d, STATUS_PATHS[d.name], args.seconds,
-                                                args, client))
-            core.guarded(d, res, broken, f"status (round {rnd + 1})", status)
+        slices = max(1, round(args.seconds / args.slice))
+        parts: dict[str, list[dict[str, Any]]] = {}
+        for k in range(slices):  # the targets take turns, slice by slice
+            for d in core.interleaved(daemons, rnd + k):
+                def status(d: core.Daemon = d) -> None:
+                    parts.setdefault(d.name, []).append(measure(
+                        d, STATUS_PATHS[d.name], args.seconds / slices, args, client))
+                core.guarded(d, res, broken, f"status (round {rnd + 1})", status)
+        for d in daemons:
+            if d.name not in broken and parts.get(d.name):
+                record(d, "status_rps", combine(parts[d.name]))
         cases = () if args.status_only else (
             LIST_CASES if rnd % 2 == 0 else tuple(reversed(LIST_CASES)))
         for metric, names, path in cases:
+            seconds = args.all_seconds if metric == "list_all_rps" else args.list_seconds
             for d in core.interleaved([d for d in daemons if d.name in names], rnd):
-                def listing(d: core.Daemon = d, metric: str = metric, path: str = path
-                            ) -> None:
+                def listing(d: core.Daemon = d, metric: str = metric, path: str = path,
+                            seconds: float = seconds) -> None:
                     record(d, metric, measure(d, path.format(last=max(0, args.jobs - PAGE)),
-                                              args.list_seconds, args, client))
+                                              seconds, args, client))
                 core.guarded(d, res, broken, f"{metric} (round {rnd + 1})", listing)
         for d in daemons:
             if d.name not in broken:
@@ -414,6 +421,24 @@ def run_rounds(daemons: list[core.Daemon], args: argparse.Namespace, client: str
         for name, per_metric in found.items():
             res.extra.setdefault(name, {})[key] = {
                 m: statistics.median(v) for m, v in per_metric.items()}
+
+
+def combine(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """One load's figures from its slices: the requests over the time they took, CPU
+    per request weighted by requests, the median of the slices' p50 latencies."""
+    if any(p.get("requests") is None for p in parts):  # the Python client: rates only
+        return {"rps": statistics.mean(p["rps"] for p in parts)}
+    requests = sum(p["requests"] for p in parts)
+    seconds = sum(p["requests"] / p["rps"] for p in parts if p["rps"])
+    found: dict[str, Any] = {"rps": requests / seconds if seconds else 0.0,
+                             "requests": requests}
+    cpu = [(p["cpu_us"], p["requests"]) for p in parts if p.get("cpu_us") is not None]
+    if cpu:
+        found["cpu_us"] = sum(c * n for c, n in cpu) / sum(n for _, n in cpu)
+    p50 = [p["p50_s"] for p in parts if p.get("p50_s") is not None]
+    if p50:
+        found["p50_s"] = statistics.median(p50)
+    return found
 
 
 def ratios(res: core.Results) -> dict[str, Optional[float]]:
@@ -476,8 +501,13 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--rounds", type=int, default=3, help="alternating rounds (medians)")
     p.add_argument("--seconds", type=float, default=5.0, help="seconds of each status load")
+    p.add_argument("--slice", type=float, default=1.0,
+                   help="a status load is made of slices this long, the targets taking "
+                        "turns slice by slice")
     p.add_argument("--list-seconds", type=float, default=10.0,
-                   help="seconds of each listing load")
+                   help="seconds of each load on a page of jobs")
+    p.add_argument("--all-seconds", type=float, default=30.0,
+                   help="seconds of each load on a whole list (scrapy-do's take seconds)")
     p.add_argument("--jobs", type=int, default=10000,
                    help="finished jobs seeded into crawld's and scrapy-do's store")
     p.add_argument("--status-only", action="store_true",
@@ -527,8 +557,9 @@ def run(args: argparse.Namespace, tmp: Path) -> bool:
     wrk_version = (subprocess.run(["wrk", "--version"], capture_output=True, text=True)
                    .stdout.splitlines()[:1] if client == "wrk" else [])
     print(f"\ncrawld bench (hot path): rounds={args.rounds} client={client} "
-          f"connections={args.connections} status {args.seconds:g} s, listings "
-          f"{args.list_seconds:g} s per load; {args.jobs} finished jobs seeded\n")
+          f"connections={args.connections}; per load: status {args.seconds:g} s (in "
+          f"{args.slice:g} s slices), pages {args.list_seconds:g} s, whole lists "
+          f"{args.all_seconds:g} s; {args.jobs} finished jobs seeded\n")
     print(table)
     for name, errs in res.errors.items():
         print(f"\n{name} errors:\n  " + "\n  ".join(errs))
