@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 #: The status groups of list-jobs.json as SQL, each with a partial index in (updated,
 #: seq) order (migration 4). The index is usable only for this very expression.
@@ -52,5 +52,12 @@ MIGRATIONS: dict[int, Sequence[str]] = {
     4: (  # list-jobs pages of a status group read in order, not sorted (issue 9)
         f"CREATE INDEX jobs_completed ON jobs (updated) WHERE {COMPLETED_SQL}",
         f"CREATE INDEX jobs_active ON jobs (updated) WHERE {ACTIVE_SQL}",
+    ),
+    5: (  # what each crawl did: stats, outcomes, arguments, webhooks (issue 11)
+        "ALTER TABLE jobs ADD COLUMN stats TEXT",
+        "ALTER TABLE jobs ADD COLUMN fail_on TEXT",
+        "ALTER TABLE jobs ADD COLUMN args TEXT NOT NULL DEFAULT '[]'",
+        "ALTER TABLE jobs ADD COLUMN settings TEXT NOT NULL DEFAULT '[]'",
+        "ALTER TABLE jobs ADD COLUMN webhook TEXT",
     ),
 }

@@ -95,6 +95,13 @@ class Job:
     no_output_timeout: Optional[float] = None  # seconds without output before it is ended
     max_log_size: Optional[int] = None   # bytes of .out + .err before the job is ended
     memory_limit: Optional[int] = None   # bytes of RSS (its process tree) before it is ended
+    # what the crawl did and how it is judged (issue 11; see docs/api.md). JSON texts, as
+    # ``payload`` is, so that a row stays plain SQLite values.
+    stats: Optional[str] = None          # JSON object: the crawler's latest stats; None: none yet
+    fail_on: Optional[str] = None        # comma list of fail-on conditions; None: the daemon's
+    args: str = "[]"                     # JSON list of [name, value]: spider arguments (-a)
+    settings: str = "[]"                 # JSON list of [name, value]: Scrapy settings (-s)
+    webhook: Optional[str] = None        # URL POSTed the job's events, besides [webhooks] url
 
     @property
     def is_browser(self) -> bool:

@@ -64,6 +64,34 @@ def test_schema_version_is_current_after_open_and_reopen(db_path):
         again.close()
 
 
+def test_a_version_4_database_gains_the_outcome_columns_and_keeps_its_jobs(db_path):
+    from crawld.migrations import MIGRATIONS
+    raw = sqlite3.connect(db_path)
+    for version in range(1, 5):  # the schema as crawld before issue 11 left it
+        for statement in MIGRATIONS[version]:
+            raw.execute(statement)
+    raw.execute("INSERT INTO jobs (id, status, actor, schedule, project, spider, "
+                "description, payload, created, updated) VALUES "
+                "('old', 'SUCCESSFUL', 'USER', 'now', 'p', 's', '', '{}', 1, 2)")
+    raw.execute("PRAGMA user_version = 4")
+    raw.commit()
+    raw.close()
+    db = Database(db_path)
+    try:
+        old = db.get_job("old")
+        assert (old.stats, old.fail_on, old.args, old.settings, old.webhook) == (
+            None, None, "[]", "[]", None)
+        db.add_job(job("new", stats='{"item_scraped_count": 3}', fail_on="no-items",
+                       args='[["a", "1"]]', settings='[["X", "y"]]',
+                       webhook="http://127.0.0.1:9/h"))
+        new = db.get_job("new")
+        assert (new.stats, new.fail_on, new.args, new.settings, new.webhook) == (
+            '{"item_scraped_count": 3}', "no-items", '[["a", "1"]]', '[["X", "y"]]',
+            "http://127.0.0.1:9/h")
+    finally:
+        db.close()
+
+
 def test_database_from_a_newer_crawld_is_refused(db_path):
     raw = sqlite3.connect(db_path)
     raw.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
