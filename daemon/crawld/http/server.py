@@ -391,10 +391,10 @@ class AccessLogSite(Site):
     """A Site that hands one access line per request (``access_line``) to a callable.
 
     Twisted's own path sends each line through the legacy log into twisted.logger (an
-    event dict, the level filter, a format-string parse, a flush): 40% of the daemon's
-    time on a status.json request. Here the line goes straight to ``access_log``
-    (``cli`` writes it to the daemon's log in the same ``<time> <level> <component>:``
-    shape as every other line); None: no access lines. The ``[dd/Mon/yyyy:HH:MM:SS
+    event dict, the level filter, a format-string parse, a flush): a third of the
+    daemon's time on a status.json request. Here the line goes straight to
+    ``access_log`` (``daemonlog.DaemonLog.access``: the daemon's log, in the same
+    ``<time> <level> <component>:`` shape as every other line); None: no access lines. The ``[dd/Mon/yyyy:HH:MM:SS
     +0000]`` stamp is made once per second of ``clock``.
     """
 
