@@ -1,5 +1,7 @@
-"""``crawld serve``: the one place that imports the global reactor and runs it; and
-``crawld config --defaults``, which prints the embedded defaults as an INI file.
+"""``crawld serve``: the one place that imports the global reactor and runs it;
+``crawld config --defaults``, which prints the embedded defaults as an INI file; and the
+client commands that talk to a running daemon (``clientcli``: status, push, schedule,
+jobs, logs, cancel, wait).
 
 ``serve`` runs in the foreground and logs to stderr, as systemd/journald expect. Flags
 override the config file, which overrides the embedded defaults.
@@ -11,7 +13,7 @@ import gc
 import sys
 from typing import Any, Optional, Sequence
 
-from . import __version__, config, keys
+from . import __version__, clientcli, config, keys
 from .errors import ConfigError
 
 LEVELS = ("debug", "info", "warn", "error")
@@ -46,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--defaults", action="store_true", required=True,
                       help="print the built-in defaults as an INI file")
     keys.register(sub)  # crawld keys ... / crawld users ...
+    clientcli.register(sub)  # crawld status / push / schedule / jobs / logs / cancel / wait
     return parser
 
 
@@ -105,6 +108,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 0
     if args.command in keys.COMMANDS:
         return keys.run(args)
+    if args.command in clientcli.COMMANDS:
+        return clientcli.run(args)
     try:
         settings = config.load(args.config, _overrides(args))
     except ConfigError as exc:

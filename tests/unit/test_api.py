@@ -410,3 +410,45 @@ def test_acting_gets_are_refused_cross_site_however_the_path_is_spelled(client):
         assert response.code in (403, 404), (path, body)
         if response.code == 404:
             assert b"no such endpoint" in body, (path, body)  # never reached the route
+
+
+def _logged_job(stub, tmp_path, text: bytes) -> str:
+    """A queued job with ``text`` already in its .out log."""
+    _, body = call_json(stub, "post", "/schedule-job.json",
+                        data={"project": "demo", "spider": "ok", "when": "now"})
+    job_id = body["identifier"]
+    (tmp_path / f"{job_id}.out").write_bytes(text)
+    return job_id
+
+
+def _read_log(stub, job_id: str, query: str):
+    pending = stub.get(f"{URL}/get-log/data/{job_id}.out?{query}")
+    for _ in range(20):  # the follower pumps on the reactor's next turns
+        stub.clock.advance(0.2)
+        stub.flush()
+    response = result(pending)
+    return response, result(response.content())
+
+
+@pytest.mark.parametrize("query, part, start", [
+    ("follow=0", b"0123456789", 0),
+    ("follow=0&offset=-4", b"6789", 6),
+    ("follow=0&offset=3&limit=4", b"3456", 3),
+    ("offset=-100&limit=2", b"01", 0),       # a limit never follows
+    ("follow=0&offset=99", b"", 10),
+])
+def test_a_part_of_a_log_from_an_offset_and_a_limit(client, tmp_path, query, part, start):
+    stub, _ = client
+    job_id = _logged_job(stub, tmp_path, b"0123456789")
+    response, body = _read_log(stub, job_id, query)
+    assert response.code == 200 and body == part
+    assert response.headers.getRawHeaders("x-log-offset") == [str(start)]
+    assert response.headers.getRawHeaders("x-log-size") == ["10"]
+
+
+@pytest.mark.parametrize("query", ["offset=x", "offset=-", "limit=0", "follow=maybe"])
+def test_bad_log_parts_are_400(client, tmp_path, query):
+    stub, _ = client
+    job_id = _logged_job(stub, tmp_path, b"0123456789")
+    response, body = _read_log(stub, job_id, query)
+    assert response.code == 400 and json.loads(body)["status"] == "error"

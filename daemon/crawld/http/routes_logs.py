@@ -2,19 +2,26 @@
 
 A PENDING or RUNNING job always has a log to follow, empty at first: the supervisor
 creates both files before it records the job RUNNING, and a job still queued answers
-an empty log rather than 404."""
+an empty log rather than 404.
+
+``offset`` (bytes; negative: that many from the end) and ``limit`` (bytes) read a part
+of a log, ``follow=0`` what is there now and no more: the dashboard and ``crawld logs``
+load a log's tail and older parts on demand instead of a whole (maybe 1 GB) file.
+``X-Log-Offset`` and ``X-Log-Size`` say where the part starts and how long the file was.
+"""
 from __future__ import annotations
 
 import io
 import re
-from typing import Any
+import os
+from typing import Any, Optional
 
 from twisted.internet.defer import inlineCallbacks
 
 from .. import logs
-from ..errors import NotFound
+from ..errors import BadRequest, NotFound
 from ..model import JobStatus
-from .helpers import UUID_RE, Router, find_job, stream
+from .helpers import MAX_INT, UUID_RE, Router, arg, find_job, flag_arg, int_arg, stream
 from .services import Services
 
 LOG_NAME_RE = re.compile(rf"({UUID_RE.pattern})\.(out|err)")
@@ -36,13 +43,63 @@ def get_log(s: Services, request: Any, anything: str, filename: str):
         # Queued, or about to start: a log to follow, empty so far. (The supervisor
         # creates a job's logs before it records the job RUNNING.)
         fh = io.BytesIO()
+    try:
+        offset, limit, follow = _part(request)
+    except Exception:
+        fh.close()
+        raise
+    size = 0 if isinstance(fh, io.BytesIO) else os.fstat(fh.fileno()).st_size
+    start = max(0, size + offset) if offset < 0 else min(offset, size)
+    fh.seek(start)  # no read: a seek and an fstat do not wait on the disk
     request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
     request.setHeader(b"Cache-Control", b"no-store")
+    request.setHeader(b"X-Log-Offset", str(start).encode())
+    request.setHeader(b"X-Log-Size", str(size).encode())
     if request.method == b"HEAD":
         fh.close()
         return b""
-    yield stream(s, request, fh, lambda: s.supervisor.is_running(job.id))
+    if limit is not None:
+        fh = _Bounded(fh, limit)
+    running = (lambda: s.supervisor.is_running(job.id)) if follow else (lambda: False)
+    yield stream(s, request, fh, running)
     return None
+
+
+def _part(request: Any) -> tuple[int, Optional[int], bool]:
+    """``offset`` (may be negative), ``limit`` (None: to the end) and whether to follow
+    (``follow``, default yes as scrapy-do does; never with a ``limit``)."""
+    text = arg(request, "offset", required=False)
+    offset = 0
+    if text is not None:
+        negative = text.startswith("-")
+        offset = int_arg(request, "offset", 0) if not negative else -_whole(text[1:])
+    limit = None
+    if arg(request, "limit", required=False) is not None:
+        limit = int_arg(request, "limit", 0, 1)
+    follow = flag_arg(request, "follow") if arg(request, "follow", required=False) else True
+    return offset, limit, follow and limit is None
+
+
+def _whole(text: str) -> int:
+    if not re.fullmatch(r"[0-9]{1,19}", text) or int(text) > MAX_INT:
+        raise BadRequest("parameter 'offset' must be a whole number of bytes, negative "
+                         "to count from the end")
+    return int(text)
+
+
+class _Bounded:
+    """A file read up to ``left`` bytes from where it stands (a part of a log)."""
+
+    def __init__(self, fh: Any, left: int) -> None:
+        self.fh, self.left = fh, left
+
+    def read(self, size: int) -> bytes:
+        data = self.fh.read(min(size, self.left)) if self.left > 0 else b""
+        self.left -= len(data)
+        return data
+
+    def close(self) -> None:
+        self.fh.close()
 
 
 def register(router: Router) -> None:
