@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Optional, Protocol
 
 from twisted.internet import error
-from twisted.internet.defer import Deferred, TimeoutError as DeferredTimeout
+from twisted.internet.defer import CancelledError, Deferred, TimeoutError as DeferredTimeout
 from twisted.internet.protocol import Protocol as TwistedProtocol
 from twisted.python.failure import Failure
 from twisted.web.client import Agent, HTTPConnectionPool, ResponseNeverReceived
@@ -96,6 +96,8 @@ def describe(failure: Failure, timeout: float) -> str:
     """What went wrong, short and without the URL's path or query."""
     if isinstance(failure.value, ResponseNeverReceived) and failure.value.reasons:
         failure = failure.value.reasons[0]
+    if failure.check(CancelledError):
+        return "cut short: the daemon stopped"
     if failure.check(DeferredTimeout, error.TimeoutError):
         return f"no answer within {timeout:g} s"
     if failure.check(error.ConnectionRefusedError):

@@ -25,7 +25,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
-from twisted.internet.defer import Deferred, DeferredList, inlineCallbacks
+from twisted.internet.defer import CancelledError, Deferred, DeferredList, inlineCallbacks
 from twisted.logger import Logger
 
 from . import deliveries as dv
@@ -41,6 +41,7 @@ from .webhook_client import AgentPoster, Outcome, Poster
 log = Logger(namespace="crawld.webhooks")
 
 RECORD_RETRY = 5.0  # seconds before a store write that failed (a full disk) is retried
+STOP_GRACE = 3.0    # seconds a stopping daemon lets attempts in flight finish
 
 
 @dataclass(frozen=True)
@@ -124,7 +125,8 @@ class Webhooks:
         self.poster = poster or AgentPoster(reactor, settings.timeout)
         self.due: dict[str, float] = {}                # pending id -> when it is next tried
         self.heap: list[tuple[float, str]] = []        # (when, id); stale entries skipped
-        self.in_flight: dict[str, Deferred] = {}
+        self.in_flight: dict[str, Deferred] = {}   # id -> the attempt (post, then record)
+        self.posting: dict[str, Deferred] = {}     # id -> the POST of that attempt
         self.timer: Any = None
         self.running = False
         self.stopped = False
@@ -192,13 +194,22 @@ class Webhooks:
         self._pump()
 
     def stop(self) -> Deferred:
-        """Start no more attempts; fires once those in flight are recorded (each is
-        bounded by ``timeout``). What is still pending is sent by the next start."""
+        """Start no more attempts; fires once those in flight are recorded. They get
+        STOP_GRACE seconds (at most ``timeout``) to be answered, then are cancelled and
+        recorded as failed attempts: the next start tries them again."""
         self.stopped = True
         if self.timer is not None and self.timer.active():
             self.timer.cancel()
         self.timer = None
-        return DeferredList(list(self.in_flight.values()), consumeErrors=True)
+        if not self.in_flight:
+            return DeferredList([])
+        done = DeferredList(list(self.in_flight.values()), consumeErrors=True)
+
+        def cut() -> None:
+            for posting in list(self.posting.values()):
+                posting.cancel()
+        cutting = self.reactor.callLater(min(STOP_GRACE, self.settings.timeout), cut)
+        return done.addBoth(lambda r: (cutting.active() and cutting.cancel(), r)[1])
 
     # -- the queue: one timer for the earliest due delivery ---------------------------
     def _queue(self, delivery_id: str, at: float) -> None:
@@ -265,11 +276,16 @@ class Webhooks:
         if delivery is None or delivery.state != dv.PENDING:
             return None  # purged with its job, or settled
         began = self.reactor.seconds()
+        posting = self.poster.post(delivery.url, delivery.body, self.headers(delivery))
+        self.posting[delivery_id] = posting
         try:
-            outcome = yield self.poster.post(delivery.url, delivery.body,
-                                             self.headers(delivery))
+            outcome = yield posting
+        except CancelledError:
+            outcome = Outcome(error="cut short: the daemon stopped")
         except Exception as exc:  # a Poster reports, it should not fail; if it does:
             outcome = Outcome(error=f"{type(exc).__name__}: {exc}"[:300])
+        finally:
+            self.posting.pop(delivery_id, None)
         now = self.reactor.seconds()
         state, following = decide(self.settings, delivery, outcome, now)
         attempt = DeliveryAttempt(delivery.tried + 1, began, max(0.0, now - began),
