@@ -25,7 +25,8 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
-from twisted.internet.defer import CancelledError, Deferred, DeferredList, inlineCallbacks
+from twisted.internet.defer import (CancelledError, Deferred, DeferredList, inlineCallbacks,
+                                    maybeDeferred)
 from twisted.logger import Logger
 
 from . import deliveries as dv
@@ -276,7 +277,8 @@ class Webhooks:
         if delivery is None or delivery.state != dv.PENDING:
             return None  # purged with its job, or settled
         began = self.reactor.seconds()
-        posting = self.poster.post(delivery.url, delivery.body, self.headers(delivery))
+        posting = maybeDeferred(self.poster.post, delivery.url, delivery.body,
+                                self.headers(delivery))
         self.posting[delivery_id] = posting
         try:
             outcome = yield posting

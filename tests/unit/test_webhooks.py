@@ -55,7 +55,7 @@ class Rig:
     """A store on a real SQLite file, the event list and a webhooks service over them."""
 
     def __init__(self, path: str, settings: WebhookSettings, clock: Optional[Clock] = None,
-                 start: bool = True) -> None:
+                 start: bool = True, poster: Any = None) -> None:
         self.clock = clock or Clock()
         if clock is None:
             self.clock.advance(NOW)
@@ -63,7 +63,7 @@ class Rig:
         self.events = JobEvents()
         self.poster = FakePoster()
         self.hooks = Webhooks(self.clock, self.store, self.events, settings, job_dict,
-                              self.poster)
+                              poster or self.poster)
         if start:
             result(self.hooks.start())
 
@@ -383,3 +383,15 @@ def test_an_attempt_still_unanswered_at_stop_is_cut_short_and_tried_at_the_next_
     again = Rig(path, WebhookSettings(url=HOOK, backoff=5), clock=r.clock)
     r.clock.advance(5)
     assert [c.body for c in again.poster.calls] == [r.poster.calls[0].body]
+
+
+def test_a_poster_that_raises_is_an_attempt_that_failed_and_is_retried(tmp_path):
+    class Broken:
+        def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> Deferred:
+            raise ValueError("no such URL")
+    r = Rig(str(tmp_path / "g.db"), WebhookSettings(url=HOOK, backoff=5), poster=Broken())
+    job = r.job()
+    r.end(job)
+    [delivery] = r.deliveries(job)
+    assert delivery.state == dv.PENDING and delivery.next_attempt == NOW + 5
+    assert delivery.attempts[0].error == "ValueError: no such URL"
