@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Optional, Union
 
 from .errors import BadRequest, ConfigError
+from .hookurls import check_url, parse_hosts
 from .spec import zone
 
 DEFAULT_PORT = 7654
@@ -73,6 +74,17 @@ class Settings:
     tls_cert: str = ""              # PEM certificate (or full chain)
     tls_key: str = ""               # PEM private key
     tls_chain: str = ""             # optional PEM intermediates
+    # [webhooks] (webhooks.WebhookSettings; docs/configuration.md)
+    webhook_url: str = ""           # every job's events are POSTed here ("": nowhere)
+    webhook_secret: str = ""        # HMAC-SHA256 key of X-Crawld-Signature ("": unsigned)
+    webhook_events: tuple[str, ...] = ("ended",)  # ended, started
+    webhook_timeout: float = 10.0   # seconds per attempt
+    webhook_retry_for: float = 86400.0  # seconds after the event that retries may go on
+    webhook_backoff: float = 5.0    # first retry delay, doubled per failure
+    webhook_backoff_max: float = 600.0  # the longest delay between two attempts
+    webhook_concurrency: int = 4    # attempts in flight at once
+    webhook_allow_job_urls: bool = True  # schedule-job's webhook= accepted at all
+    webhook_job_url_hosts: tuple[Union[str, Network], ...] = ()  # per-job URLs' hosts
 
     @property
     def slots(self) -> int:
@@ -203,6 +215,24 @@ def _networks(text: str) -> tuple[Network, ...]:
     return tuple(found)
 
 
+def _webhook_url(text: str) -> str:
+    return check_url(text) if text.strip() else ""
+
+
+def _webhook_events(text: str) -> tuple[str, ...]:
+    items = tuple(dict.fromkeys(t for t in re.split(r"[,\s]+", text.strip().lower()) if t))
+    if not items or any(item not in ("ended", "started") for item in items):
+        raise ValueError("must list one or both of ended, started")
+    return items
+
+
+def _webhook_concurrency(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= 64:
+        raise ValueError("must be from 1 to 64")
+    return value
+
+
 def _listen_list(text: str) -> tuple[Listen, ...]:
     items = [t for t in re.split(r"[,\s]+", text) if t]
     if not items:
@@ -247,6 +277,16 @@ OPTIONS: dict[tuple[str, str], tuple[str, Callable[[str], Any]]] = {
     ("web", "cert"): ("tls_cert", str),
     ("web", "key"): ("tls_key", str),
     ("web", "chain"): ("tls_chain", str),
+    ("webhooks", "url"): ("webhook_url", _webhook_url),
+    ("webhooks", "secret"): ("webhook_secret", str),
+    ("webhooks", "events"): ("webhook_events", _webhook_events),
+    ("webhooks", "timeout"): ("webhook_timeout", _positive(float)),
+    ("webhooks", "retry-for"): ("webhook_retry_for", _positive(float, allow_zero=True)),
+    ("webhooks", "backoff"): ("webhook_backoff", _positive(float)),
+    ("webhooks", "backoff-max"): ("webhook_backoff_max", _positive(float)),
+    ("webhooks", "concurrency"): ("webhook_concurrency", _webhook_concurrency),
+    ("webhooks", "allow-job-urls"): ("webhook_allow_job_urls", _boolean),
+    ("webhooks", "job-url-hosts"): ("webhook_job_url_hosts", parse_hosts),
 }
 
 
@@ -284,6 +324,8 @@ def load(path: Optional[str] = None, overrides: Optional[Mapping[str, Any]] = No
     settings = Settings(**values)
     if settings.https and not (settings.tls_cert and settings.tls_key):
         raise ConfigError("[web] https = on needs cert and key (PEM files)")
+    if settings.webhook_backoff_max < settings.webhook_backoff:
+        raise ConfigError("[webhooks] backoff-max must be at least backoff")
     if not settings.python or not os.path.exists(settings.python):
         raise ConfigError(f"[crawld] python = {settings.python!r}: no such interpreter")
     return settings

@@ -14,6 +14,7 @@ from dataclasses import fields
 from typing import Any, Callable, Iterable, Optional, Sequence
 
 
+from .deliveries import DeliveryRows
 from .model import ACTIVE, COMPLETED, Actor, Job, JobStatus, Project
 
 from .migrations import ACTIVE_SQL, COMPLETED_SQL, MIGRATIONS, SCHEMA_VERSION
@@ -52,8 +53,9 @@ def _marks(values: Iterable[Any]) -> str:
     return ", ".join("?" for _ in values)
 
 
-class Database:
-    """The synchronous SQL layer. Use it from one thread only (Store sees to that)."""
+class Database(DeliveryRows):
+    """The synchronous SQL layer. Use it from one thread only (Store sees to that).
+    Webhook deliveries' SQL is in deliveries.DeliveryRows."""
 
     def __init__(self, path: str) -> None:
         self.conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)

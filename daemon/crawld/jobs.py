@@ -21,6 +21,7 @@ from twisted.logger import Logger
 from . import logs, spec as specs
 from .config import parse_size
 from .errors import BadRequest, Conflict, NotFound
+from .hookurls import check_url
 from .database import COUNTERS
 from .events import JobEvents
 from .model import Actor, Job, JobStatus, STATUS_GROUPS, TEMPLATES
@@ -37,6 +38,8 @@ PURGE_PERIOD = 3600.0      # and check ages hourly even when nothing finishes
 
 
 LIMITS = ("timeout", "no_output_timeout", "max_log_size", "memory_limit")
+#: Fields a job keeps whether it runs now or is a template (its runs inherit them).
+PER_JOB = (*LIMITS, "webhook")
 MISFIRE = ("once", "skip")
 OVERLAP = ("skip", "queue", "allow")
 MAX_JITTER = 86400.0
@@ -63,9 +66,18 @@ def validate_policies(tz: Optional[str] = None, jitter: Optional[str] = None,
                       overlap: Optional[str] = None, timeout: Optional[str] = None,
                       no_output_timeout: Optional[str] = None,
                       max_log_size: Optional[str] = None,
-                      memory_limit: Optional[str] = None) -> dict[str, Any]:
-    """Check schedule policy and limit parameters (text from a request); return Job fields."""
+                      memory_limit: Optional[str] = None,
+                      webhook: Optional[str] = None) -> dict[str, Any]:
+    """Check schedule policy and limit parameters (text from a request); return Job fields.
+
+    ``webhook``: a URL the job's events are POSTed to (``none`` on update: remove it);
+    whether this server allows it is the webhooks service's call (``Jobs.vet_webhook``)."""
     found: dict[str, Any] = {}
+    if webhook:
+        try:
+            found["webhook"] = None if webhook.lower() == "none" else check_url(webhook)
+        except ValueError as exc:
+            raise BadRequest(f"parameter 'webhook' {exc}") from None
     if tz:
         specs.zone(tz)
         found["tz"] = tz
@@ -117,7 +129,10 @@ class Jobs:
     def __init__(self, reactor: Clock, store: Store, projects: ProjectCatalog,
                  scheduler: Scheduler, supervisor: Supervisor, events: JobEvents, log_dir: str,
                  completed_cap: int, max_age_days: float, files: Optional[JobFiles] = None,
-                 to_thread: Callable[..., Deferred] = deferToThread) -> None:
+                 to_thread: Callable[..., Deferred] = deferToThread,
+                 vet_webhook: Callable[[str], None] = lambda url: None) -> None:
+        """``vet_webhook(url)`` raises BadRequest for a job's webhook URL this server
+        does not allow (webhooks.Webhooks.vet); by default every valid URL is."""
         self.reactor = reactor
         self.store = store
         self.projects = projects
@@ -129,6 +144,7 @@ class Jobs:
         self.max_age = max_age_days * 86400
         self.files = files                     # browser jobs' artifacts and posts
         self.to_thread = to_thread
+        self.vet_webhook = vet_webhook
         self.counters: dict[str, int] = {name: 0 for name in COUNTERS}
         self.stopped = False
         self.purge_soon: Any = None      # debounced purge after jobs finish
@@ -188,8 +204,10 @@ class Jobs:
         spec = specs.parse(when)
         payload = normalize_payload(payload)
         policies = dict(policies or {})
+        if policies.get("webhook"):
+            self.vet_webhook(policies["webhook"])
         now = self.reactor.seconds()
-        limits = {k: policies.pop(k) for k in LIMITS if k in policies}
+        limits = {k: policies.pop(k) for k in PER_JOB if k in policies}
         job = Job(id=str(uuid.uuid4()), status=JobStatus.PENDING, actor=Actor.USER,
                   schedule="now", project=project, spider=spider, description=description,
                   payload=payload, created=now, updated=now, kind=kind, **limits)
@@ -332,6 +350,8 @@ class Jobs:
         """Change a schedule's when, description, payload, time zone or policies."""
         job = yield self._template(job_id, *TEMPLATES)
         fields: dict[str, Any] = dict(policies or {})
+        if fields.get("webhook"):
+            self.vet_webhook(fields["webhook"])
         if when is not None:
             if specs.parse(when).is_now:
                 raise BadRequest("a schedule's when cannot become 'now'; use run-job.json")
@@ -343,7 +363,7 @@ class Jobs:
         if not fields:
             raise BadRequest("nothing to update: give when, description, payload, tz, "
                              "jitter, misfire, misfire-grace, overlap, timeout, "
-                             "no-output-timeout, max-log-size or memory-limit")
+                             "no-output-timeout, max-log-size, memory-limit or webhook")
         changed = job.evolve(**fields)
         spec = specs.parse(changed.schedule)  # 400 before anything is stored, if a
         # crawld that knew no limits stored a schedule this one refuses: give a new when

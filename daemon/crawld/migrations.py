@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 #: The status groups of list-jobs.json as SQL, each with a partial index in (updated,
 #: seq) order (migration 4). The index is usable only for this very expression.
@@ -59,5 +59,21 @@ MIGRATIONS: dict[int, Sequence[str]] = {
         "ALTER TABLE jobs ADD COLUMN args TEXT NOT NULL DEFAULT '[]'",
         "ALTER TABLE jobs ADD COLUMN settings TEXT NOT NULL DEFAULT '[]'",
         "ALTER TABLE jobs ADD COLUMN webhook TEXT",
+    ),
+    6: (  # webhook deliveries and their attempts, kept with their job (issue 11)
+        """CREATE TABLE webhook_deliveries (
+               id TEXT PRIMARY KEY,
+               job_id TEXT NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
+               event TEXT NOT NULL, url TEXT NOT NULL, body BLOB NOT NULL,
+               state TEXT NOT NULL, created REAL NOT NULL, next_attempt REAL,
+               UNIQUE (job_id, event, url))""",
+        "CREATE INDEX webhook_due ON webhook_deliveries (next_attempt) "
+        "WHERE state = 'pending'",
+        """CREATE TABLE webhook_attempts (
+               delivery_id TEXT NOT NULL
+                   REFERENCES webhook_deliveries (id) ON DELETE CASCADE,
+               number INTEGER NOT NULL, at REAL NOT NULL, duration REAL NOT NULL,
+               code INTEGER, error TEXT,
+               PRIMARY KEY (delivery_id, number))""",
     ),
 }

@@ -38,6 +38,8 @@ from .limits import Defaults
 from .store import Store, ThreadExecutor
 from .supervisor import Supervisor
 from .tls import ReloadingCertificate
+from .http.views import job_dict
+from .webhooks import Webhooks, settings_of as webhook_settings
 
 log = Logger(namespace="crawld")
 
@@ -98,19 +100,22 @@ class Daemon:
                                  s.python, archive.Limits(s.max_archive_files,
                                                           s.max_unpacked_size),
                                  s.list_timeout, self.launcher.in_use, run_as=run_as)
+        self.webhooks = Webhooks(self.reactor, self.store, self.events, webhook_settings(s),
+                                 view=job_dict)
         zone = specs.zone(s.timezone) if s.timezone else None
         self.scheduler = Scheduler(self.reactor, self.store, self.supervisor.enqueue,
                                    self.events, tz=zone)
         self.jobs = Jobs(self.reactor, self.store, self.projects, self.scheduler,
                          self.supervisor, self.events, self.log_dir, s.completed_cap,
-                         s.completed_max_age_days, files=self.browsers)
+                         s.completed_max_age_days, files=self.browsers,
+                         vet_webhook=self.webhooks.vet)
         self.events.subscribe(self._collect_versions)
         self.credentials = auth.Credentials(auth.credentials_path(self.root),
                                             clock=self.reactor.seconds)
         self.services = Services(
             self.reactor, self.jobs, self.projects, self.supervisor,
             StatusReport(self.reactor, self.reactor.seconds()), self._check_auth(),
-            self.log_dir, browsers=self.browsers,
+            self.log_dir, browsers=self.browsers, webhooks=self.webhooks,
             web=WebSettings(allowed_origins=frozenset(s.allowed_origins),
                             hostnames=frozenset(s.hostnames), max_streams=s.max_streams,
                             # scrapy-do-cl url-encodes the zip: up to 3 bytes per byte
@@ -208,6 +213,7 @@ class Daemon:
         yield self.projects.load()
         if rebuild:
             yield datadir.rebuild(self.projects, self.root, deferToThread)
+        yield self.webhooks.start()  # before orphans are settled: their ends are events
         yield self.jobs.start()
         # browser jobs of a previous daemon are settled by now: their temp dirs can go
         yield deferToThread(shutil.rmtree, self.browsers.tmp_root, True)
@@ -252,5 +258,6 @@ class Daemon:
             yield port.stopListening()
         yield self.supervisor.stop()
         yield self.launcher.stop()
+        yield self.webhooks.stop()  # attempts in flight are recorded; the rest wait
         yield self.store.close()
         log.info("crawld stopped")

@@ -13,6 +13,7 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 
 from .database import Database, Fired
+from .deliveries import Delivery, DeliveryAttempt
 from .model import Job, JobStatus, Project
 
 T = TypeVar("T")
@@ -140,6 +141,23 @@ class Store:
 
     def purge(self, cap: int, older_than: float) -> "Deferred[list[str]]":
         return self._call("purge", cap, older_than)
+
+    # -- webhook deliveries (deliveries.DeliveryRows) -----------------------------------
+    def add_delivery(self, delivery: Delivery) -> "Deferred[bool]":
+        return self._call("add_delivery", delivery)
+
+    def get_delivery(self, delivery_id: str) -> "Deferred[Optional[Delivery]]":
+        return self._call("get_delivery", delivery_id)
+
+    def due_deliveries(self) -> "Deferred[list[tuple[str, float]]]":
+        return self._call("due_deliveries")
+
+    def record_attempt(self, delivery_id: str, attempt: DeliveryAttempt, state: str,
+                       next_attempt: Optional[float]) -> "Deferred[bool]":
+        return self._call("record_attempt", delivery_id, attempt, state, next_attempt)
+
+    def job_deliveries(self, job_id: str) -> "Deferred[list[Delivery]]":
+        return self._call("job_deliveries", job_id)
 
     def close(self) -> "Deferred[None]":
         """Close the database after every call already submitted, then the executor."""

@@ -35,6 +35,7 @@ EXPECTED_ROLES = {  # every route the app serves: a new one must be decided here
     "/job-posts.json": "operator",   # reading hands each post out once
     "/job-message.json": "operator",
     "/browse.json": "operator",
+    "/webhook-deliveries.json": "reader",  # attempts, codes and redacted URLs only
 }
 
 

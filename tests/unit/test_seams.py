@@ -20,6 +20,8 @@ from crawld.supervisor import Supervisor
 from twisted.internet.task import Clock as TaskClock
 from tests.unit.protocol_check import problems
 from tests.unit.test_launcher_protocol import FakeLauncher
+from tests.unit.test_webhooks import FakePoster
+from crawld.webhook_client import AgentPoster, Poster
 
 
 IMPLEMENTATIONS = [
@@ -31,6 +33,7 @@ IMPLEMENTATIONS = [
     (Spawner, [DirectSpawner, ZygoteSpawner]),
     (Launcher, [LocalLauncher, FakeLauncher]),
     (Reporter, [Supervisor]),
+    (Poster, [AgentPoster, FakePoster]),
 ]
 
 

@@ -118,6 +118,14 @@ class BrowsersApi(Protocol):
 
 
 @runtime_checkable
+class WebhooksApi(Protocol):
+    """webhooks.Webhooks as the API uses it: a job's deliveries (deliveries.Delivery,
+    each with its attempts), oldest first."""
+
+    def deliveries(self, job_id: str) -> Deferred: ...
+
+
+@runtime_checkable
 class StatusApi(Protocol):
     """status.StatusReport: status.json's whole body, from counts kept in memory."""
 
@@ -165,7 +173,8 @@ class WebSettings:
 class Services:
     """Everything routes use, wired once by the composition root (service.py) or a test.
 
-    ``browsers`` is None in a daemon without browser jobs. ``streams`` is the app's own
+    ``browsers`` is None in a daemon without browser jobs, ``webhooks`` in an app
+    without webhooks (no delivery is ever made there). ``streams`` is the app's own
     count of open streams, made from ``web.max_streams``.
     """
 
@@ -178,6 +187,7 @@ class Services:
     log_dir: str
     web: WebSettings = WebSettings()
     browsers: Optional[BrowsersApi] = None
+    webhooks: Optional[WebhooksApi] = None
     to_thread: Callable[..., Deferred] = deferToThread
     streams: StreamGate = field(init=False, repr=False, compare=False)
 
@@ -188,4 +198,4 @@ class Services:
 #: Every Protocol of this module with what implements it in the daemon, for the test
 #: that keeps the real classes and the unit tests' fakes in step with them.
 PROTOCOLS: Sequence[type] = (ReactorApi, JobsApi, ProjectsApi, SupervisorApi, ChannelApi,
-                             BrowsersApi, StatusApi, AuthenticatorApi)
+                             BrowsersApi, StatusApi, AuthenticatorApi, WebhooksApi)

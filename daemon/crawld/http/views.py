@@ -15,6 +15,7 @@ from typing import Any, Optional
 from twisted.logger import Logger
 
 from .. import spec as specs
+from ..hookurls import redact
 from ..model import Job, JobStatus
 from ..process import signal_name
 
@@ -110,4 +111,6 @@ def job_dict(job: Job) -> dict[str, Any]:
         "memory-limit": job.memory_limit,
         # the process to look for in ps (crawld: job <id> ...) while the job runs
         "pid": job.pid if job.status is JobStatus.RUNNING else None,
+        # its own webhook: scheme, host and port only (the rest may be a token)
+        "webhook": redact(job.webhook) if job.webhook else None,
     }
