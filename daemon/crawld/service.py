@@ -38,6 +38,7 @@ from .limits import Defaults
 from .store import Store, ThreadExecutor
 from .supervisor import Supervisor
 from .tls import ReloadingCertificate
+from .waits import JobWaits
 
 log = Logger(namespace="crawld")
 
@@ -111,6 +112,7 @@ class Daemon:
             self.reactor, self.jobs, self.projects, self.supervisor,
             StatusReport(self.reactor, self.reactor.seconds()), self._check_auth(),
             self.log_dir, browsers=self.browsers,
+            waits=JobWaits(self.reactor, self.events, s.max_waits),
             web=WebSettings(allowed_origins=frozenset(s.allowed_origins),
                             hostnames=frozenset(s.hostnames), max_streams=s.max_streams,
                             # scrapy-do-cl url-encodes the zip: up to 3 bytes per byte
