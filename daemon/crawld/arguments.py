@@ -96,11 +96,11 @@ def parse_args(given: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
 def refusal(name: str) -> str | None:
     """Why the setting ``name`` may not be set on a job, or None when it may."""
     upper = name.upper()
-    if upper in FORCED_SETTINGS:
-        return "crawld sets it on every job"
     for refused, why in REFUSED_SETTINGS:
         if upper == refused or (refused.endswith("_") and upper.startswith(refused)):
             return why
+    if upper in FORCED_SETTINGS:
+        return "crawld sets it on every job"
     return None
 
 

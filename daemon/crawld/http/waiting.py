@@ -41,8 +41,8 @@ def until_ended(s: Services, request: Any, place: WaitApi, job_id: str, seconds:
     def went_away(failure: Any) -> None:
         gone.append(failure)
         place.release()
-    request.notifyFinish().addErrback(went_away)
     waiting = place.until(job_id, seconds).addErrback(_unwanted)
+    request.notifyFinish().addErrback(went_away)
     try:
         job = yield find_job(s, job_id)
         if not job.status.completed and not gone:
