@@ -102,9 +102,9 @@ class JobWaits:
         browse.json's ``block``, bounded by its job's own timeout, is not."""
         if counted:
             if self.count >= self.limit:
-                raise TooManyWaits(f"{self.count} requests are waiting for jobs, the most "
-                                   "[web] max-waits allows; retry later, or ask without "
-                                   "wait and poll")
+                raise TooManyWaits(f"{self.count} requests already wait for jobs, as many "
+                                   "as [web] max-waits allows; retry later, or ask "
+                                   "without wait and poll")
             self.count += 1
         return Wait(self, counted)
 
