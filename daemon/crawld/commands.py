@@ -78,10 +78,10 @@ def crawl_command(job: Job, project_dir: str, python: str,
                   base_env: Mapping[str, str], run_as: Optional[RunAs] = None) -> Command:
     """``scrapy crawl <spider>`` for a job, run from the project's unpacked version.
 
-    The job's own settings (``-s``) come before crawld's forced ones, which Scrapy then
-    keeps whatever was stored; its arguments (``-a``) follow in the order given, then the
-    payload as ``-a payload=<json>`` unless it is the empty object, exactly as scrapy-do
-    passes it.
+    The job's own settings (``-s``) come first and crawld's forced ones after them, so
+    that Scrapy keeps crawld's values whatever a stored row holds; then the job's
+    arguments (``-a``) in the order given; then the payload as ``-a payload=<json>``
+    unless it is the empty object, exactly as scrapy-do passes it.
     """
     args = ["crawl", job.spider]
     for name, value in stored_pairs(job.settings):
