@@ -78,16 +78,28 @@ def crawl_command(job: Job, project_dir: str, python: str,
                   base_env: Mapping[str, str], run_as: Optional[RunAs] = None) -> Command:
     """``scrapy crawl <spider>`` for a job, run from the project's unpacked version.
 
-    The payload goes to the spider as ``-a payload=<json>`` unless it is the empty object,
-    exactly as scrapy-do passes it.
+    The job's own settings (``-s``) come first and crawld's forced ones after them, so
+    that Scrapy keeps crawld's values whatever a stored row holds; then the job's
+    arguments (``-a``) in the order given; then the payload as ``-a payload=<json>``
+    unless it is the empty object, exactly as scrapy-do passes it.
     """
     args = ["crawl", job.spider]
+    for name, value in stored_pairs(job.settings):
+        args += ["-s", f"{name}={value}"]
     for name, value in FORCED_SETTINGS.items():
         args += ["-s", f"{name}={value}"]
+    for name, value in stored_pairs(job.args):
+        args += ["-a", f"{name}={value}"]
     if job.payload and json.loads(job.payload) != {}:
         args += ["-a", f"payload={job.payload}"]
     return as_user(Command(runner.argv(python, SPIDER, *args),
                            job_env(base_env, job, run_as), project_dir, tuple(args)), run_as)
+
+
+def stored_pairs(text: str) -> list[tuple[str, str]]:
+    """A job's stored ``[[name, value], ...]`` (Job.args, Job.settings) as pairs
+    (``"[]"``, what most jobs have, costs no parse)."""
+    return [] if text == "[]" or not text else [(n, v) for n, v in json.loads(text)]
 
 
 def list_command(project_dir: str, name: str, python: str, base_env: Mapping[str, str],

@@ -64,6 +64,7 @@ class Settings:
     auth_realm: str = "crawld"      # HTTP Basic/Digest realm (Digest hashes depend on it)
     allowed_origins: tuple[str, ...] = ()  # origins whose pages may call the API (CORS)
     max_streams: int = 64           # followed logs and file downloads at once (429 past it)
+    max_waits: int = 100            # requests waiting for jobs to end (wait=), 429 past it
     header_timeout: float = 30.0    # seconds for a request's line and headers to arrive
     idle_timeout: float = 60.0      # seconds before an idle connection is closed
     access_log: bool = True         # one line per HTTP request in the daemon's log
@@ -268,6 +269,7 @@ OPTIONS: dict[tuple[str, str], tuple[str, Callable[[str], Any]]] = {
     ("web", "allowed-origins"): ("allowed_origins", _origins),
     ("web", "hostnames"): ("hostnames", _hostnames),
     ("web", "max-streams"): ("max_streams", _positive(int)),
+    ("web", "max-waits"): ("max_waits", _positive(int)),
     ("web", "header-timeout"): ("header_timeout", _positive(float)),
     ("web", "idle-timeout"): ("idle_timeout", _positive(float)),
     ("web", "access-log"): ("access_log", _boolean),

@@ -58,6 +58,12 @@ class TooManyStreams(CrawldError):
     code = 429
 
 
+class TooManyWaits(CrawldError):
+    """Too many requests wait for jobs to end at once (``wait=``; 429)."""
+
+    code = 429
+
+
 def is_disk_full(exc: BaseException) -> bool:
     """Whether an error means no space is left: ENOSPC/EDQUOT, or SQLite's SQLITE_FULL."""
     import errno

@@ -12,13 +12,13 @@ import os
 import shutil
 import uuid
 from datetime import tzinfo
-from typing import Any, Callable, Optional, Protocol
+from typing import Any, Callable, Optional, Protocol, Sequence
 
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
 
-from . import logs, spec as specs
+from . import arguments, logs, spec as specs
 from .config import parse_size
 from .errors import BadRequest, Conflict, NotFound
 from .hookurls import check_url
@@ -149,7 +149,6 @@ class Jobs:
         self.stopped = False
         self.purge_soon: Any = None      # debounced purge after jobs finish
         self.purge_periodic: Any = None  # the hourly age check
-        self.end_waiters: dict[str, list[Deferred]] = {}  # see wait()
         events.subscribe(self.job_changed)
 
     # -- time zones (the daemon's, and each schedule's own) ---------------------------
@@ -190,13 +189,19 @@ class Jobs:
     @inlineCallbacks
     def schedule(self, project: str, spider: str, when: str, description: str = "",
                  payload: Optional[str] = None, policies: Optional[dict[str, Any]] = None,
-                 kind: str = "spider"):
+                 kind: str = "spider", args: Sequence[tuple[str, str]] = (),
+                 settings: Sequence[tuple[str, str]] = ()):
         """Create a job: PENDING for ``now``, else a SCHEDULED template. Returns the Job.
 
         ``spider`` names a spider, or a browser script when ``kind`` is ``script``.
         ``policies``: tz, jitter, misfire, misfire_grace, overlap (recurring jobs) and
-        timeout, no_output_timeout, as validated by ``validate_policies``.
+        timeout, no_output_timeout, as validated by ``validate_policies``. ``args`` and
+        ``settings``: a spider's ``-a`` and ``-s`` pairs, as ``arguments`` parses them
+        (a browser script takes neither: its argument is the payload).
         """
+        if kind != "spider" and (args or settings):
+            raise BadRequest("spider arguments (arg-NAME) and settings (setting=) are for "
+                             "spiders; a browser script gets the payload as job.argument")
         known = self.projects.get(project)
         names = known.scripts if kind == "script" else known.spiders
         if spider not in names:
@@ -210,7 +215,9 @@ class Jobs:
         limits = {k: policies.pop(k) for k in PER_JOB if k in policies}
         job = Job(id=str(uuid.uuid4()), status=JobStatus.PENDING, actor=Actor.USER,
                   schedule="now", project=project, spider=spider, description=description,
-                  payload=payload, created=now, updated=now, kind=kind, **limits)
+                  payload=payload, created=now, updated=now, kind=kind,
+                  args=arguments.to_json(args), settings=arguments.to_json(settings),
+                  **limits)
         if not spec.is_now:
             job = job.evolve(status=JobStatus.SCHEDULED, schedule=when, **policies)
             job = job.evolve(next_fire=self.scheduler.first_fire(spec, job.tz))
@@ -239,18 +246,6 @@ class Jobs:
         log.info("job {id}: browse {what}", id=job.id,
                  what=params.get("url") or f"{len(params.get('html', ''))} bytes of HTML")
         return job
-
-    def wait(self, job_id: str, timeout: float) -> Deferred:
-        """Fires with the job once it has ended, or with None after ``timeout`` seconds."""
-        waiting: Deferred = Deferred()
-        self.end_waiters.setdefault(job_id, []).append(waiting)
-
-        def expire() -> None:
-            if not waiting.called:
-                self.end_waiters.get(job_id, []).remove(waiting)
-                waiting.callback(None)
-        timer = self.reactor.callLater(timeout, expire)
-        return waiting.addBoth(lambda r: (timer.active() and timer.cancel(), r)[1])
 
     def launch(self, job: Job) -> None:
         """A PENDING job exists: publish it and hand it to the supervisor."""
@@ -378,10 +373,7 @@ class Jobs:
 
     # -- counters and retention -------------------------------------------------------
     def job_changed(self, job: Job) -> None:
-        """A job changed (an event): answer waiters, refresh counters, plan retention."""
-        if job.status.completed:
-            for waiting in self.end_waiters.pop(job.id, []):
-                waiting.callback(job)
+        """A job changed (an event): refresh counters, plan retention."""
         if self.stopped or not (job.status.completed or job.status is JobStatus.RUNNING):
             return
         self.refresh_counters().addErrback(

@@ -209,7 +209,8 @@ class Scheduler:
                    parent=template.id, created=now, updated=now, kind=template.kind,
                    timeout=template.timeout, no_output_timeout=template.no_output_timeout,
                    max_log_size=template.max_log_size, memory_limit=template.memory_limit,
-                   webhook=template.webhook)
+                   webhook=template.webhook, args=template.args,
+                   settings=template.settings)
 
     @inlineCallbacks
     def _fire(self, batch: list[tuple[str, float, bool, float]]):

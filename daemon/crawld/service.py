@@ -40,6 +40,7 @@ from .supervisor import Supervisor
 from .tls import ReloadingCertificate
 from .http.views import job_dict
 from .webhooks import Webhooks, settings_of as webhook_settings
+from .waits import JobWaits
 
 log = Logger(namespace="crawld")
 
@@ -116,6 +117,7 @@ class Daemon:
             self.reactor, self.jobs, self.projects, self.supervisor,
             StatusReport(self.reactor, self.reactor.seconds()), self._check_auth(),
             self.log_dir, browsers=self.browsers, webhooks=self.webhooks,
+            waits=JobWaits(self.reactor, self.events, s.max_waits),
             web=WebSettings(allowed_origins=frozenset(s.allowed_origins),
                             hostnames=frozenset(s.hostnames), max_streams=s.max_streams,
                             # scrapy-do-cl url-encodes the zip: up to 3 bytes per byte

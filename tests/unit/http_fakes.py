@@ -15,10 +15,14 @@ from crawld import auth
 from crawld.errors import NotFound
 from crawld.http import server
 from crawld.http.app import build_app
+from crawld.events import JobEvents
 from crawld.http.services import (AuthenticatorApi, JobsApi, ProjectsApi, Services,
-                                  StatusApi, SupervisorApi, WebSettings)
+                                  StatusApi, SupervisorApi, WaitsApi, WebSettings)
 from crawld.model import Project
 from crawld.status import StatusReport
+from crawld.waits import JobWaits
+
+MAX_WAITS = 8  # [web] max-waits of the fakes' app
 
 
 class FakeSupervisor:
@@ -85,13 +89,10 @@ class FakeJobs:
 
     counters: Mapping[str, int] = {}
 
-    def _none(self, *args: Any, **kwargs: Any) -> Deferred:
+    def _none(self, *given: Any, **named: Any) -> Deferred:
         return fail(NotFound("no such job"))
 
     schedule = browse = get = cancel = pause = resume = run_now = update = _none
-
-    def wait(self, job_id: str, timeout: float) -> Deferred:
-        return succeed(None)
 
     def list(self, status: str, limit: int = -1, offset: int = 0,
              project: Optional[str] = None, spider: Optional[str] = None) -> Deferred:
@@ -113,13 +114,15 @@ def services(clock: Optional[Clock] = None, jobs: Optional[JobsApi] = None,
              status: Optional[StatusApi] = None,
              authenticator: Optional[AuthenticatorApi] = None, log_dir: str = "/nonexistent",
              web: WebSettings = WebSettings(max_body=1 << 20, max_archive=1 << 20),
-             **kw: Any) -> Services:
-    """Services of fakes; any of them may be given instead."""
+             waits: Optional[WaitsApi] = None, **kw: Any) -> Services:
+    """Services of fakes; any of them may be given instead. The default ``waits`` hears
+    an event list of its own (give the one a real Jobs publishes to, to wait on it)."""
     clock = clock or Clock()
     return Services(clock, jobs or FakeJobs(), projects or FakeProjects(),
                     supervisor or FakeSupervisor(),
                     status or StatusReport(clock, clock.seconds()),
-                    authenticator or NoAuth(), log_dir, web=web, **kw)
+                    authenticator or NoAuth(), log_dir, web=web,
+                    waits=waits or JobWaits(clock, JobEvents(), MAX_WAITS), **kw)
 
 
 def with_web(s: Services, **changes: Any) -> Services:

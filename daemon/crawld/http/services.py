@@ -32,12 +32,11 @@ class JobsApi(Protocol):
 
     def schedule(self, project: str, spider: str, when: str, description: str = "",
                  payload: Optional[str] = None, policies: Optional[dict[str, Any]] = None,
-                 kind: str = "spider") -> Deferred: ...
+                 kind: str = "spider", args: Sequence[tuple[str, str]] = (),
+                 settings: Sequence[tuple[str, str]] = ()) -> Deferred: ...
 
     def browse(self, params: dict[str, Any], description: str = "",
                timeout: Optional[float] = None) -> Deferred: ...
-
-    def wait(self, job_id: str, timeout: float) -> Deferred: ...
 
     def get(self, job_id: str) -> Deferred: ...
 
@@ -76,6 +75,26 @@ class ProjectsApi(Protocol):
     def push(self, data: bytes, max_size: Optional[int] = None) -> Deferred: ...
 
     def remove(self, name: str) -> Deferred: ...
+
+
+@runtime_checkable
+class WaitApi(Protocol):
+    """waits.Wait: one place among the waits, for one job."""
+
+    def until(self, job_id: str, timeout: float) -> Deferred: ...
+
+    def release(self) -> None: ...
+
+
+@runtime_checkable
+class WaitsApi(Protocol):
+    """waits.JobWaits: requests waiting for jobs to end (``wait=``, ``block=1``). ``take``
+    raises TooManyWaits (429) past ``[web] max-waits``; ``until`` fires with the ended Job,
+    or None when the time ran out."""
+
+    def take(self, counted: bool = True) -> WaitApi: ...
+
+    def wait(self, job_id: str, timeout: float, counted: bool = True) -> Deferred: ...
 
 
 @runtime_checkable
@@ -175,7 +194,8 @@ class Services:
 
     ``browsers`` is None in a daemon without browser jobs, ``webhooks`` in an app
     without webhooks (no delivery is ever made there). ``streams`` is the app's own
-    count of open streams, made from ``web.max_streams``.
+    count of open streams, made from ``web.max_streams``. ``waits`` (keyword only) must
+    hear the same event list as ``jobs`` publishes to.
     """
 
     reactor: ReactorApi
@@ -190,6 +210,7 @@ class Services:
     webhooks: Optional[WebhooksApi] = None
     to_thread: Callable[..., Deferred] = deferToThread
     streams: StreamGate = field(init=False, repr=False, compare=False)
+    waits: WaitsApi = field(kw_only=True)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "streams", StreamGate(self.web.max_streams))
@@ -198,4 +219,5 @@ class Services:
 #: Every Protocol of this module with what implements it in the daemon, for the test
 #: that keeps the real classes and the unit tests' fakes in step with them.
 PROTOCOLS: Sequence[type] = (ReactorApi, JobsApi, ProjectsApi, SupervisorApi, ChannelApi,
-                             BrowsersApi, StatusApi, AuthenticatorApi, WebhooksApi)
+                             BrowsersApi, StatusApi, AuthenticatorApi, WebhooksApi,
+                             WaitsApi, WaitApi)

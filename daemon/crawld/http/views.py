@@ -14,7 +14,7 @@ from typing import Any, Optional
 
 from twisted.logger import Logger
 
-from .. import spec as specs
+from .. import arguments, spec as specs
 from ..hookurls import redact
 from ..model import Job, JobStatus
 from ..process import signal_name
@@ -109,6 +109,9 @@ def job_dict(job: Job) -> dict[str, Any]:
         "no-output-timeout": job.no_output_timeout,
         "max-log-size": job.max_log_size,
         "memory-limit": job.memory_limit,
+        # spider arguments (-a) and settings (-s): name -> value, as the spider gets them
+        "args": {} if job.args == "[]" else arguments.as_object(job.args),
+        "settings": {} if job.settings == "[]" else arguments.as_object(job.settings),
         # the process to look for in ps (crawld: job <id> ...) while the job runs
         "pid": job.pid if job.status is JobStatus.RUNNING else None,
         # its own webhook: scheme, host and port only (the rest may be a token)
