@@ -73,6 +73,9 @@ class Settings:
     tls_cert: str = ""              # PEM certificate (or full chain)
     tls_key: str = ""               # PEM private key
     tls_chain: str = ""             # optional PEM intermediates
+    event_streams: int = 32         # /events streams at once (429 past it)
+    event_backlog: int = 1000       # events kept in memory for Last-Event-ID resumes
+    keep_alive: float = 15.0        # seconds of silence before a stream's keep-alive
 
     @property
     def slots(self) -> int:
@@ -247,6 +250,9 @@ OPTIONS: dict[tuple[str, str], tuple[str, Callable[[str], Any]]] = {
     ("web", "cert"): ("tls_cert", str),
     ("web", "key"): ("tls_key", str),
     ("web", "chain"): ("tls_chain", str),
+    ("events", "max-streams"): ("event_streams", _positive(int)),
+    ("events", "backlog"): ("event_backlog", _positive(int)),
+    ("events", "keep-alive"): ("keep_alive", _positive(float)),
 }
 
 

@@ -35,6 +35,8 @@ EXPECTED_ROLES = {  # every route the app serves: a new one must be decided here
     "/job-posts.json": "operator",   # reading hands each post out once
     "/job-message.json": "operator",
     "/browse.json": "operator",
+    "/events": "reader",   # job objects as list-jobs.json shows them, as they change
+    "/metrics": "reader",  # counts and durations by project and spider
 }
 
 

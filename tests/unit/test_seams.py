@@ -13,7 +13,8 @@ from crawld.events import JobEvents
 from crawld.launch.local import LocalLauncher
 from crawld.launch.protocol import Launcher, Reporter
 from crawld.projects import Projects
-from crawld.seams import BrowserRunner, Clock, EventSink, JobStore, ProjectCatalog, Spawner
+from crawld.seams import (BrowserRunner, Clock, EventSink, EventSource, JobStore,
+                          ProjectCatalog, Spawner)
 from crawld.launch.spawner import DirectSpawner, ZygoteSpawner
 from crawld.store import Store
 from crawld.supervisor import Supervisor
@@ -25,6 +26,7 @@ from tests.unit.test_launcher_protocol import FakeLauncher
 IMPLEMENTATIONS = [
     (Clock, [TaskClock]),
     (EventSink, [JobEvents]),
+    (EventSource, [JobEvents]),
     (JobStore, [Store]),
     (ProjectCatalog, [Projects]),
     (BrowserRunner, [Browsers]),
