@@ -68,8 +68,12 @@ def events(s: Services, request: Any) -> Any:
     if request.method == b"HEAD":
         return b""
     gate.open += 1
-    stream = EventStream(s.feed, request, s.reactor, fmt, start, projects, job_ids,
-                         s.web.keep_alive)
+    try:
+        stream = EventStream(s.feed, request, s.reactor, fmt, start, projects, job_ids,
+                             s.web.keep_alive)
+    except BaseException:
+        gate.open -= 1
+        raise
 
     def closed(result: Any) -> None:
         gate.open -= 1
