@@ -86,6 +86,9 @@ class Settings:
     webhook_concurrency: int = 4    # attempts in flight at once
     webhook_allow_job_urls: bool = True  # schedule-job's webhook= accepted at all
     webhook_job_url_hosts: tuple[Union[str, Network], ...] = ()  # per-job URLs' hosts
+    event_streams: int = 32         # /events streams at once (429 past it)
+    event_backlog: int = 1000       # events kept in memory for Last-Event-ID resumes
+    keep_alive: float = 15.0        # seconds of silence before a stream's keep-alive
 
     @property
     def slots(self) -> int:
@@ -289,6 +292,9 @@ OPTIONS: dict[tuple[str, str], tuple[str, Callable[[str], Any]]] = {
     ("webhooks", "concurrency"): ("webhook_concurrency", _webhook_concurrency),
     ("webhooks", "allow-job-urls"): ("webhook_allow_job_urls", _boolean),
     ("webhooks", "job-url-hosts"): ("webhook_job_url_hosts", parse_hosts),
+    ("events", "max-streams"): ("event_streams", _positive(int)),
+    ("events", "backlog"): ("event_backlog", _positive(int)),
+    ("events", "keep-alive"): ("keep_alive", _positive(float)),
 }
 
 

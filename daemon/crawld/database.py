@@ -49,6 +49,17 @@ def _row_to_job(row: Sequence[Any]) -> Job:
     return Job(*values)
 
 
+def items_scraped(stats: Optional[str]) -> int:
+    """``item_scraped_count`` of a job's stats (JSON text), 0 when absent or not a count."""
+    if not stats:
+        return 0
+    try:
+        value = json.loads(stats).get("item_scraped_count")
+    except (ValueError, AttributeError):
+        return 0
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+
 def _marks(values: Iterable[Any]) -> str:
     return ", ".join("?" for _ in values)
 
@@ -204,15 +215,41 @@ class Database(DeliveryRows):
                 return None
             if status is JobStatus.RUNNING:
                 self._bump("jobs-run")
-            elif status is JobStatus.CANCELED:
-                # as in scrapy-do: a canceled schedule or queued job was never run
-                started = self.conn.execute("SELECT started FROM jobs WHERE id = ?",
-                                            (job_id,)).fetchone()[0]
-                if started is not None:
-                    self._bump("jobs-canceled")
             elif status in _COUNTER_FOR:
-                self._bump(_COUNTER_FOR[status])
+                self._count_end(job_id, status)
         return self.get_job(job_id)
+
+    def _count_end(self, job_id: str, status: JobStatus) -> None:
+        """A job reached a completed status: count it (in the transaction that moved it).
+
+        A job that never ran (a canceled schedule or queued job) is not counted, as in
+        scrapy-do; one that ran counts in ``counters`` and, by project, spider and
+        status with the items its stats report, in ``job_totals`` (/metrics), which
+        retention does not touch."""
+        project, spider, started, stats = self.conn.execute(
+            "SELECT project, spider, started, stats FROM jobs WHERE id = ?",
+            (job_id,)).fetchone()
+        if status is JobStatus.CANCELED and started is None:
+            return
+        self._bump(_COUNTER_FOR[status])
+        if started is None:
+            return
+        self.conn.execute(
+            "INSERT INTO job_totals (project, spider, status, jobs, items) "
+            "VALUES (?, ?, ?, 1, ?) ON CONFLICT(project, spider, status) DO UPDATE SET "
+            "jobs = jobs + 1, items = items + excluded.items",
+            (project, spider, status.value, items_scraped(stats)))
+
+    def metric_counts(self) -> tuple[list[tuple[str, str, str, int, int]], dict[str, int]]:
+        """What /metrics reads of the store: ``job_totals`` rows (project, spider,
+        status, jobs, items), and how many jobs are PENDING and RUNNING."""
+        totals = self.conn.execute(
+            "SELECT project, spider, status, jobs, items FROM job_totals "
+            "ORDER BY project, spider, status").fetchall()
+        found = dict(self.conn.execute(
+            "SELECT status, COUNT(*) FROM jobs INDEXED BY jobs_by_status "
+            "WHERE status IN ('PENDING', 'RUNNING') GROUP BY status").fetchall())
+        return totals, {name: found.get(name, 0) for name in ("PENDING", "RUNNING")}
 
     def unstart(self, job_id: str, now: float) -> None:
         """Undo a RUNNING transition for a job whose process was never spawned."""

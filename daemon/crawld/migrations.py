@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 #: The status groups of list-jobs.json as SQL, each with a partial index in (updated,
 #: seq) order (migration 4). The index is usable only for this very expression.
@@ -75,5 +75,20 @@ MIGRATIONS: dict[int, Sequence[str]] = {
                number INTEGER NOT NULL, at REAL NOT NULL, duration REAL NOT NULL,
                code INTEGER, error TEXT,
                PRIMARY KEY (delivery_id, number))""",
+    ),
+    7: (  # what /metrics counts of finished jobs, kept whatever retention removes
+        """CREATE TABLE job_totals (
+               project TEXT NOT NULL, spider TEXT NOT NULL, status TEXT NOT NULL,
+               jobs INTEGER NOT NULL, items INTEGER NOT NULL,
+               PRIMARY KEY (project, spider, status))""",
+        # an upgraded daemon starts from the finished jobs retention kept
+        f"""INSERT INTO job_totals (project, spider, status, jobs, items)
+               SELECT project, spider, status, COUNT(*), SUM(CASE
+                   WHEN json_valid(stats)
+                        AND json_type(stats, '$.item_scraped_count') = 'integer'
+                        AND json_extract(stats, '$.item_scraped_count') > 0
+                   THEN json_extract(stats, '$.item_scraped_count') ELSE 0 END)
+               FROM jobs WHERE {COMPLETED_SQL} AND started IS NOT NULL
+               GROUP BY project, spider, status""",
     ),
 }

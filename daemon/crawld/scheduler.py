@@ -50,11 +50,14 @@ class Scheduler:
 
     def __init__(self, reactor: Any, store: Store, enqueue: Callable[[str], None],
                  events: JobEvents, tz: Optional[tzinfo] = None,
-                 rng: Optional[random.Random] = None) -> None:
+                 rng: Optional[random.Random] = None,
+                 lateness: Callable[[float], None] = lambda late: None) -> None:
+        """``lateness(seconds)`` is told how late each firing is (the metrics)."""
         self.reactor = reactor
         self.store = store
         self.enqueue = enqueue   # hands a PENDING job to the supervisor
         self.events = events
+        self.lateness = lateness
         self.tz = tz
         self.rng = rng or random.Random()
         self.heap: list[tuple[float, int, str]] = []
@@ -178,6 +181,7 @@ class Scheduler:
                     self.remove(template_id)
                     continue
                 missed = now - fire_at > entry.grace
+                self.lateness(now - fire_at)  # after its (jittered) due time
                 entry.nominal = following
                 self._push(template_id, entry, arm=False)
                 due.append((template_id, entry.nominal,

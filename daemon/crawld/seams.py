@@ -34,6 +34,13 @@ class EventSink(Protocol):
         """``job`` changed; it is the new state."""
 
 
+class EventSource(Protocol):
+    """Where job changes come from (events.JobEvents): observers subscribe."""
+
+    def subscribe(self, observer: Callable[[Job], None]) -> Callable[[], None]:
+        """Call ``observer(job)`` at every change from now on; returns an unsubscribe."""
+
+
 class JobStore(Protocol):
     """The jobs' side of the store (store.Store), each call a Deferred."""
 
@@ -99,4 +106,7 @@ class Spawner(Protocol):
 
     def stop(self) -> "Deferred[None]":
         """Release what the spawner holds (the zygote)."""
+
+    def up(self) -> bool:
+        """Whether a zygote is ready to fork jobs (False for direct spawns)."""
 

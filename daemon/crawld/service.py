@@ -33,6 +33,8 @@ from .scheduler import Scheduler
 from .launch.spawner import DirectSpawner, ZygoteSpawner
 from .status import StatusReport
 from .events import JobEvents
+from .feed import JobFeed
+from .metrics import Metrics
 from .launch.local import LocalLauncher, LocalSettings
 from .limits import Defaults
 from .store import Store, ThreadExecutor
@@ -103,9 +105,13 @@ class Daemon:
                                  s.list_timeout, self.launcher.in_use, run_as=run_as)
         self.webhooks = Webhooks(self.reactor, self.store, self.events, webhook_settings(s),
                                  view=job_dict)
+        # the event stream's feed and the metrics observe the event list from the start
+        self.feed = JobFeed(self.reactor, self.events, backlog=s.event_backlog)
+        self.metrics = Metrics(self.store, self.events, lambda: self.supervisor.slots,
+                               self.spawner.up)
         zone = specs.zone(s.timezone) if s.timezone else None
         self.scheduler = Scheduler(self.reactor, self.store, self.supervisor.enqueue,
-                                   self.events, tz=zone)
+                                   self.events, tz=zone, lateness=self.metrics.fired)
         self.jobs = Jobs(self.reactor, self.store, self.projects, self.scheduler,
                          self.supervisor, self.events, self.log_dir, s.completed_cap,
                          s.completed_max_age_days, files=self.browsers,
@@ -123,7 +129,9 @@ class Daemon:
                             # scrapy-do-cl url-encodes the zip: up to 3 bytes per byte
                             max_body=3 * s.max_archive_size + 64 * 1024,
                             max_archive=s.max_archive_size,
-                            trusted_proxies=s.trusted_proxies))
+                            trusted_proxies=s.trusted_proxies,
+                            max_event_streams=s.event_streams, keep_alive=s.keep_alive),
+            feed=self.feed, metrics=self.metrics)
         self.app = build_app(self.services)
 
     def _run_as(self) -> Optional[RunAs]:
@@ -223,7 +231,8 @@ class Daemon:
         site = make_site(self.app, self.services.web.max_body,
                          header_timeout=self.settings.header_timeout,
                          idle_timeout=self.settings.idle_timeout,
-                         access_log=self.access_log, clock=self.reactor.seconds)
+                         access_log=self.access_log, clock=self.reactor.seconds,
+                         record=self.metrics.request)
         for listen in self.settings.listen:
             port = yield self._listen(listen, site)
             self.ports.append(port)
@@ -259,6 +268,7 @@ class Daemon:
         for port in self.ports:
             yield port.stopListening()
         yield self.supervisor.stop()
+        self.feed.stop()  # after the jobs' ends: event streams end cleanly, all told
         yield self.launcher.stop()
         yield self.webhooks.stop()  # attempts in flight are recorded; the rest wait
         yield self.store.close()

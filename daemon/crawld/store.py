@@ -139,6 +139,10 @@ class Store:
                        ) -> "Deferred[Optional[Job]]":
         return self._call("release_queued", template_id, child, now)
 
+    def metric_counts(self) -> "Deferred[tuple[list[tuple], dict[str, int]]]":
+        """/metrics' rows: job_totals, and the PENDING and RUNNING counts."""
+        return self._call("metric_counts")
+
     def purge(self, cap: int, older_than: float) -> "Deferred[list[str]]":
         return self._call("purge", cap, older_than)
 

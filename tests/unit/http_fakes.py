@@ -13,6 +13,9 @@ from twisted.web.server import Site
 
 from crawld import auth
 from crawld.errors import NotFound
+from crawld.events import JobEvents
+from crawld.feed import JobFeed
+from crawld.metrics import Metrics
 from crawld.http import server
 from crawld.http.app import build_app
 from crawld.events import JobEvents
@@ -108,21 +111,47 @@ class FakeJobs:
         return 0
 
 
+class FakeCounts:
+    """The store as /metrics reads it: finished-job totals and the active counts."""
+
+    def __init__(self, totals: Optional[list[tuple]] = None,
+                 states: Optional[dict[str, int]] = None) -> None:
+        self.totals = totals or []
+        self.states = states or {}
+
+    def metric_counts(self) -> Deferred:
+        return succeed((list(self.totals), dict(self.states)))
+
+
+def inline(fn: Any, *args: Any, **kwargs: Any) -> Deferred:
+    """A to_thread that runs ``fn`` at once (unit tests: deterministic)."""
+    try:
+        return succeed(fn(*args, **kwargs))
+    except Exception:
+        return fail()
+
+
 def services(clock: Optional[Clock] = None, jobs: Optional[JobsApi] = None,
              projects: Optional[ProjectsApi] = None,
              supervisor: Optional[SupervisorApi] = None,
              status: Optional[StatusApi] = None,
              authenticator: Optional[AuthenticatorApi] = None, log_dir: str = "/nonexistent",
              web: WebSettings = WebSettings(max_body=1 << 20, max_archive=1 << 20),
-             waits: Optional[WaitsApi] = None, **kw: Any) -> Services:
-    """Services of fakes; any of them may be given instead. The default ``waits`` hears
-    an event list of its own (give the one a real Jobs publishes to, to wait on it)."""
+             waits: Optional[WaitsApi] = None, events: Optional[JobEvents] = None,
+             **kw: Any) -> Services:
+    """Services of fakes; any of them may be given instead. The event feed and the
+    metrics are the real ones, over ``events`` (a new event list by default); the
+    default ``waits`` hears that list too."""
     clock = clock or Clock()
+    events = events if events is not None else JobEvents()
+    kw.setdefault("feed", JobFeed(clock, events, boot="t"))
+    kw.setdefault("metrics", Metrics(FakeCounts(), events, lambda: 4, lambda: False,
+                                     to_thread=inline, process=False))
     return Services(clock, jobs or FakeJobs(), projects or FakeProjects(),
                     supervisor or FakeSupervisor(),
                     status or StatusReport(clock, clock.seconds()),
                     authenticator or NoAuth(), log_dir, web=web,
-                    waits=waits or JobWaits(clock, JobEvents(), MAX_WAITS), **kw)
+                    waits=waits or JobWaits(clock, events, MAX_WAITS), **kw)
 
 
 def with_web(s: Services, **changes: Any) -> Services:

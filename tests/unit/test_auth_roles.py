@@ -36,6 +36,8 @@ EXPECTED_ROLES = {  # every route the app serves: a new one must be decided here
     "/job-message.json": "operator",
     "/browse.json": "operator",
     "/webhook-deliveries.json": "reader",  # attempts, codes and redacted URLs only
+    "/events": "reader",   # job objects as list-jobs.json shows them, as they change
+    "/metrics": "reader",  # counts and durations by project and spider
 }
 
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 from twisted.internet.task import Clock
 
-from crawld import auth, browser, jobs, projects, status, supervisor, waits, webhooks
+from crawld import (auth, browser, feed, jobs, metrics, projects, status, supervisor, waits,
+                    webhooks)
 from crawld.http import services as http_services
 from tests.unit import http_fakes
 from tests.unit.protocol_check import accepts, declared, has_attribute, problems
@@ -23,6 +24,8 @@ REAL = {
     http_services.WebhooksApi: webhooks.Webhooks,
     http_services.WaitsApi: waits.JobWaits,
     http_services.WaitApi: waits.Wait,
+    http_services.FeedApi: feed.JobFeed,
+    http_services.MetricsApi: metrics.Metrics,
 }
 FAKES = {
     http_services.JobsApi: http_fakes.FakeJobs,

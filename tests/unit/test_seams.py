@@ -13,7 +13,8 @@ from crawld.events import JobEvents
 from crawld.launch.local import LocalLauncher
 from crawld.launch.protocol import Launcher, Reporter
 from crawld.projects import Projects
-from crawld.seams import BrowserRunner, Clock, EventSink, JobStore, ProjectCatalog, Spawner
+from crawld.seams import (BrowserRunner, Clock, EventSink, EventSource, JobStore,
+                          ProjectCatalog, Spawner)
 from crawld.launch.spawner import DirectSpawner, ZygoteSpawner
 from crawld.store import Store
 from crawld.supervisor import Supervisor
@@ -27,6 +28,7 @@ from crawld.webhook_client import AgentPoster, Poster
 IMPLEMENTATIONS = [
     (Clock, [TaskClock]),
     (EventSink, [JobEvents]),
+    (EventSource, [JobEvents]),
     (JobStore, [Store]),
     (ProjectCatalog, [Projects]),
     (BrowserRunner, [Browsers]),

@@ -272,7 +272,7 @@ class Router:
             if path in self.methods:
                 raise ValueError(f"two routes for {path}")
             self.methods[path] = methods
-            wrapped = self._endpoint(fn, methods)
+            wrapped = self._endpoint(fn, methods, path)
             if "<" not in path:
                 self.exact[path.encode()] = wrapped
             # methods=None: every method, known or not (TRACE, PROPFIND...), reaches the
@@ -290,7 +290,7 @@ class Router:
             return ()
         return self.methods.get(endpoint, ())
 
-    def _endpoint(self, fn: RouteFn, methods: tuple[str, ...]) -> RouteFn:
+    def _endpoint(self, fn: RouteFn, methods: tuple[str, ...], path: str) -> RouteFn:
         """``fn`` wrapped as the module docstring says. Requests are server.LimitedRequest
         (in tests too): ``body_too_large`` and ``parse_body()`` are always there."""
         s = self.services
@@ -298,6 +298,7 @@ class Router:
 
         @wraps(fn)
         def endpoint(request: Any, *args: Any, **kwargs: Any) -> Any:
+            request.route = path  # the metrics' label: the pattern, not the raw path
             method = request.method.decode("ascii", "replace")
             if method == "HEAD" and "GET" in methods:
                 method = "GET"  # Twisted sends the headers and drops the body

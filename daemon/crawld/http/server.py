@@ -11,6 +11,7 @@ import io
 import json
 import re
 import time
+from time import perf_counter
 from typing import Any, Callable, Optional
 from urllib.parse import unquote_plus, unquote_to_bytes
 
@@ -24,6 +25,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
 from ..errors import BadRequest
+from ..metrics import UNMATCHED
 
 log = Logger(namespace="crawld.web")
 
@@ -114,12 +116,16 @@ class LimitedRequest(Request):
     max_body = 50 * 1024 * 1024
     body_too_large = False
     body_received = 0  # bytes of body so far
+    #: the pattern of the route that took the request (helpers.Router sets it), for the
+    #: metrics' route label: never the raw path, so the label's values stay few
+    route = UNMATCHED
 
     def __init__(self, channel: Any, *args: Any, **kw: Any) -> None:
         # whatever the Site says: Twisted would decode a form body itself, on the
         # reactor thread, before routing; parse_body does it, in a thread when large
         kw["parsePOSTFormSubmission"] = False
         super().__init__(channel, *args, **kw)
+        self.began = perf_counter()  # for the request's duration (metrics)
 
     def parse_body(self) -> Optional[Deferred]:
         """Decode a form body into ``args``: inline when small, in a thread when large.
@@ -388,25 +394,32 @@ def request_class(max_body: int) -> type[LimitedRequest]:
 
 
 class AccessLogSite(Site):
-    """A Site that hands one access line per request (``access_line``) to a callable.
+    """A Site that hands one access line per request (``access_line``) to a callable,
+    and each request's route, code and duration to ``record`` (metrics.Metrics.request).
 
     Twisted's own path sends each line through the legacy log into twisted.logger (an
     event dict, the level filter, a format-string parse, a flush): a third of the
     daemon's time on a status.json request. Here the line goes straight to
     ``access_log`` (``daemonlog.DaemonLog.access``: the daemon's log, in the same
     ``<time> <level> <component>:`` shape as every other line); None: no access lines. The ``[dd/Mon/yyyy:HH:MM:SS
-    +0000]`` stamp is made once per second of ``clock``.
+    +0000]`` stamp is made once per second of ``clock``. Both are called when a
+    response is finished (not for a request whose client went away first).
     """
 
     def __init__(self, resource: Any, access_log: Optional[Callable[[str], None]],
-                 clock: Callable[[], float] = time.time, **kwargs: Any) -> None:
+                 clock: Callable[[], float] = time.time,
+                 record: Optional[Callable[[str, int, float], None]] = None,
+                 **kwargs: Any) -> None:
         super().__init__(resource, **kwargs)
         self.access_log = access_log
         self.clock = clock
+        self.record = record
         self._stamp_second = -1
         self._stamp = ""
 
     def log(self, request: Any) -> None:
+        if self.record is not None:
+            self.record(request.route, request.code, perf_counter() - request.began)
         if self.access_log is None:
             return
         second = int(self.clock())
@@ -419,12 +432,14 @@ class AccessLogSite(Site):
 def make_site(resource: Any, max_body: int, header_timeout: float = HEADER_TIMEOUT,
               idle_timeout: float = IDLE_TIMEOUT,
               access_log: Optional[Callable[[str], None]] = None,
-              clock: Callable[[], float] = time.time) -> Site:
+              clock: Callable[[], float] = time.time,
+              record: Optional[Callable[[str, int, float], None]] = None) -> Site:
     """A Site serving ``resource`` with bodies limited to ``max_body`` bytes, a deadline
-    for request headers, an idle timeout for connections, and each request's access
-    line handed to ``access_log`` (None: not logged)."""
+    for request headers, an idle timeout for connections, each request's access line
+    handed to ``access_log`` (None: not logged) and its route, code and duration to
+    ``record`` (the metrics; None: not recorded)."""
     # Twisted would decode form bodies itself, on the reactor thread: parse_body does it.
-    site = AccessLogSite(Utf8Only(resource), access_log, clock,
+    site = AccessLogSite(Utf8Only(resource), access_log, clock, record,
                          requestFactory=request_class(max_body), parsePOSTFormSubmission=False,
                          timeout=idle_timeout)
     site.protocol = type("CrawldChannel", (DeadlineChannel,),

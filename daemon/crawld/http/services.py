@@ -164,6 +164,31 @@ class AuthenticatorApi(Protocol):
                      method: str, uri: str, client_host: str) -> Union[Any, Deferred]: ...
 
 
+@runtime_checkable
+class FeedApi(Protocol):
+    """feed.JobFeed: the numbered job events /events streams, and their backlog."""
+
+    last_seq: int
+
+    def event_id(self, seq: int) -> str: ...
+
+    def since(self, last_id: str) -> Optional[list[Any]]: ...
+
+    def after(self, seq: int) -> Optional[list[Any]]: ...
+
+    def keeps(self, seq: int) -> bool: ...
+
+    def listen(self, listener: Callable[[Any], None]) -> Callable[[], None]: ...
+
+
+@runtime_checkable
+class MetricsApi(Protocol):
+    """metrics.Metrics: the Prometheus text of /metrics, made at scrape time."""
+
+    def render(self) -> Deferred:
+        """Fires with (body, content type)."""
+
+
 class StreamGate:
     """The followed logs and file downloads open at once, against ``[web] max-streams``."""
 
@@ -183,6 +208,8 @@ class WebSettings:
     allowed_origins: frozenset[str] = frozenset()  # CORS for a dashboard there
     hostnames: frozenset[str] = frozenset()        # names this server answers to (auth none)
     max_streams: int = 64          # followed logs and downloads at once
+    max_event_streams: int = 32    # /events streams at once ([events] max-streams)
+    keep_alive: float = 15.0       # seconds of silence before an event stream's keep-alive
     max_body: int = 50 * 1024 * 1024   # request body (413 past it)
     max_archive: int = 16 * 1024 * 1024  # a pushed project's zip
     trusted_proxies: tuple[Any, ...] = ()  # auth.TrustedProxies: X-Forwarded-For believed
@@ -194,8 +221,10 @@ class Services:
 
     ``browsers`` is None in a daemon without browser jobs, ``webhooks`` in an app
     without webhooks (no delivery is ever made there). ``streams`` is the app's own
-    count of open streams, made from ``web.max_streams``. ``waits`` (keyword only) must
-    hear the same event list as ``jobs`` publishes to.
+    count of open streams, made from ``web.max_streams``; ``event_streams`` the count of
+    /events streams, from ``web.max_event_streams``. ``waits`` (keyword only) must
+    hear the same event list as ``jobs`` publishes to; ``feed`` and ``metrics`` (given
+    by name) serve /events and /metrics.
     """
 
     reactor: ReactorApi
@@ -209,15 +238,19 @@ class Services:
     browsers: Optional[BrowsersApi] = None
     webhooks: Optional[WebhooksApi] = None
     to_thread: Callable[..., Deferred] = deferToThread
+    feed: FeedApi = field(kw_only=True)
+    metrics: MetricsApi = field(kw_only=True)
     streams: StreamGate = field(init=False, repr=False, compare=False)
     waits: WaitsApi = field(kw_only=True)
+    event_streams: StreamGate = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "streams", StreamGate(self.web.max_streams))
+        object.__setattr__(self, "event_streams", StreamGate(self.web.max_event_streams))
 
 
 #: Every Protocol of this module with what implements it in the daemon, for the test
 #: that keeps the real classes and the unit tests' fakes in step with them.
 PROTOCOLS: Sequence[type] = (ReactorApi, JobsApi, ProjectsApi, SupervisorApi, ChannelApi,
                              BrowsersApi, StatusApi, AuthenticatorApi, WebhooksApi,
-                             WaitsApi, WaitApi)
+                             WaitsApi, WaitApi, FeedApi, MetricsApi)

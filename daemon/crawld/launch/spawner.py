@@ -56,6 +56,10 @@ class DirectSpawner:
     def stop(self) -> Deferred:
         return succeed(None)
 
+    def up(self) -> bool:
+        """No zygote here (crawld_zygote_up is 0)."""
+        return False
+
 
 class _ZygoteProtocol(ProcessProtocol):
     def __init__(self, owner: "ZygoteSpawner") -> None:
@@ -154,6 +158,10 @@ class ZygoteSpawner:
             self.reactor.callLater(LOST_POLL, self._watch, pid, started, ended)
         else:
             ended.callback(Exit(None, None))
+
+    def up(self) -> bool:
+        """Whether the zygote runs and has said it is ready to fork jobs."""
+        return self.alive and self.ready
 
     def stop(self) -> Deferred:
         """Close the zygote's stdin (it exits); fires when it is gone."""
