@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import ssl
 from typing import Any
 
 import psutil
@@ -12,8 +13,10 @@ import requests
 from requests.auth import HTTPBasicAuth, HTTPDigestAuth
 
 from tests.conftest import wait_for
+from tests.integration import project
 from tests.integration.conftest import raw_socket, read_answer
 from tests.integration.test_auth import crawld_cli
+from tests.integration.test_tls import make_cert
 
 GIB = 1 << 30
 MIB = 1 << 20
@@ -169,3 +172,23 @@ def test_a_chunked_body_over_the_limit_gets_413_while_it_arrives(make_daemon: An
     answer += read_answer(sock, timeout=10)
     assert answer.startswith(b"HTTP/1.1 413 Request Entity Too Large\r\n"), answer[:80]
     assert sent < 4 * MIB, "answered as the limit passed, not at the body's end"
+
+
+def test_over_tls_too(make_daemon: Any, tmp_path: Any) -> None:
+    cert, key = make_cert(tmp_path, "tls", 1)
+    d = make_daemon(f"[web]\nauth = required\nhttps = on\ncert = {cert}\nkey = {key}\n")
+    os.makedirs(d.data_dir, exist_ok=True)
+    crawld_cli(d.data_dir, "users", "add", "alice", "--role", "operator",
+               "--password-stdin", stdin="s3cret-pass\n")
+    d.start()
+    context = ssl.create_default_context()
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    with context.wrap_socket(raw_socket(d)) as tls:
+        tls.sendall(head("/push-project.json", GIB))
+        answer = read_answer(tls, timeout=15)
+    assert answer.startswith(b"HTTP/1.1 401 Unauthorized\r\n"), answer[:80]
+    # the connection paused while a password is checked, over TLS
+    pushed = requests.post(d.url + "/push-project.json", verify=cert, timeout=120,
+                           auth=HTTPBasicAuth("alice", "s3cret-pass"),
+                           files={"archive": ("p.zip", project.build("demo"))})
+    assert pushed.status_code == 200 and pushed.json()["status"] == "ok", pushed.text
