@@ -144,7 +144,8 @@ def test_passwords_are_checked_before_the_body_and_the_body_then_read(
     # the right password (checked in a thread while the connection waits, the body
     # that came with the headers kept), then Digest (its first request, without
     # credentials, gets the early 401 and the challenge; the retry is read whole)
-    for auth in (HTTPBasicAuth("alice", "s3cret-pass"), HTTPDigestAuth("alice", "s3cret-pass")):
+    for auth in (HTTPBasicAuth("alice", "s3cret-pass"),
+                 HTTPDigestAuth("alice", "s3cret-pass")):
         d.session = requests.Session()
         d.session.auth = auth
         d.push()  # a multipart body of a few KB, read whole once let in

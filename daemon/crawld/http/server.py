@@ -110,9 +110,9 @@ class LimitedRequest(Request):
 
     crawld's channel answers 413 as soon as a declared length or the bytes received
     pass the limit (the route would, see helpers.Router); the daemon never holds or
-    spools more than the limit, whatever the client announces or sends. Twisted would decode
-    a form body on the reactor thread before routing: a 50 MB url-encoded archive (what
-    scrapy-do-cl sends) would freeze the daemon for tens of seconds.
+    spools more than the limit, whatever the client announces or sends. Twisted would
+    decode a form body on the reactor thread before routing: a 50 MB url-encoded
+    archive (what scrapy-do-cl sends) would freeze the daemon for tens of seconds.
     """
 
     max_body = 50 * 1024 * 1024
