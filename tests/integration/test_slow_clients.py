@@ -2,6 +2,7 @@
 streams and connections, the open files limit at start-up."""
 from __future__ import annotations
 
+import os
 import select
 import socket
 import time
@@ -12,6 +13,7 @@ import requests
 
 from tests.conftest import wait_for
 from tests.integration.conftest import raw_socket, read_answer
+from tests.integration.test_early_answers import spool_files
 
 
 def test_a_client_trickling_its_headers_is_cut_off(make_daemon: Any) -> None:
@@ -106,11 +108,13 @@ def poll(socks: list[socket.socket], got: dict[int, bytes]) -> None:
 
 
 def test_one_client_holds_at_most_its_cap_and_the_api_keeps_answering(
-        make_daemon: Any) -> None:
+        make_daemon: Any, tmp_path: Any) -> None:
     # the report: 500 slow uploads from one client; under LimitNOFILE=400, ~190 of them
     # made the API stop answering (Too many open files)
+    spool = str(tmp_path / "spool")
+    os.makedirs(spool)
     d = make_daemon("job-slots = 2\n[web]\nmax-connections = 120\nbody-timeout = 4\n",
-                    nofile=400)
+                    env={"TMPDIR": spool}, nofile=400)
     d.start()
     socks = []
     for _ in range(150):  # each announces 1 MB (a spooled file once let in), sends 1 byte
@@ -125,6 +129,7 @@ def test_one_client_holds_at_most_its_cap_and_the_api_keeps_answering(
     assert all(got[i].endswith(b"<EOF>") or b"max-connections-per-client" in got[i]
                for i in refused)
     # the 32 held, with their spooled files: everyone else is served
+    assert len(spool_files(d.proc.pid, spool)) == 32
     for _ in range(5):
         assert requests.get(d.url + "/status.json", timeout=10).status_code == 200
     # then each held upload gets its 408 when its time is up
@@ -134,6 +139,8 @@ def test_one_client_holds_at_most_its_cap_and_the_api_keeps_answering(
     assert all(a.startswith(b"HTTP/1.1 408 ") for a in held), {a[:40] for a in held}
     for sock in socks:
         sock.close()
+    wait_for(lambda: spool_files(d.proc.pid, spool) == [], 10,
+             what="the spooled bodies of the cut uploads to be closed")
     again = raw_socket(d, source="127.0.0.2")  # the client's slots are free again
     again.sendall(b"GET /status.json HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
     assert read_answer(again).startswith(b"HTTP/1.1 200 OK")
