@@ -66,6 +66,10 @@ class Settings:
     max_streams: int = 64           # followed logs and file downloads at once (429 past it)
     max_waits: int = 100            # requests waiting for jobs to end (wait=), 429 past it
     header_timeout: float = 30.0    # seconds for a request's line and headers to arrive
+    body_timeout: float = 30.0      # seconds for a request's body to arrive, plus...
+    body_min_rate: int = 16 * 1024  # ... one second per this many bytes received
+    max_connections: int = 256      # connections open at once (503 past it)
+    max_connections_per_client: int = 32  # from one address (IPv6: /64) at once
     idle_timeout: float = 60.0      # seconds before an idle connection is closed
     access_log: bool = True         # one line per HTTP request in the daemon's log
     hostnames: tuple[str, ...] = ()  # names of this server accepted in Host (auth = none)
@@ -274,6 +278,10 @@ OPTIONS: dict[tuple[str, str], tuple[str, Callable[[str], Any]]] = {
     ("web", "max-streams"): ("max_streams", _positive(int)),
     ("web", "max-waits"): ("max_waits", _positive(int)),
     ("web", "header-timeout"): ("header_timeout", _positive(float)),
+    ("web", "body-timeout"): ("body_timeout", _positive(float)),
+    ("web", "body-min-rate"): ("body_min_rate", _positive(parse_size)),
+    ("web", "max-connections"): ("max_connections", _positive(int)),
+    ("web", "max-connections-per-client"): ("max_connections_per_client", _positive(int)),
     ("web", "idle-timeout"): ("idle_timeout", _positive(float)),
     ("web", "access-log"): ("access_log", _boolean),
     ("web", "trusted-proxies"): ("trusted_proxies", _networks),

@@ -24,6 +24,8 @@ from .config import Listen, Settings
 from .commands import RunAs
 from .errors import ConfigError
 from .http.app import build_app
+from .http.connections import ConnectionLimits, ensure_descriptors, open_descriptors
+from .http.helpers import header_gate
 from .http.routes_meta import openapi_json
 from .http.server import make_site
 from .http.services import Services, WebSettings
@@ -228,11 +230,18 @@ class Daemon:
         # browser jobs of a previous daemon are settled by now: their temp dirs can go
         yield deferToThread(shutil.rmtree, self.browsers.tmp_root, True)
         yield deferToThread(openapi_json)  # parsed once, off the reactor (~75 ms)
+        s = self.settings
+        raised = ensure_descriptors(open_descriptors(), s.slots, s.max_connections)
+        if raised:  # (ConfigError when even the hard limit is too low)
+            log.info("{raised}", raised=raised)
+        limits = ConnectionLimits(s.max_connections, s.max_connections_per_client,
+                                  s.trusted_proxies, clock=self.reactor.seconds)
         site = make_site(self.app, self.services.web.max_body,
-                         header_timeout=self.settings.header_timeout,
-                         idle_timeout=self.settings.idle_timeout,
+                         header_timeout=s.header_timeout, idle_timeout=s.idle_timeout,
                          access_log=self.access_log, clock=self.reactor.seconds,
-                         record=self.metrics.request)
+                         record=self.metrics.request,
+                         body_timeout=s.body_timeout, body_min_rate=s.body_min_rate,
+                         gate=header_gate(self.services), limits=limits)
         for listen in self.settings.listen:
             port = yield self._listen(listen, site)
             self.ports.append(port)

@@ -31,9 +31,9 @@ from werkzeug.exceptions import NotFound as RouteNotFound
 from werkzeug.routing import RequestRedirect
 
 from .. import auth, logs
-from ..errors import (BadRequest, CrawldError, Forbidden, NotFound, TooLarge, TooManyStreams,
-                      is_disk_full)
+from ..errors import BadRequest, CrawldError, Forbidden, NotFound, TooManyStreams, is_disk_full
 from ..jobs import parse_seconds, validate_policies
+from .channel import PHRASES, too_large
 from .services import Services
 
 log = Logger(namespace="crawld.api")
@@ -47,8 +47,6 @@ POLICY_PARAMS = ("tz", "jitter", "misfire", "misfire-grace", "overlap", "timeout
 ACTING_GETS = {"/job-posts.json", "/job-screenshot.png"}
 #: The largest whole number a parameter may be: SQLite's and a file offset's limit.
 MAX_INT = 2 ** 63 - 1
-#: Reason phrases Twisted does not know (it would send "429 Unknown Status").
-PHRASES = {429: b"Too Many Requests", 507: b"Insufficient Storage"}
 
 
 # -- JSON bodies ----------------------------------------------------------------------
@@ -172,6 +170,15 @@ def _host_name_allowed(value: bytes, names: frozenset[str]) -> bool:
         return False
 
 
+def check_host(s: Services, request: Any) -> None:
+    """With authentication off, refuse (403) a Host header that does not name this
+    server (``host_allowed``). With it on, a rebinding page has no credentials, and
+    names are not checked (reverse proxies vary)."""
+    if s.authenticator.mode == "none" and not host_allowed(request, s.web.hostnames):
+        raise Forbidden("this server is not known by the name in the Host header; "
+                        "add it to [web] hostnames (a guard against DNS rebinding)")
+
+
 def refuse_cross_site(request: Any) -> None:
     """Refuse a state-changing request that a browser says comes from another site.
 
@@ -199,8 +206,8 @@ def authenticate(s: Services, request: Any) -> Optional[Deferred]:
     a Deferred that fires with None then. (No Deferred on the first path: status.json
     is polled hard, and each one costs.)
     """
-    if s.authenticator.mode == "none":
-        return None  # everyone is the anonymous operator, who may do anything
+    if s.authenticator.mode == "none" or request.authenticated:
+        return None  # everyone is the anonymous operator; or checked on the headers
     headers = {}
     for name in (b"authorization", b"x-api-key"):  # all the authenticator reads
         values = request.requestHeaders.getRawHeaders(name)
@@ -218,6 +225,27 @@ def authenticate(s: Services, request: Any) -> Optional[Deferred]:
         return identity.addCallback(auth.authorize, role)
     auth.authorize(identity, role)
     return None
+
+
+def header_gate(s: Services) -> Callable[[Any], Optional[Deferred]]:
+    """What a request with a body must pass on its headers alone, before the channel
+    lets its body in (channel.DeadlineChannel, the site's ``gate``): the Host check
+    (authentication off), then authentication and the role, as the endpoint wrapper
+    checks them. A refusal (401, 403, 429, 503) is answered at once and the connection
+    closed, so no body is read from a client without valid credentials. A request that
+    passes is marked ``authenticated``: its route does not ask again (a Digest nonce
+    count is accepted once, and a password need not be checked twice)."""
+    def gate(request: Any) -> Optional[Deferred]:
+        check_host(s, request)
+        checked = authenticate(s, request)
+        if checked is None:
+            request.authenticated = True
+            return None
+
+        def passed(_: Any) -> None:
+            request.authenticated = True
+        return checked.addCallback(passed)
+    return gate
 
 
 # -- what routes share ----------------------------------------------------------------
@@ -312,11 +340,7 @@ class Router:
                 request.setHeader(b"Access-Control-Max-Age", b"600")
                 request.setResponseCode(204)
                 return b""
-            if s.authenticator.mode == "none" and not host_allowed(request, s.web.hostnames):
-                # with authentication on, a rebinding page has no credentials, and
-                # names are not checked (reverse proxies vary)
-                raise Forbidden("this server is not known by the name in the Host header; "
-                                "add it to [web] hostnames (a guard against DNS rebinding)")
+            check_host(s, request)
 
             def serve(_: Any = None) -> Any:
                 if method not in methods:
@@ -325,9 +349,8 @@ class Router:
                                       f"{' or '.join(methods)}")
                 if (method != "GET" or acts(request)) and not listed:
                     refuse_cross_site(request)
-                if request.body_too_large:
-                    raise TooLarge(f"request body over the {s.web.max_body} byte limit "
-                                   "(max-archive-size)")
+                if request.body_too_large:  # (crawld's channel has answered it already)
+                    raise too_large(s.web.max_body)
                 parsing = request.parse_body()
                 if parsing is None:  # no body to decode: answer in this call
                     return ok_body(request, fn(s, request, *args, **kwargs))
