@@ -78,16 +78,28 @@ def crawl_command(job: Job, project_dir: str, python: str,
                   base_env: Mapping[str, str], run_as: Optional[RunAs] = None) -> Command:
     """``scrapy crawl <spider>`` for a job, run from the project's unpacked version.
 
-    The payload goes to the spider as ``-a payload=<json>`` unless it is the empty object,
-    exactly as scrapy-do passes it.
+    The job's settings (``Job.settings``) come as ``-s NAME=VALUE``, then the forced
+    ones (later wins: a job cannot turn the telnet console back on); its arguments
+    (``Job.args``) as ``-a NAME=VALUE``, as scrapyd's launcher passes both. The payload
+    goes to the spider as ``-a payload=<json>`` unless it is the empty object, exactly
+    as scrapy-do passes it.
     """
     args = ["crawl", job.spider]
+    for name, value in pairs(job.settings):
+        args += ["-s", f"{name}={value}"]
     for name, value in FORCED_SETTINGS.items():
         args += ["-s", f"{name}={value}"]
+    for name, value in pairs(job.args):
+        args += ["-a", f"{name}={value}"]
     if job.payload and json.loads(job.payload) != {}:
         args += ["-a", f"payload={job.payload}"]
     return as_user(Command(runner.argv(python, SPIDER, *args),
                            job_env(base_env, job, run_as), project_dir, tuple(args)), run_as)
+
+
+def pairs(text: str) -> list[tuple[str, str]]:
+    """A Job's ``args`` or ``settings`` column (a JSON list of [name, value]) as pairs."""
+    return [(str(name), str(value)) for name, value in json.loads(text or "[]")]
 
 
 def list_command(project_dir: str, name: str, python: str, base_env: Mapping[str, str],

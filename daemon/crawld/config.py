@@ -73,6 +73,8 @@ class Settings:
     tls_cert: str = ""              # PEM certificate (or full chain)
     tls_key: str = ""               # PEM private key
     tls_chain: str = ""             # optional PEM intermediates
+    scrapyd_listen: tuple[Listen, ...] = ()  # the scrapyd listener's addresses (): off
+    scrapyd_node_name: str = ""     # node_name in scrapyd's answers ("": the host name)
 
     @property
     def slots(self) -> int:
@@ -210,6 +212,18 @@ def _listen_list(text: str) -> tuple[Listen, ...]:
     return tuple(parse_listen(t) for t in items)
 
 
+def _optional_listen_list(text: str) -> tuple[Listen, ...]:
+    """Like ``_listen_list``, where empty means none (the listener is off)."""
+    return _listen_list(text) if text.strip() else ()
+
+
+def _node_name(text: str) -> str:
+    name = text.strip()
+    if len(name) > 255 or not name.isprintable():
+        raise ValueError("must be printable text of at most 255 characters")
+    return name
+
+
 #: INI (section, option) -> (Settings field, converter). The single list of options.
 OPTIONS: dict[tuple[str, str], tuple[str, Callable[[str], Any]]] = {
     ("crawld", "data-dir"): ("data_dir", str),
@@ -247,6 +261,8 @@ OPTIONS: dict[tuple[str, str], tuple[str, Callable[[str], Any]]] = {
     ("web", "cert"): ("tls_cert", str),
     ("web", "key"): ("tls_key", str),
     ("web", "chain"): ("tls_chain", str),
+    ("scrapyd", "listen"): ("scrapyd_listen", _optional_listen_list),
+    ("scrapyd", "node-name"): ("scrapyd_node_name", _node_name),
 }
 
 

@@ -13,11 +13,11 @@ from twisted.web.server import Site
 
 from crawld import auth
 from crawld.errors import NotFound
-from crawld.http import server
+from crawld import server
 from crawld.http.app import build_app
 from crawld.http.services import (AuthenticatorApi, JobsApi, ProjectsApi, Services,
                                   StatusApi, SupervisorApi, WebSettings)
-from crawld.model import Project
+from crawld.model import Project, Version
 from crawld.status import StatusReport
 
 
@@ -29,7 +29,7 @@ class FakeSupervisor:
     def __init__(self) -> None:
         self.queued: list[str] = []
 
-    def enqueue(self, job_id: str) -> None:
+    def enqueue(self, job_id: str, priority: float = 0.0) -> None:
         self.queued.append(job_id)
 
     def is_running(self, job_id: str) -> bool:
@@ -68,6 +68,16 @@ class FakeProjects:
             return fail(exc)
         del self.cache[name]
         return succeed(None)
+
+    def version_names(self, name: str) -> list[str]:
+        return [str(self.cache[name].version)] if name in self.cache else []
+
+    def get_version(self, name: str, version: str) -> Version:
+        project = self.get(name)
+        if version != str(project.version):
+            raise NotFound(f"unknown version {version!r} of project {name!r}")
+        return Version(name, version, project.version, project.path, project.spiders,
+                       project.pushed, "archive", project.scripts)
 
 
 class NoAuth:

@@ -54,7 +54,7 @@ class Hello(Resource):
 
 
 def sent(data: bytes) -> tuple[bytes, bool]:
-    from crawld.http.server import make_site
+    from crawld.server import make_site
     channel, transport = connect(make_site(Hello(), 1 << 20), Clock())
     channel.dataReceived(data)
     return transport.value(), transport.disconnecting or transport.disconnected

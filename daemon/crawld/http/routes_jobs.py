@@ -1,6 +1,7 @@
 """Jobs and schedules: schedule, list, cancel, pause, resume, run, update, preview."""
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from twisted.internet.defer import inlineCallbacks
@@ -25,8 +26,24 @@ def schedule_job(s: Services, request: Any):
         arg(request, "project"), spider or script, arg(request, "when"),
         description=arg(request, "description", required=False, default=""),
         payload=arg(request, "payload", required=False), policies=policies,
-        kind="spider" if spider is not None else "script")
+        kind="spider" if spider is not None else "script",
+        priority=number_arg(request, "priority", 0.0),
+        version=arg(request, "version", required=False) or None)
     return {"identifier": job.id}
+
+
+def number_arg(request: Any, name: str, default: float) -> float:
+    """A finite number parameter (``priority``: the queue's order, higher first)."""
+    text = arg(request, name, required=False)
+    if text is None or text == "":
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        raise BadRequest(f"parameter {name!r} must be a number, such as 0, 10 or -1.5")
+    return value
 
 
 @inlineCallbacks

@@ -14,10 +14,11 @@ from twisted.internet.defer import inlineCallbacks
 from .. import logs
 from ..errors import NotFound
 from ..model import JobStatus
-from .helpers import UUID_RE, Router, find_job, stream
+from ..model import JOB_ID_RE
+from .helpers import Router, find_job, stream
 from .services import Services
 
-LOG_NAME_RE = re.compile(rf"({UUID_RE.pattern})\.(out|err)")
+LOG_NAME_RE = re.compile(rf"({JOB_ID_RE.pattern})\.(out|err)")
 
 
 @inlineCallbacks

@@ -41,6 +41,8 @@ class LocalSettings:
     script_path: Callable[[str, str], str]             # (project, script) -> file
     base_env: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
     run_as: Optional[RunAs] = None                     # [crawld] run-as
+    #: (project, version name) -> that stored version's dir (jobs pinned to a version)
+    version_dir: Callable[[str, str], Optional[str]] = lambda project, version: None
 
 
 @dataclass
@@ -75,9 +77,14 @@ class LocalLauncher:
             cwd = self.browsers.files_dir(job.id) if self.browsers is not None else None
             project_dir = None
         else:
-            cwd = project_dir = self.settings.project_dir(job.project)
+            if job.version is not None:  # pinned (scrapyd's _version, version=)
+                cwd = project_dir = self.settings.version_dir(job.project, job.version)
+            else:
+                cwd = project_dir = self.settings.project_dir(job.project)
             if cwd is None or not os.path.isdir(cwd):
-                raise RuntimeError(f"project {job.project!r} is not available")
+                raise RuntimeError(f"project {job.project!r}"
+                                   + (f" version {job.version!r}" if job.version else "")
+                                   + " is not available")
         if job.is_browser:
             if self.browsers is None:
                 raise RuntimeError("browser jobs are not available in this daemon")

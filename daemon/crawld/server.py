@@ -23,7 +23,7 @@ from twisted.web.http import HTTPChannel, datetimeToLogString
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
-from ..errors import BadRequest
+from .errors import BadRequest
 
 log = Logger(namespace="crawld.web")
 
