@@ -156,6 +156,13 @@ class Database:
             else:
                 self.put_project(current)
 
+    def version_users(self, project: str, name: str) -> list[str]:
+        """PENDING or RUNNING jobs (and schedules) pinned to a version of a project."""
+        rows = self.conn.execute("SELECT id FROM jobs WHERE project = ? AND version = ? "
+                                 "AND status IN ('SCHEDULED', 'PAUSED', 'PENDING', "
+                                 "'RUNNING') ORDER BY seq LIMIT 10", (project, name))
+        return [r[0] for r in rows]
+
     def status_counts(self) -> dict[str, int]:
         """How many jobs are in each status (scrapyd's daemonstatus.json)."""
         return dict(self.conn.execute("SELECT status, COUNT(*) FROM jobs GROUP BY status"))

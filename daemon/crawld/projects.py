@@ -247,6 +247,11 @@ class Projects:
         if version.path in self.in_use():
             raise Conflict(f"version {version.name!r} of project {name!r} is used by a "
                            "running job; cancel it or wait for it to end")
+        pinned = yield self.store.version_users(name, version.name)
+        if pinned:
+            raise Conflict(f"version {version.name!r} of project {name!r} is used by a "
+                           f"running job or one waiting to run: {', '.join(pinned)}; "
+                           "cancel them first")
         current = self._current_of(name, without=version.name)
         if current is None:
             active = yield self.store.active_project_names()

@@ -107,6 +107,9 @@ class Store:
                        ) -> "Deferred[None]":
         return self._call("delete_version", project, name, current)
 
+    def version_users(self, project: str, name: str) -> "Deferred[list[str]]":
+        return self._call("version_users", project, name)
+
     def status_counts(self) -> "Deferred[dict[str, int]]":
         return self._call("status_counts")
 

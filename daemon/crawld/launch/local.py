@@ -66,6 +66,7 @@ class LocalLauncher:
         self.browsers = browsers
         self.to_thread = to_thread
         self.attempts: dict[str, _Local] = {}
+        self.starting: dict[str, Optional[str]] = {}  # attempt -> project dir, spawning
 
     # -- start ------------------------------------------------------------------------
     @inlineCallbacks
@@ -95,7 +96,13 @@ class LocalLauncher:
         else:
             cmd = crawl_command(job, cwd, self.settings.python, self.settings.base_env,
                                 self.settings.run_as)
-            spawned = yield self.spawner.spawn(cmd, self.settings.log_dir, job.id)
+            # in use from now on, while the zygote forks: a version deleted meanwhile
+            # would leave the job without its project
+            self.starting[attempt.key] = project_dir
+            try:
+                spawned = yield self.spawner.spawn(cmd, self.settings.log_dir, job.id)
+            finally:
+                self.starting.pop(attempt.key, None)
         self.attempts[attempt.key] = _Local(spawned.pid, project_dir, not job.is_browser)
         info = Started(spawned.pid, tree.start_time(spawned.pid), "local", project_dir)
         reporter.started(attempt, info)
@@ -150,7 +157,8 @@ class LocalLauncher:
         return channel.count if channel is not None else 0
 
     def in_use(self) -> set[str]:
-        return {local.cwd for local in self.attempts.values() if local.cwd}
+        return ({local.cwd for local in self.attempts.values() if local.cwd}
+                | {cwd for cwd in self.starting.values() if cwd})
 
     # -- restart ----------------------------------------------------------------------
     @inlineCallbacks
