@@ -111,30 +111,32 @@ class Projects:
         return self.lock.run(self._push, data)
 
     @inlineCallbacks
-    def _push(self, data: bytes):
-        inspected = yield self.to_thread(archive.inspect, data, self.limits)
-        name = inspected.name
+    def _staged(self, name: str, unpack: Callable[[str], None],
+                check: Callable[[str], Any]):
+        """Unpack into a new staging directory (``unpack(dir)``, in a thread), run
+        ``check(dir)`` there (fires with what it finds), then move it to the project's
+        next version directory. Fires with (its number, its path, what check found);
+        any failure removes the staging directory, so nothing is stored."""
         staging = os.path.join(self.root, ".staging", uuid.uuid4().hex)
         yield self.to_thread(_traversable, os.path.join(self.root, ".staging"))
         try:
-            yield self.to_thread(archive.unpack, data, inspected, staging)
-            scripts = sorted((yield self.to_thread(find_scripts, staging)))
-            if not inspected.scrapy and not scripts:
-                raise ProjectError("no project found: scripts/ holds no script (files "
-                                   "starting with _ are helpers, not scripts)")
-            spiders = (yield self._list_spiders(staging, name)) if inspected.scrapy else []
-            for kind, found in (("spider", spiders), ("script", scripts)):
-                wanted = yield self.store.scheduled_spiders(name, kind)
-                missing = sorted(set(wanted) - set(found))
-                if missing:
-                    raise Conflict(f"{kind}(s) {', '.join(missing)} would be removed but "
-                                   "have scheduled jobs; cancel those jobs first")
+            yield self.to_thread(unpack, staging)
+            found = yield check(staging)
             number = self._next_number(name)
             final = os.path.join(self.root, name, str(number))
             yield self.to_thread(_move, staging, final)
         except BaseException:
             yield self.to_thread(shutil.rmtree, staging, True)
             raise
+        return number, final, found
+
+    @inlineCallbacks
+    def _push(self, data: bytes):
+        inspected = yield self.to_thread(archive.inspect, data, self.limits)
+        name = inspected.name
+        number, final, (spiders, scripts) = yield self._staged(
+            name, lambda staging: archive.unpack(data, inspected, staging),
+            lambda staging: self._check_push(inspected, name, staging))
         now = self.reactor.seconds()
         project = Project(name, number, final, tuple(spiders), now, tuple(scripts))
         version = Version(name, str(number), number, final, tuple(spiders), now, "archive",
@@ -147,6 +149,23 @@ class Projects:
                  spiders=", ".join(spiders) or "(none)", scripts=", ".join(scripts) or "(none)")
         yield self._collect(name)
         return project
+
+    @inlineCallbacks
+    def _check_push(self, inspected: archive.Inspected, name: str, staging: str):
+        """A staged push's spiders and scripts; refused when it has neither, or when it
+        would remove a spider or script that schedules still name."""
+        scripts = sorted((yield self.to_thread(find_scripts, staging)))
+        if not inspected.scrapy and not scripts:
+            raise ProjectError("no project found: scripts/ holds no script (files "
+                               "starting with _ are helpers, not scripts)")
+        spiders = (yield self._list_spiders(staging, name)) if inspected.scrapy else []
+        for kind, found in (("spider", spiders), ("script", scripts)):
+            wanted = yield self.store.scheduled_spiders(name, kind)
+            missing = sorted(set(wanted) - set(found))
+            if missing:
+                raise Conflict(f"{kind}(s) {', '.join(missing)} would be removed but "
+                               "have scheduled jobs; cancel those jobs first")
+        return spiders, scripts
 
     def _next_number(self, name: str) -> int:
         """The directory number of a project's next version: above every one in use."""
@@ -184,17 +203,9 @@ class Projects:
     @inlineCallbacks
     def _add_egg(self, name: str, stored: str, data: bytes):
         inspected = yield self.to_thread(eggs.inspect, data, self.limits)
-        staging = os.path.join(self.root, ".staging", uuid.uuid4().hex)
-        yield self.to_thread(_traversable, os.path.join(self.root, ".staging"))
-        try:
-            yield self.to_thread(eggs.unpack, data, inspected, staging)
-            spiders = yield self._list_spiders(staging, name)
-            number = self._next_number(name)
-            final = os.path.join(self.root, name, str(number))
-            yield self.to_thread(_move, staging, final)
-        except BaseException:
-            yield self.to_thread(shutil.rmtree, staging, True)
-            raise
+        number, final, spiders = yield self._staged(
+            name, lambda staging: eggs.unpack(data, inspected, staging),
+            lambda staging: self._list_spiders(staging, name))
         version = Version(name, stored, number, final, tuple(spiders),
                           self.reactor.seconds(), "egg")
         yield self._record(version, self._current_of(name, version))
