@@ -81,7 +81,8 @@ def crawl_command(job: Job, project_dir: str, python: str,
     The job's own settings (``-s``) come first and crawld's forced ones after them, so
     that Scrapy keeps crawld's values whatever a stored row holds; then the job's
     arguments (``-a``) in the order given; then the payload as ``-a payload=<json>``
-    unless it is the empty object, exactly as scrapy-do passes it.
+    unless it is the empty object, exactly as scrapy-do passes it (and scrapyd's launcher
+    passes settings and arguments the same way).
     """
     args = ["crawl", job.spider]
     for name, value in stored_pairs(job.settings):

@@ -93,6 +93,8 @@ class Settings:
     event_streams: int = 32         # /events streams at once (429 past it)
     event_backlog: int = 1000       # events kept in memory for Last-Event-ID resumes
     keep_alive: float = 15.0        # seconds of silence before a stream's keep-alive
+    scrapyd_listen: tuple[Listen, ...] = ()  # the scrapyd listener's addresses (): off
+    scrapyd_node_name: str = ""     # node_name in scrapyd's answers ("": the host name)
 
     @property
     def slots(self) -> int:
@@ -248,6 +250,18 @@ def _listen_list(text: str) -> tuple[Listen, ...]:
     return tuple(parse_listen(t) for t in items)
 
 
+def _optional_listen_list(text: str) -> tuple[Listen, ...]:
+    """Like ``_listen_list``, where empty means none (the listener is off)."""
+    return _listen_list(text) if text.strip() else ()
+
+
+def _node_name(text: str) -> str:
+    name = text.strip()
+    if len(name) > 255 or not name.isprintable():
+        raise ValueError("must be printable text of at most 255 characters")
+    return name
+
+
 #: INI (section, option) -> (Settings field, converter). The single list of options.
 OPTIONS: dict[tuple[str, str], tuple[str, Callable[[str], Any]]] = {
     ("crawld", "data-dir"): ("data_dir", str),
@@ -303,6 +317,8 @@ OPTIONS: dict[tuple[str, str], tuple[str, Callable[[str], Any]]] = {
     ("events", "max-streams"): ("event_streams", _positive(int)),
     ("events", "backlog"): ("event_backlog", _positive(int)),
     ("events", "keep-alive"): ("keep_alive", _positive(float)),
+    ("scrapyd", "listen"): ("scrapyd_listen", _optional_listen_list),
+    ("scrapyd", "node-name"): ("scrapyd_node_name", _node_name),
 }
 
 

@@ -15,7 +15,7 @@ from typing import Any, Callable, Iterable, Optional, Sequence
 
 
 from .deliveries import DeliveryRows
-from .model import ACTIVE, COMPLETED, Actor, Job, JobStatus, Project
+from .model import ACTIVE, COMPLETED, Actor, Job, JobStatus, Project, Version
 
 from .migrations import ACTIVE_SQL, COMPLETED_SQL, MIGRATIONS, SCHEMA_VERSION
 
@@ -128,7 +128,57 @@ class Database(DeliveryRows):
              project.pushed, json.dumps(list(project.scripts))))
 
     def delete_project(self, name: str) -> None:
-        self.conn.execute("DELETE FROM projects WHERE name = ?", (name,))
+        """Forget a project and every version of it (one transaction)."""
+        with self._transaction():
+            self.conn.execute("DELETE FROM versions WHERE project = ?", (name,))
+            self.conn.execute("DELETE FROM projects WHERE name = ?", (name,))
+
+    # -- versions ---------------------------------------------------------------------
+    def versions(self) -> list[Version]:
+        """Every stored version of every project (paths are resolved by the caller)."""
+        rows = self.conn.execute("SELECT project, name, number, spiders, pushed, kind, "
+                                 "scripts FROM versions ORDER BY project, number")
+        return [Version(p, n, num, "", tuple(json.loads(s)), t, k, tuple(json.loads(b)))
+                for p, n, num, s, t, k, b in rows]
+
+    def put_version(self, version: Version, current: Project,
+                    drop: Sequence[str] = ()) -> None:
+        """Store a version (replacing one of the same name), make ``current`` the
+        project's current version and forget the versions named in ``drop``: one
+        transaction, so a crash leaves the old state or the new one."""
+        with self._transaction():
+            for name in drop:
+                self.conn.execute("DELETE FROM versions WHERE project = ? AND name = ?",
+                                  (version.project, name))
+            self.conn.execute(
+                "INSERT OR REPLACE INTO versions (project, name, number, spiders, scripts, "
+                "pushed, kind) VALUES (?,?,?,?,?,?,?)",
+                (version.project, version.name, version.number,
+                 json.dumps(list(version.spiders)), json.dumps(list(version.scripts)),
+                 version.pushed, version.kind))
+            self.put_project(current)
+
+    def delete_version(self, project: str, name: str, current: Optional[Project]) -> None:
+        """Forget one version; ``current`` is the project's current version now (None:
+        that was its last version, and the project goes too)."""
+        with self._transaction():
+            self.conn.execute("DELETE FROM versions WHERE project = ? AND name = ?",
+                              (project, name))
+            if current is None:
+                self.conn.execute("DELETE FROM projects WHERE name = ?", (project,))
+            else:
+                self.put_project(current)
+
+    def version_users(self, project: str, name: str) -> list[str]:
+        """PENDING or RUNNING jobs (and schedules) pinned to a version of a project."""
+        rows = self.conn.execute("SELECT id FROM jobs WHERE project = ? AND version = ? "
+                                 "AND status IN ('SCHEDULED', 'PAUSED', 'PENDING', "
+                                 "'RUNNING') ORDER BY seq LIMIT 10", (project, name))
+        return [r[0] for r in rows]
+
+    def status_counts(self) -> dict[str, int]:
+        """How many jobs are in each status (scrapyd's daemonstatus.json)."""
+        return dict(self.conn.execute("SELECT status, COUNT(*) FROM jobs GROUP BY status"))
 
     def scheduled_spiders(self, project: str, kind: str = "spider") -> list[str]:
         """Spiders (or scripts) of a project that SCHEDULED or PAUSED templates still name."""
@@ -181,9 +231,10 @@ class Database(DeliveryRows):
             "WHERE status = 'SCHEDULED'").fetchall()
 
     def pending_in_order(self) -> list[Job]:
-        """PENDING jobs, first in first out."""
-        return [_row_to_job(r) for r in
-                self.conn.execute(f"{_SELECT_JOB} WHERE status = 'PENDING' ORDER BY seq")]
+        """PENDING jobs in the queue's order: higher priority first, first in first out
+        among equals."""
+        return [_row_to_job(r) for r in self.conn.execute(
+            f"{_SELECT_JOB} WHERE status = 'PENDING' ORDER BY priority DESC, seq")]
 
     # -- jobs: writes -----------------------------------------------------------------
     def add_job(self, job: Job) -> Job:

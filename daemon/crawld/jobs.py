@@ -175,7 +175,7 @@ class Jobs:
         for job_id, exc in self.scheduler.load(rows):
             log.error("schedule {id} cannot be loaded: {exc}", id=job_id, exc=exc)
         for job in (yield self.store.pending_in_order()):
-            self.supervisor.enqueue(job.id)
+            self.supervisor.enqueue(job.id, job.priority)
         yield self.refresh_counters()
         yield self.purge()
 
@@ -190,34 +190,47 @@ class Jobs:
     def schedule(self, project: str, spider: str, when: str, description: str = "",
                  payload: Optional[str] = None, policies: Optional[dict[str, Any]] = None,
                  kind: str = "spider", args: Sequence[tuple[str, str]] = (),
-                 settings: Sequence[tuple[str, str]] = ()):
+                 settings: Sequence[tuple[str, str]] = (), priority: float = 0.0,
+                 job_id: Optional[str] = None, version: Optional[str] = None):
         """Create a job: PENDING for ``now``, else a SCHEDULED template. Returns the Job.
 
         ``spider`` names a spider, or a browser script when ``kind`` is ``script``.
         ``policies``: tz, jitter, misfire, misfire_grace, overlap (recurring jobs) and
         timeout, no_output_timeout, as validated by ``validate_policies``. ``args`` and
         ``settings``: a spider's ``-a`` and ``-s`` pairs, as ``arguments`` parses them
-        (a browser script takes neither: its argument is the payload).
+        (a browser script takes neither: its argument is the payload). ``priority``
+        orders the pending queue (higher first); ``job_id`` is the job's identifier
+        when the client chose one (scrapyd's ``jobid``; a Conflict if it is taken);
+        ``version`` pins a stored version of the project (None: the current one when it
+        starts).
         """
         if kind != "spider" and (args or settings):
             raise BadRequest("spider arguments (arg-NAME) and settings (setting=) are for "
                              "spiders; a browser script gets the payload as job.argument")
         known = self.projects.get(project)
         names = known.scripts if kind == "script" else known.spiders
+        if version is not None:
+            pinned = self.projects.get_version(project, version)
+            version, names = pinned.name, (pinned.scripts if kind == "script"
+                                           else pinned.spiders)
         if spider not in names:
             raise NotFound(f"unknown {kind} {project}/{spider}")
+        if not math.isfinite(priority):
+            raise BadRequest("parameter 'priority' must be a finite number")
         spec = specs.parse(when)
         payload = normalize_payload(payload)
         policies = dict(policies or {})
         if policies.get("webhook"):
             self.vet_webhook(policies["webhook"])
+        if job_id is not None and (yield self.store.get_job(job_id)) is not None:
+            raise Conflict(f"a job {job_id!r} exists already; choose another identifier")
         now = self.reactor.seconds()
         limits = {k: policies.pop(k) for k in PER_JOB if k in policies}
-        job = Job(id=str(uuid.uuid4()), status=JobStatus.PENDING, actor=Actor.USER,
+        job = Job(id=job_id or str(uuid.uuid4()), status=JobStatus.PENDING, actor=Actor.USER,
                   schedule="now", project=project, spider=spider, description=description,
-                  payload=payload, created=now, updated=now, kind=kind,
+                  payload=payload, created=now, updated=now, kind=kind, priority=priority,
                   args=arguments.to_json(args), settings=arguments.to_json(settings),
-                  **limits)
+                  version=version, **limits)
         if not spec.is_now:
             job = job.evolve(status=JobStatus.SCHEDULED, schedule=when, **policies)
             job = job.evolve(next_fire=self.scheduler.first_fire(spec, job.tz))
@@ -250,7 +263,7 @@ class Jobs:
     def launch(self, job: Job) -> None:
         """A PENDING job exists: publish it and hand it to the supervisor."""
         self.events.publish(job)
-        self.supervisor.enqueue(job.id)
+        self.supervisor.enqueue(job.id, job.priority)
 
     # -- read -------------------------------------------------------------------------
     @inlineCallbacks
@@ -269,6 +282,14 @@ class Jobs:
             raise BadRequest(f"unknown status {status!r}; one of "
                              f"{', '.join(STATUS_GROUPS)}") from None
         return self.store.list_jobs(statuses, limit, offset, project, spider)
+
+    def pending(self):
+        """PENDING jobs in the queue's order (priority, then arrival)."""
+        return self.store.pending_in_order()
+
+    def status_counts(self):
+        """How many jobs are in each status (name -> count), from the store."""
+        return self.store.status_counts()
 
     # -- cancel -----------------------------------------------------------------------
     @inlineCallbacks

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 
 #: The status groups of list-jobs.json as SQL, each with a partial index in (updated,
 #: seq) order (migration 4). The index is usable only for this very expression.
@@ -90,5 +90,17 @@ MIGRATIONS: dict[int, Sequence[str]] = {
                    THEN json_extract(stats, '$.item_scraped_count') ELSE 0 END)
                FROM jobs WHERE {COMPLETED_SQL} AND started IS NOT NULL
                GROUP BY project, spider, status""",
+    ),
+    8: (  # scrapyd's side (issue 13): the queue's priority, versions kept and pinned
+        "ALTER TABLE jobs ADD COLUMN priority REAL NOT NULL DEFAULT 0",
+        "ALTER TABLE jobs ADD COLUMN version TEXT",
+        """CREATE TABLE versions (
+               project TEXT NOT NULL, name TEXT NOT NULL, number INTEGER NOT NULL,
+               spiders TEXT NOT NULL, scripts TEXT NOT NULL, pushed REAL NOT NULL,
+               kind TEXT NOT NULL, PRIMARY KEY (project, name))""",
+        # the versions of projects a crawld before this one pushed: their current one
+        """INSERT INTO versions (project, name, number, spiders, scripts, pushed, kind)
+               SELECT name, CAST(version AS TEXT), version, spiders, scripts, pushed,
+                      'archive' FROM projects""",
     ),
 }

@@ -48,7 +48,7 @@ class Entry:
 class Scheduler:
     """Keeps templates' next fire times and turns each firing into a PENDING job."""
 
-    def __init__(self, reactor: Any, store: Store, enqueue: Callable[[str], None],
+    def __init__(self, reactor: Any, store: Store, enqueue: Callable[[str, float], None],
                  events: JobEvents, tz: Optional[tzinfo] = None,
                  rng: Optional[random.Random] = None,
                  lateness: Callable[[float], None] = lambda late: None) -> None:
@@ -70,7 +70,7 @@ class Scheduler:
     def launch(self, job: Job) -> None:
         """A firing's PENDING child exists: publish it and queue it to run."""
         self.events.publish(job)
-        self.enqueue(job.id)
+        self.enqueue(job.id, job.priority)
 
     def _job_changed(self, job: Job) -> None:
         """A run of an overlap=queue template ended: the firing that waited may start."""
@@ -214,7 +214,8 @@ class Scheduler:
                    timeout=template.timeout, no_output_timeout=template.no_output_timeout,
                    max_log_size=template.max_log_size, memory_limit=template.memory_limit,
                    webhook=template.webhook, args=template.args,
-                   settings=template.settings)
+                   settings=template.settings, priority=template.priority,
+                   version=template.version)
 
     @inlineCallbacks
     def _fire(self, batch: list[tuple[str, float, bool, float]]):

@@ -13,7 +13,7 @@ from typing import Any, Callable, Mapping, Optional, Protocol, Sequence
 
 from twisted.internet.defer import Deferred
 
-from .model import Job, JobStatus, Project
+from .model import Job, JobStatus, Project, Version
 
 
 class Clock(Protocol):
@@ -77,6 +77,9 @@ class ProjectCatalog(Protocol):
 
     def script_path(self, name: str, script: str) -> str:
         """The file of a browser script of project ``name``."""
+
+    def get_version(self, name: str, version: str) -> Version:
+        """A stored version of project ``name`` (NotFound when there is none)."""
 
 
 class BrowserRunner(Protocol):

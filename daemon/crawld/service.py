@@ -10,6 +10,7 @@ import fcntl
 import os
 import pwd
 import shutil
+import socket
 from typing import Any, Callable, Optional
 
 from twisted.internet import endpoints
@@ -24,11 +25,12 @@ from .config import Listen, Settings
 from .commands import RunAs
 from .errors import ConfigError
 from .http.app import build_app
-from .http.connections import ConnectionLimits, ensure_descriptors, open_descriptors
+from .connections import ConnectionLimits, ensure_descriptors, open_descriptors
 from .http.helpers import header_gate
 from .http.routes_meta import openapi_json
-from .http.server import make_site
+from .server import make_site
 from .http.services import Services, WebSettings
+from .scrapyd import ScrapydServices, ScrapydSettings, build_scrapyd_app
 from .jobs import Jobs
 from .projects import Projects
 from .scheduler import Scheduler
@@ -65,6 +67,7 @@ class Daemon:
         self.log_dir = os.path.join(self.root, "logs")
         self.ports: list[Any] = []
         self.addresses: list[str] = []
+        self.scrapyd_addresses: list[str] = []
         self.lock_fd: Optional[int] = None
         self.store: Optional[Store] = None
         self.tls: Optional[ReloadingCertificate] = None
@@ -95,7 +98,7 @@ class Daemon:
                                  s.python, run_as=run_as)
         self.launcher = LocalLauncher(
             LocalSettings(s.python, self.log_dir, self._project_dir,
-                                        self._script_path, run_as=run_as),
+                          self._script_path, run_as=run_as, version_dir=self._version_dir),
             self.spawner, self.browsers)
         self.supervisor = Supervisor(
             self.reactor, self.store, self.launcher, self.events, self.log_dir, s.slots,
@@ -135,6 +138,14 @@ class Daemon:
                             max_event_streams=s.event_streams, keep_alive=s.keep_alive),
             feed=self.feed, metrics=self.metrics)
         self.app = build_app(self.services)
+        web = self.services.web
+        self.scrapyd_app = build_scrapyd_app(ScrapydServices(
+            self.reactor, self.jobs, self.projects, self.services.authenticator,
+            self.log_dir, ScrapydSettings(
+                node_name=s.scrapyd_node_name or socket.gethostname(),
+                max_body=web.max_body, max_archive=web.max_archive,
+                allowed_origins=web.allowed_origins, hostnames=web.hostnames,
+                trusted_proxies=web.trusted_proxies)))
 
     def _run_as(self) -> Optional[RunAs]:
         """``[crawld] run-as``: jobs (and ``scrapy list``) run as that user. crawld must
@@ -171,7 +182,7 @@ class Daemon:
         except OSError as exc:  # e.g. created by root with 0600: say so, not a traceback
             raise ConfigError(f"cannot read {exc.filename}: {exc.strerror}; it must be "
                               "readable by crawld's user (create keys as that user)") from exc
-        hosts = [listen.host for listen in s.listen]
+        hosts = [listen.host for listen in s.listen + s.scrapyd_listen]
         refusal = auth.must_refuse_start(hosts, s.auth, has_any)
         if refusal:
             raise ConfigError(refusal)
@@ -186,6 +197,9 @@ class Daemon:
 
     def _project_dir(self, name: str) -> Optional[str]:
         return self.projects.path(name)
+
+    def _version_dir(self, name: str, version: str) -> Optional[str]:
+        return self.projects.version_path(name, version)
 
     def _script_path(self, project: str, script: str) -> str:
         return self.projects.script_path(project, script)
@@ -242,29 +256,48 @@ class Daemon:
                          record=self.metrics.request,
                          body_timeout=s.body_timeout, body_min_rate=s.body_min_rate,
                          gate=header_gate(self.services), limits=limits)
+        scheme = "https" if self.tls is not None else "http"
         for listen in self.settings.listen:
-            port = yield self._listen(listen, site)
-            self.ports.append(port)
-            host = port.getHost()
-            address = str(Listen(host.host, host.port))
+            address = yield self._listen(listen, site)
             self.addresses.append(address)
             log.info("crawld listening on {scheme}://{address}", address=address,
-                     scheme="https" if self.tls is not None else "http")
+                     scheme=scheme)
+        if self.settings.scrapyd_listen:
+            # the same deadlines and connection caps (shared with the native listener);
+            # a body's declared length is checked on its headers, its credentials when
+            # scrapyd's routes read it (no header gate: scrapyd's auth is its own face's)
+            scrapyd_site = make_site(self.scrapyd_app, self.services.web.max_body,
+                                     header_timeout=s.header_timeout,
+                                     idle_timeout=s.idle_timeout,
+                                     access_log=self.access_log, clock=self.reactor.seconds,
+                                     body_timeout=s.body_timeout,
+                                     body_min_rate=s.body_min_rate, limits=limits)
+            for listen in self.settings.scrapyd_listen:
+                address = yield self._listen(listen, scrapyd_site)
+                self.scrapyd_addresses.append(address)
+                log.info("crawld's scrapyd listener on {scheme}://{address}",
+                         address=address, scheme=scheme)
         log.info("crawld ready: data in {root}, {slots} job slot(s), {n} schedule(s)",
                  root=self.root, slots=self.settings.slots, n=len(self.scheduler))
         return self.addresses
 
+    @inlineCallbacks
     def _listen(self, listen: Listen, site: Any):
+        """Listen on ``listen`` for ``site`` (over TLS when configured); fires with the
+        address listened on (the port chosen, for port 0)."""
         if self.tls is not None:
-            return endpoints.SSL4ServerEndpoint(self.reactor, listen.port, self.tls,
-                                                interface=listen.host).listen(site)
-        if ":" in listen.host:
+            endpoint = endpoints.SSL4ServerEndpoint(self.reactor, listen.port, self.tls,
+                                                    interface=listen.host)
+        elif ":" in listen.host:
             endpoint = endpoints.TCP6ServerEndpoint(self.reactor, listen.port,
                                                     interface=listen.host)
         else:
             endpoint = endpoints.TCP4ServerEndpoint(self.reactor, listen.port,
                                                     interface=listen.host)
-        return endpoint.listen(site)
+        port = yield endpoint.listen(site)
+        self.ports.append(port)
+        host = port.getHost()
+        return str(Listen(host.host, host.port))
 
     @inlineCallbacks
     def stop(self):

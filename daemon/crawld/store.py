@@ -14,7 +14,7 @@ from twisted.python.threadpool import ThreadPool
 
 from .database import Database, Fired
 from .deliveries import Delivery, DeliveryAttempt
-from .model import Job, JobStatus, Project
+from .model import Job, JobStatus, Project, Version
 
 T = TypeVar("T")
 
@@ -96,6 +96,23 @@ class Store:
 
     def delete_project(self, name: str) -> "Deferred[None]":
         return self._call("delete_project", name)
+
+    def versions(self) -> "Deferred[list[Version]]":
+        return self._call("versions")
+
+    def put_version(self, version: Version, current: Project,
+                    drop: Sequence[str] = ()) -> "Deferred[None]":
+        return self._call("put_version", version, current, drop)
+
+    def delete_version(self, project: str, name: str, current: Optional[Project]
+                       ) -> "Deferred[None]":
+        return self._call("delete_version", project, name, current)
+
+    def version_users(self, project: str, name: str) -> "Deferred[list[str]]":
+        return self._call("version_users", project, name)
+
+    def status_counts(self) -> "Deferred[dict[str, int]]":
+        return self._call("status_counts")
 
     def scheduled_spiders(self, project: str, kind: str = "spider") -> "Deferred[list[str]]":
         return self._call("scheduled_spiders", project, kind)

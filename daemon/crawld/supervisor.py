@@ -1,4 +1,5 @@
-"""Runs jobs: slots, a first-in-first-out queue, limits, cancel, shutdown and orphans.
+"""Runs jobs: slots, a queue (higher priority first, first in first out among equals),
+limits, cancel, shutdown and orphans.
 
 The supervisor decides; a launcher (launch/) does. A slot is refilled the moment an
 attempt ends (no polling loop). Every change of a job is published to the event list.
@@ -8,9 +9,9 @@ and more than once.
 """
 from __future__ import annotations
 
+import heapq
 import itertools
 import signal as signals
-from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -74,21 +75,25 @@ class Supervisor:
         self.record_retry = record_retry    # a job end the store could not record: retry
         self.limits = Limits(reactor, log_dir, limits, self.expire,
                              self._activity, self._rss)
-        self.queue: deque[str] = deque()
+        #: (-priority, arrival, job id): a heap, so the highest priority pops first and
+        #: equal priorities in the order they came
+        self.queue: list[tuple[float, int, str]] = []
+        self._arrivals = itertools.count()
         self.running: dict[str, Running] = {}
         self.stopping = False
         self._numbers = itertools.count(1)
 
     # -- queue ------------------------------------------------------------------------
-    def enqueue(self, job_id: str) -> None:
-        """Queue a PENDING job; it starts as soon as a slot is free."""
-        self.queue.append(job_id)
+    def enqueue(self, job_id: str, priority: float = 0.0) -> None:
+        """Queue a PENDING job; it starts as soon as a slot is free and no job of a
+        higher ``priority`` (nor of the same one queued earlier) waits."""
+        heapq.heappush(self.queue, (-priority, next(self._arrivals), job_id))
         self.pump()
 
     def pump(self) -> None:
         """Start queued jobs while slots are free."""
         while self.queue and not self.stopping and len(self.running) < self.slots:
-            self._start(self.queue.popleft())
+            self._start(heapq.heappop(self.queue)[2])
 
     def is_running(self, job_id: str) -> bool:
         return job_id in self.running
@@ -243,7 +248,7 @@ class Supervisor:
             return  # the process runs; its end is recorded by ended()
         self._release(job_id, run, None)
         if not self.stopping:
-            self.reactor.callLater(self.record_retry, self.enqueue, job_id)
+            self.reactor.callLater(self.record_retry, self.enqueue, job_id)  # (its priority: 0)
 
     def _release(self, job_id: str, run: Running, job: Optional[Job]) -> None:
         if self.running.get(job_id) is run:

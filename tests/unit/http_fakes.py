@@ -13,15 +13,15 @@ from twisted.web.server import Site
 
 from crawld import auth
 from crawld.errors import NotFound
+from crawld import server
 from crawld.events import JobEvents
 from crawld.feed import JobFeed
 from crawld.metrics import Metrics
-from crawld.http import server
 from crawld.http.app import build_app
 from crawld.events import JobEvents
 from crawld.http.services import (AuthenticatorApi, JobsApi, ProjectsApi, Services,
                                   StatusApi, SupervisorApi, WaitsApi, WebSettings)
-from crawld.model import Project
+from crawld.model import Project, Version
 from crawld.status import StatusReport
 from crawld.waits import JobWaits
 
@@ -36,7 +36,7 @@ class FakeSupervisor:
     def __init__(self) -> None:
         self.queued: list[str] = []
 
-    def enqueue(self, job_id: str) -> None:
+    def enqueue(self, job_id: str, priority: float = 0.0) -> None:
         self.queued.append(job_id)
 
     def is_running(self, job_id: str) -> bool:
@@ -75,6 +75,16 @@ class FakeProjects:
             return fail(exc)
         del self.cache[name]
         return succeed(None)
+
+    def version_names(self, name: str) -> list[str]:
+        return [str(self.cache[name].version)] if name in self.cache else []
+
+    def get_version(self, name: str, version: str) -> Version:
+        project = self.get(name)
+        if version != str(project.version):
+            raise NotFound(f"unknown version {version!r} of project {name!r}")
+        return Version(name, version, project.version, project.path, project.spiders,
+                       project.pushed, "archive", project.scripts)
 
 
 class NoAuth:

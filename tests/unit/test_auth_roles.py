@@ -27,6 +27,7 @@ EXPECTED_ROLES = {  # every route the app serves: a new one must be decided here
     "/cancel-job.json": "operator",
     "/remove-project.json": "operator",
     "/list-scripts.json": "reader",
+    "/list-versions.json": "reader",
     "/job-output.json": "reader",
     "/job-screenshot.png": "reader",
     "/job-files.json": "reader",

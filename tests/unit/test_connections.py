@@ -8,7 +8,7 @@ import resource
 import pytest
 
 from crawld.errors import ConfigError, TooManyConnections
-from crawld.http.connections import (PER_CONNECTION, PER_JOB, RESERVE, ConnectionLimits,
+from crawld.connections import (PER_CONNECTION, PER_JOB, RESERVE, ConnectionLimits,
                                      descriptors_needed, ensure_descriptors)
 
 
@@ -57,7 +57,7 @@ def test_a_trusted_proxy_meets_only_the_total():
 
 def test_refusals_are_logged_at_most_once_a_minute_with_their_count(monkeypatch):
     lines = []
-    from crawld.http import connections
+    from crawld import connections
     monkeypatch.setattr(connections.log, "warn", lambda fmt, **kw: lines.append(kw))
     now = [1000.0]
     limits = ConnectionLimits(total=1, per_client=1, clock=lambda: now[0])

@@ -54,7 +54,7 @@ class Hello(Resource):
 
 
 def sent(data: bytes) -> tuple[bytes, bool]:
-    from crawld.http.server import make_site
+    from crawld.server import make_site
     channel, transport = connect(make_site(Hello(), 1 << 20), Clock())
     channel.dataReceived(data)
     return transport.value(), transport.disconnecting or transport.disconnected
@@ -118,7 +118,7 @@ class Gate:
 
 
 def upload_site(gate: Any = None, max_body: int = 1 << 20, **kw: Any) -> tuple[Any, Upload]:
-    from crawld.http.server import make_site
+    from crawld.server import make_site
     resource = Upload()
     return make_site(resource, max_body, gate=gate, **kw), resource
 
@@ -214,7 +214,7 @@ def test_a_request_let_in_on_its_headers_is_not_authenticated_again():
             return auth.Identity("key", "ci", auth.OPERATOR, "cwk_good")
 
     from crawld.http.app import build_app
-    from crawld.http.server import make_site
+    from crawld.server import make_site
     built = services(authenticator=Counting())
     site = make_site(build_app(built), 1 << 20, gate=header_gate(built))
     channel, transport = connect(site, Clock())
@@ -261,7 +261,7 @@ def test_a_body_at_the_minimum_rate_is_not_cut_off():
 
 
 def test_connections_past_the_per_client_cap_get_503_and_are_closed():
-    from crawld.http.connections import ConnectionLimits
+    from crawld.connections import ConnectionLimits
     clock = Clock()
     site, _ = upload_site(None, limits=ConnectionLimits(10, 2))
     held = [connect(site, clock) for _ in range(2)]

@@ -11,7 +11,7 @@ from twisted.web.resource import IResource
 from . import (routes_browser, routes_events, routes_jobs, routes_logs, routes_meta,
                routes_metrics, routes_projects, routes_webhooks)
 from .helpers import ALL_METHODS, Router, error_response, install_error_handlers
-from .server import ExactRouter
+from ..server import ExactRouter
 from .services import Services
 
 #: The route modules, one per noun; each has ``register(router)``.

@@ -15,12 +15,10 @@ This module imports no route module: routes import it.
 """
 from __future__ import annotations
 
-import ipaddress
 import json
 import re
 from functools import lru_cache, wraps
 from typing import Any, Callable, Optional
-from urllib.parse import parse_qs, urlsplit
 
 from klein import Klein
 from twisted.internet.defer import Deferred
@@ -30,16 +28,18 @@ from werkzeug.exceptions import MethodNotAllowed as RouteMethodNotAllowed
 from werkzeug.exceptions import NotFound as RouteNotFound
 from werkzeug.routing import RequestRedirect
 
-from .. import auth, logs
-from ..errors import BadRequest, CrawldError, Forbidden, NotFound, TooManyStreams, is_disk_full
+from .. import auth, guards, logs
+from ..guards import allow_origin, host_allowed, refuse_cross_site
+from ..errors import (BadRequest, CrawldError, Forbidden, NotFound, TooLarge, TooManyStreams,
+                      is_disk_full)
+from ..channel import PHRASES, too_large
 from ..jobs import parse_seconds, validate_policies
-from .channel import PHRASES, too_large
+from ..model import JOB_ID_RE
 from .services import Services
 
 log = Logger(namespace="crawld.api")
 
 ALL_METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")
-UUID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 POLICY_PARAMS = ("tz", "jitter", "misfire", "misfire-grace", "overlap", "timeout",
                  "no-output-timeout", "max-log-size", "memory-limit", "webhook")
 #: GETs that make something happen (a post handed out, a screenshot taken): a page on
@@ -130,46 +130,6 @@ def _acting_path(path: bytes) -> bool:
     return bool(auth.path_forms(path.decode("latin-1")) & ACTING_GETS)
 
 
-@lru_cache(maxsize=1024)
-def _required_role(method: str, path: str) -> str:
-    """auth.required_role, kept per (method, path): its regexes run once per path."""
-    return auth.required_role(method, path)
-
-
-def allow_origin(request: Any, allowed: frozenset[str]) -> bool:
-    """CORS for the origins the operator listed (``[web] allowed-origins``), none else.
-
-    Adds the response headers that let a dashboard on such an origin read responses
-    (credentials included); returns whether the request's Origin is one of them."""
-    origin = request.getHeader(b"origin")
-    if origin is None or origin.decode("latin-1").strip().lower() not in allowed:
-        return False
-    request.setHeader(b"Access-Control-Allow-Origin", origin.strip())
-    request.setHeader(b"Access-Control-Allow-Credentials", b"true")
-    request.setHeader(b"Vary", b"Origin")
-    return True
-
-
-def host_allowed(request: Any, names: frozenset[str]) -> bool:
-    """Whether the Host header names this server: an IP literal, localhost, or one of
-    ``[web] hostnames``. A DNS-rebinding page reaches 127.0.0.1 under its own name."""
-    return _host_name_allowed(request.getHeader(b"host") or b"", names)
-
-
-@lru_cache(maxsize=256)
-def _host_name_allowed(value: bytes, names: frozenset[str]) -> bool:
-    """``host_allowed`` for one Host value, kept (an IP literal is parsed once)."""
-    raw = value.decode("latin-1").strip().lower()
-    host = raw[1:raw.index("]")] if raw.startswith("[") and "]" in raw else raw.split(":")[0]
-    if host in ("localhost", "localhost.") or host in names:
-        return True
-    try:
-        ipaddress.ip_address(host)
-        return True
-    except ValueError:
-        return False
-
-
 def check_host(s: Services, request: Any) -> None:
     """With authentication off, refuse (403) a Host header that does not name this
     server (``host_allowed``). With it on, a rebinding page has no credentials, and
@@ -177,25 +137,6 @@ def check_host(s: Services, request: Any) -> None:
     if s.authenticator.mode == "none" and not host_allowed(request, s.web.hostnames):
         raise Forbidden("this server is not known by the name in the Host header; "
                         "add it to [web] hostnames (a guard against DNS rebinding)")
-
-
-def refuse_cross_site(request: Any) -> None:
-    """Refuse a state-changing request that a browser says comes from another site.
-
-    A web page can POST forms to 127.0.0.1 without any CORS approval; since pushing a
-    project runs code, such requests must not reach the API. curl and scrapy-do-cl send
-    neither header and are unaffected.
-    """
-    fetch_site = request.getHeader(b"sec-fetch-site")
-    if fetch_site is not None and fetch_site.strip().lower() == b"cross-site":
-        raise Forbidden("cross-site requests may not change anything (Sec-Fetch-Site)")
-    origin = request.getHeader(b"origin")
-    if origin is not None:
-        host = (request.getHeader(b"host") or b"").strip().lower()
-        _, _, origin_host = origin.strip().lower().partition(b"://")
-        if origin_host != host:
-            raise Forbidden("cross-origin requests may not change anything (Origin "
-                            f"{origin.decode('latin-1')!r} is not this server)")
 
 
 def authenticate(s: Services, request: Any) -> Optional[Deferred]:
@@ -208,23 +149,7 @@ def authenticate(s: Services, request: Any) -> Optional[Deferred]:
     """
     if s.authenticator.mode == "none" or request.authenticated:
         return None  # everyone is the anonymous operator; or checked on the headers
-    headers = {}
-    for name in (b"authorization", b"x-api-key"):  # all the authenticator reads
-        values = request.requestHeaders.getRawHeaders(name)
-        if values:
-            headers[name.decode("ascii")] = values[-1].decode("latin-1")
-    uri = request.uri.decode("latin-1")
-    # the URL's key, never the body's
-    query = parse_qs(urlsplit(uri).query).get("key") if "?" in uri else None
-    method = request.method.decode("ascii", "replace")
-    role = _required_role(method, request.path.decode("latin-1"))
-    identity = s.authenticator.authenticate(headers, query[0] if query else None, method,
-                                            uri, auth.client_address(request,
-                                                                     s.web.trusted_proxies))
-    if isinstance(identity, Deferred):
-        return identity.addCallback(auth.authorize, role)
-    auth.authorize(identity, role)
-    return None
+    return guards.authenticate(s.authenticator, s.web.trusted_proxies, request)
 
 
 def header_gate(s: Services) -> Callable[[Any], Optional[Deferred]]:
@@ -250,8 +175,8 @@ def header_gate(s: Services) -> Callable[[Any], Optional[Deferred]]:
 
 # -- what routes share ----------------------------------------------------------------
 def find_job(s: Services, job_id: Optional[str]) -> Deferred:
-    """The job ``job_id`` (404 for anything that is not a known job's UUID)."""
-    if not UUID_RE.fullmatch(job_id or ""):
+    """The job ``job_id`` (404 for anything that is not a known job's identifier)."""
+    if not JOB_ID_RE.fullmatch(job_id or ""):
         raise NotFound(f"unknown job {job_id!r}")
     return s.jobs.get(job_id)
 

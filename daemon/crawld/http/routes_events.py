@@ -6,7 +6,8 @@ from typing import Any
 
 from ..errors import BadRequest, TooManyStreams
 from .event_stream import FORMATS, EventStream
-from .helpers import UUID_RE, Router, arg
+from ..model import JOB_ID_RE
+from .helpers import Router, arg
 from .services import Services
 
 #: Most values of one filter parameter: a stream's filters are checked at every event.
@@ -55,7 +56,7 @@ def events(s: Services, request: Any) -> Any:
     projects = _values(request, "project")
     job_ids = _values(request, "id")
     for job_id in job_ids:
-        if not UUID_RE.fullmatch(job_id):
+        if not JOB_ID_RE.fullmatch(job_id):
             raise BadRequest(f"parameter 'id' must be job identifiers; {job_id!r} is not")
     start = _start(s, request)
     gate = s.event_streams

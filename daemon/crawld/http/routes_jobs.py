@@ -1,6 +1,7 @@
 """Jobs and schedules: schedule, list, cancel, pause, resume, run, update, preview."""
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from twisted.internet.defer import inlineCallbacks
@@ -59,7 +60,8 @@ def schedule_job(s: Services, request: Any):
             description=arg(request, "description", required=False, default=""),
             payload=arg(request, "payload", required=False), policies=policies,
             kind="spider" if spider is not None else "script", args=args,
-            settings=settings)
+            settings=settings, priority=number_arg(request, "priority", 0.0),
+            version=arg(request, "version", required=False) or None)
     except BaseException:
         if place is not None:
             place.release()
@@ -68,6 +70,20 @@ def schedule_job(s: Services, request: Any):
         return {"identifier": job.id}
     final = yield until_ended(s, request, place, job.id, seconds)
     return None if final is None else {"identifier": job.id, "job": job_dict(final)}
+
+
+def number_arg(request: Any, name: str, default: float) -> float:
+    """A finite number parameter (``priority``: the queue's order, higher first)."""
+    text = arg(request, name, required=False)
+    if text is None or text == "":
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        raise BadRequest(f"parameter {name!r} must be a number, such as 0, 10 or -1.5")
+    return value
 
 
 @inlineCallbacks

@@ -15,7 +15,7 @@ from typing import (Any, Callable, Mapping, Optional, Protocol, Sequence, Union,
 from twisted.internet.defer import Deferred
 from twisted.internet.threads import deferToThread
 
-from ..model import Project
+from ..model import Project, Version
 from ..seams import Clock
 
 
@@ -33,7 +33,9 @@ class JobsApi(Protocol):
     def schedule(self, project: str, spider: str, when: str, description: str = "",
                  payload: Optional[str] = None, policies: Optional[dict[str, Any]] = None,
                  kind: str = "spider", args: Sequence[tuple[str, str]] = (),
-                 settings: Sequence[tuple[str, str]] = ()) -> Deferred: ...
+                 settings: Sequence[tuple[str, str]] = (), priority: float = 0.0,
+                 job_id: Optional[str] = None, version: Optional[str] = None
+                 ) -> Deferred: ...
 
     def browse(self, params: dict[str, Any], description: str = "",
                timeout: Optional[float] = None) -> Deferred: ...
@@ -75,6 +77,10 @@ class ProjectsApi(Protocol):
     def push(self, data: bytes, max_size: Optional[int] = None) -> Deferred: ...
 
     def remove(self, name: str) -> Deferred: ...
+
+    def version_names(self, name: str) -> list[str]: ...
+
+    def get_version(self, name: str, version: str) -> Version: ...
 
 
 @runtime_checkable

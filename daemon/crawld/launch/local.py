@@ -41,6 +41,8 @@ class LocalSettings:
     script_path: Callable[[str, str], str]             # (project, script) -> file
     base_env: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
     run_as: Optional[RunAs] = None                     # [crawld] run-as
+    #: (project, version name) -> that stored version's dir (jobs pinned to a version)
+    version_dir: Callable[[str, str], Optional[str]] = lambda project, version: None
 
 
 @dataclass
@@ -64,6 +66,7 @@ class LocalLauncher:
         self.browsers = browsers
         self.to_thread = to_thread
         self.attempts: dict[str, _Local] = {}
+        self.starting: dict[str, Optional[str]] = {}  # attempt -> project dir, spawning
 
     # -- start ------------------------------------------------------------------------
     @inlineCallbacks
@@ -75,9 +78,14 @@ class LocalLauncher:
             cwd = self.browsers.files_dir(job.id) if self.browsers is not None else None
             project_dir = None
         else:
-            cwd = project_dir = self.settings.project_dir(job.project)
+            if job.version is not None:  # pinned (scrapyd's _version, version=)
+                cwd = project_dir = self.settings.version_dir(job.project, job.version)
+            else:
+                cwd = project_dir = self.settings.project_dir(job.project)
             if cwd is None or not os.path.isdir(cwd):
-                raise RuntimeError(f"project {job.project!r} is not available")
+                raise RuntimeError(f"project {job.project!r}"
+                                   + (f" version {job.version!r}" if job.version else "")
+                                   + " is not available")
         if job.is_browser:
             if self.browsers is None:
                 raise RuntimeError("browser jobs are not available in this daemon")
@@ -88,7 +96,13 @@ class LocalLauncher:
         else:
             cmd = crawl_command(job, cwd, self.settings.python, self.settings.base_env,
                                 self.settings.run_as)
-            spawned = yield self.spawner.spawn(cmd, self.settings.log_dir, job.id)
+            # in use from now on, while the zygote forks: a version deleted meanwhile
+            # would leave the job without its project
+            self.starting[attempt.key] = project_dir
+            try:
+                spawned = yield self.spawner.spawn(cmd, self.settings.log_dir, job.id)
+            finally:
+                self.starting.pop(attempt.key, None)
         self.attempts[attempt.key] = _Local(spawned.pid, project_dir, not job.is_browser)
         info = Started(spawned.pid, tree.start_time(spawned.pid), "local", project_dir)
         reporter.started(attempt, info)
@@ -143,7 +157,8 @@ class LocalLauncher:
         return channel.count if channel is not None else 0
 
     def in_use(self) -> set[str]:
-        return {local.cwd for local in self.attempts.values() if local.cwd}
+        return ({local.cwd for local in self.attempts.values() if local.cwd}
+                | {cwd for cwd in self.starting.values() if cwd})
 
     # -- restart ----------------------------------------------------------------------
     @inlineCallbacks

@@ -22,9 +22,9 @@ from typing import Callable, Optional
 
 from twisted.logger import Logger
 
-from ..auth.clients import TrustedProxies, is_trusted
-from ..auth.limiter import client_bucket
-from ..errors import ConfigError, TooManyConnections
+from .auth.clients import TrustedProxies, is_trusted
+from .auth.limiter import client_bucket
+from .errors import ConfigError, TooManyConnections
 
 log = Logger(namespace="crawld.web")
 

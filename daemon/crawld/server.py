@@ -24,11 +24,11 @@ from twisted.web.http import datetimeToLogString
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
-from ..errors import BadRequest
-from ..metrics import UNMATCHED
 from .channel import (BODY_MIN_RATE, BODY_TIMEOUT, HEADER_TIMEOUT, IDLE_TIMEOUT,
                       DeadlineChannel, Gate, too_large)
 from .connections import ConnectionLimits
+from .errors import BadRequest
+from .metrics import UNMATCHED
 
 log = Logger(namespace="crawld.web")
 

@@ -39,7 +39,7 @@ from twisted.python.failure import Failure
 from twisted.web.http import RESPONSES, HTTPChannel
 from twisted.web.http_headers import Headers
 
-from ..errors import CrawldError, TooLarge, TooManyConnections, TooSlow
+from .errors import CrawldError, TooLarge, TooManyConnections, TooSlow
 
 log = Logger(namespace="crawld.web")
 
