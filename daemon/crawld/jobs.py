@@ -18,7 +18,7 @@ from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
 
-from . import logs, spec as specs
+from . import items as item_files, logs, outcomes, spec as specs
 from .config import parse_size
 from .errors import BadRequest, Conflict, NotFound
 from .database import COUNTERS
@@ -37,9 +37,13 @@ PURGE_PERIOD = 3600.0      # and check ages hourly even when nothing finishes
 
 
 LIMITS = ("timeout", "no_output_timeout", "max_log_size", "memory_limit")
+#: Fields of every job, a template's and its runs' alike (the schedule policies are a
+#: template's only).
+JOB_FIELDS = LIMITS + ("fail_on",)
 MISFIRE = ("once", "skip")
 OVERLAP = ("skip", "queue", "allow")
 MAX_JITTER = 86400.0
+NOT_JUDGED = "fail-on judges a spider's crawl; a browser script's job is judged by its exit"
 
 
 def parse_seconds(name: str, text: str, top: Optional[float] = None,
@@ -63,9 +67,13 @@ def validate_policies(tz: Optional[str] = None, jitter: Optional[str] = None,
                       overlap: Optional[str] = None, timeout: Optional[str] = None,
                       no_output_timeout: Optional[str] = None,
                       max_log_size: Optional[str] = None,
-                      memory_limit: Optional[str] = None) -> dict[str, Any]:
-    """Check schedule policy and limit parameters (text from a request); return Job fields."""
+                      memory_limit: Optional[str] = None,
+                      fail_on: Optional[str] = None) -> dict[str, Any]:
+    """Check schedule policy, limit and fail-on parameters (text from a request); return
+    Job fields."""
     found: dict[str, Any] = {}
+    if fail_on:
+        found["fail_on"] = outcomes.normalize(fail_on)
     if tz:
         specs.zone(tz)
         found["tz"] = tz
@@ -117,7 +125,9 @@ class Jobs:
     def __init__(self, reactor: Clock, store: Store, projects: ProjectCatalog,
                  scheduler: Scheduler, supervisor: Supervisor, events: JobEvents, log_dir: str,
                  completed_cap: int, max_age_days: float, files: Optional[JobFiles] = None,
-                 to_thread: Callable[..., Deferred] = deferToThread) -> None:
+                 to_thread: Callable[..., Deferred] = deferToThread,
+                 items_dir: Optional[str] = None) -> None:
+        """``items_dir``: where spider jobs' items files are (removed by retention)."""
         self.reactor = reactor
         self.store = store
         self.projects = projects
@@ -128,6 +138,7 @@ class Jobs:
         self.completed_cap = completed_cap
         self.max_age = max_age_days * 86400
         self.files = files                     # browser jobs' artifacts and posts
+        self.items_dir = items_dir
         self.to_thread = to_thread
         self.counters: dict[str, int] = {name: 0 for name in COUNTERS}
         self.stopped = False
@@ -189,7 +200,9 @@ class Jobs:
         payload = normalize_payload(payload)
         policies = dict(policies or {})
         now = self.reactor.seconds()
-        limits = {k: policies.pop(k) for k in LIMITS if k in policies}
+        limits = {k: policies.pop(k) for k in JOB_FIELDS if k in policies}
+        if kind != "spider" and "fail_on" in limits:
+            raise BadRequest(NOT_JUDGED)
         job = Job(id=str(uuid.uuid4()), status=JobStatus.PENDING, actor=Actor.USER,
                   schedule="now", project=project, spider=spider, description=description,
                   payload=payload, created=now, updated=now, kind=kind, **limits)
@@ -332,6 +345,8 @@ class Jobs:
         """Change a schedule's when, description, payload, time zone or policies."""
         job = yield self._template(job_id, *TEMPLATES)
         fields: dict[str, Any] = dict(policies or {})
+        if job.is_browser and "fail_on" in fields:
+            raise BadRequest(NOT_JUDGED)
         if when is not None:
             if specs.parse(when).is_now:
                 raise BadRequest("a schedule's when cannot become 'now'; use run-job.json")
@@ -343,7 +358,7 @@ class Jobs:
         if not fields:
             raise BadRequest("nothing to update: give when, description, payload, tz, "
                              "jitter, misfire, misfire-grace, overlap, timeout, "
-                             "no-output-timeout, max-log-size or memory-limit")
+                             "no-output-timeout, max-log-size, memory-limit or fail-on")
         changed = job.evolve(**fields)
         spec = specs.parse(changed.schedule)  # 400 before anything is stored, if a
         # crawld that knew no limits stored a schedule this one refuses: give a new when
@@ -364,6 +379,8 @@ class Jobs:
                 waiting.callback(job)
         if self.stopped or not (job.status.completed or job.status is JobStatus.RUNNING):
             return
+        if job.status is JobStatus.RUNNING and job.stats is not None:
+            return  # a stats update (stats.py): no counter moved
         self.refresh_counters().addErrback(
             lambda f: log.failure("refreshing the counters failed", f))
         if job.status.completed and (self.purge_soon is None or not self.purge_soon.active()):
@@ -378,9 +395,11 @@ class Jobs:
             self.purge().addErrback(lambda f: log.failure("retention failed", f))
 
     def _remove_files(self, job_ids: list[str]) -> None:
-        """A purged job's logs, events and artifacts (blocking: runs in a thread)."""
+        """A purged job's logs, events, items and artifacts (blocking: runs in a thread)."""
         for job_id in job_ids:
             logs.remove(self.log_dir, job_id)
+            if self.items_dir is not None:
+                item_files.remove(self.items_dir, job_id)
             if self.files is not None:
                 shutil.rmtree(os.path.join(self.files.files_root, job_id), ignore_errors=True)
                 self.files.forget(job_id)

@@ -208,7 +208,8 @@ class Scheduler:
                    description=template.description, payload=template.payload,
                    parent=template.id, created=now, updated=now, kind=template.kind,
                    timeout=template.timeout, no_output_timeout=template.no_output_timeout,
-                   max_log_size=template.max_log_size, memory_limit=template.memory_limit)
+                   max_log_size=template.max_log_size, memory_limit=template.memory_limit,
+                   fail_on=template.fail_on)
 
     @inlineCallbacks
     def _fire(self, batch: list[tuple[str, float, bool, float]]):

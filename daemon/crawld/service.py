@@ -33,8 +33,10 @@ from .scheduler import Scheduler
 from .launch.spawner import DirectSpawner, ZygoteSpawner
 from .status import StatusReport
 from .events import JobEvents
+from .launch import statspipe
 from .launch.local import LocalLauncher, LocalSettings
 from .limits import Defaults
+from .stats import JobStats
 from .store import Store, ThreadExecutor
 from .supervisor import Supervisor
 from .tls import ReloadingCertificate
@@ -56,6 +58,8 @@ class Daemon:
         self.access_log = access_log if settings.access_log else None
         self.root = settings.data_path
         self.log_dir = os.path.join(self.root, "logs")
+        self.items_dir = os.path.join(self.root, "items")   # spider jobs' items files
+        self.run_dir = os.path.join(self.root, "run")       # spider jobs' stats FIFOs
         self.ports: list[Any] = []
         self.addresses: list[str] = []
         self.lock_fd: Optional[int] = None
@@ -64,8 +68,9 @@ class Daemon:
 
     def _prepare_dirs(self) -> None:
         for path in (self.root, self.log_dir, os.path.join(self.root, "projects"),
-                     os.path.join(self.root, "files")):
+                     os.path.join(self.root, "files"), self.items_dir):
             os.makedirs(path, mode=0o750, exist_ok=True)
+        os.makedirs(self.run_dir, mode=0o700, exist_ok=True)  # FIFOs: the daemon's alone
         self.lock_fd = os.open(os.path.join(self.root, "crawld.lock"),
                                os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o640)
         try:
@@ -87,13 +92,16 @@ class Daemon:
                                                  s.kill_grace, s.screenshot_timeout),
                                  s.python, run_as=run_as)
         self.launcher = LocalLauncher(
-            LocalSettings(s.python, self.log_dir, self._project_dir,
-                                        self._script_path, run_as=run_as),
-            self.spawner, self.browsers)
+            LocalSettings(s.python, self.log_dir, self._project_dir, self._script_path,
+                          run_as=run_as, run_dir=self.run_dir,
+                          stats_interval=s.stats_interval,
+                          items_dir=self.items_dir if s.items else None),
+            self.spawner, self.browsers, reactor=self.reactor)
         self.supervisor = Supervisor(
             self.reactor, self.store, self.launcher, self.events, self.log_dir, s.slots,
             s.kill_grace, Defaults(job_timeout=s.job_timeout, browser_timeout=s.browser_timeout,
-                                   max_log_size=s.max_log_size, memory_limit=s.memory_limit))
+                                   max_log_size=s.max_log_size, memory_limit=s.memory_limit),
+            job_stats=JobStats(self.reactor, self.store, self.events), fail_on=s.fail_on)
         self.projects = Projects(self.reactor, self.store, os.path.join(self.root, "projects"),
                                  s.python, archive.Limits(s.max_archive_files,
                                                           s.max_unpacked_size),
@@ -103,7 +111,8 @@ class Daemon:
                                    self.events, tz=zone)
         self.jobs = Jobs(self.reactor, self.store, self.projects, self.scheduler,
                          self.supervisor, self.events, self.log_dir, s.completed_cap,
-                         s.completed_max_age_days, files=self.browsers)
+                         s.completed_max_age_days, files=self.browsers,
+                         items_dir=self.items_dir)
         self.events.subscribe(self._collect_versions)
         self.credentials = auth.Credentials(auth.credentials_path(self.root),
                                             clock=self.reactor.seconds)
@@ -116,7 +125,8 @@ class Daemon:
                             # scrapy-do-cl url-encodes the zip: up to 3 bytes per byte
                             max_body=3 * s.max_archive_size + 64 * 1024,
                             max_archive=s.max_archive_size,
-                            trusted_proxies=s.trusted_proxies))
+                            trusted_proxies=s.trusted_proxies),
+            items_dir=self.items_dir)
         self.app = build_app(self.services)
 
     def _run_as(self) -> Optional[RunAs]:
@@ -137,7 +147,7 @@ class Daemon:
             raise ConfigError(f"[crawld] run-as = {name}: that is root; leave run-as "
                               "unset instead")
         # (browser jobs' files and tmp roots: Browsers.spawn, as it recreates them)
-        for path in (self.root, os.path.join(self.root, "projects")):
+        for path in (self.root, os.path.join(self.root, "projects"), self.items_dir):
             os.makedirs(path, exist_ok=True)
             os.chmod(path, 0o711)
         log.info("jobs run as {name} (uid {uid})", name=name, uid=entry.pw_uid)
@@ -208,6 +218,7 @@ class Daemon:
         yield self.projects.load()
         if rebuild:
             yield datadir.rebuild(self.projects, self.root, deferToThread)
+        yield deferToThread(statspipe.clear, self.run_dir)  # a previous daemon's FIFOs
         yield self.jobs.start()
         # browser jobs of a previous daemon are settled by now: their temp dirs can go
         yield deferToThread(shutil.rmtree, self.browsers.tmp_root, True)

@@ -41,7 +41,7 @@ log = Logger(namespace="crawld.api")
 ALL_METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")
 UUID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 POLICY_PARAMS = ("tz", "jitter", "misfire", "misfire-grace", "overlap", "timeout",
-                 "no-output-timeout", "max-log-size", "memory-limit")
+                 "no-output-timeout", "max-log-size", "memory-limit", "fail-on")
 #: GETs that make something happen (a post handed out, a screenshot taken): a page on
 #: another site must not trigger them with an <img> either.
 ACTING_GETS = {"/job-posts.json", "/job-screenshot.png"}

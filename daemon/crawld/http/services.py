@@ -166,7 +166,8 @@ class Services:
     """Everything routes use, wired once by the composition root (service.py) or a test.
 
     ``browsers`` is None in a daemon without browser jobs. ``streams`` is the app's own
-    count of open streams, made from ``web.max_streams``.
+    count of open streams, made from ``web.max_streams``. ``items_dir``: where spider
+    jobs' items files are (None: nowhere, every job has none).
     """
 
     reactor: ReactorApi
@@ -179,6 +180,7 @@ class Services:
     web: WebSettings = WebSettings()
     browsers: Optional[BrowsersApi] = None
     to_thread: Callable[..., Deferred] = deferToThread
+    items_dir: Optional[str] = None   # spider jobs' items files (items.py)
     streams: StreamGate = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:

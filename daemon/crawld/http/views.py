@@ -9,6 +9,7 @@ the millisecond times of recently listed jobs are kept.
 from __future__ import annotations
 
 import functools
+import json
 from datetime import datetime, timezone, tzinfo
 from typing import Any, Optional
 
@@ -110,4 +111,25 @@ def job_dict(job: Job) -> dict[str, Any]:
         "memory-limit": job.memory_limit,
         # the process to look for in ps (crawld: job <id> ...) while the job runs
         "pid": job.pid if job.status is JobStatus.RUNNING else None,
+        "fail-on": job.fail_on,
+        "stats": stats_object(job.stats),
     }
+
+
+def stats_object(text: Optional[str]) -> Optional[dict[str, Any]]:
+    """A job's stats (``Job.stats``, JSON text) as an object, or None: none yet, or a
+    text that is not an object (never written by crawld)."""
+    return None if text is None else _parsed_stats(text)
+
+
+@functools.lru_cache(maxsize=4096)
+def _parsed_stats(text: str) -> Optional[dict[str, Any]]:
+    """Kept: a finished job's stats never change, and a listing shows them again and
+    again (parsing a crawl's stats was half of job_dict). The dict is shared: it is
+    only ever encoded, never changed."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        log.warn("a stored stats text is not JSON; shown as null")
+        return None
+    return value if isinstance(value, dict) else None
