@@ -20,7 +20,7 @@ EXPECTED_ROLES = {  # every route the app serves: a new one must be decided here
     "/get-log/<string:anything>/<string:filename>": "reader",
     "/job-stats.json": "reader",
     "/job-items.json": "reader",       # what the crawl scraped, as readable as its logs
-    "/job-items/<string:filename>": "reader",
+    "/job-items/<string:itemsfile>": "reader",
     "/push-project.json": "operator",
     "/schedule-job.json": "operator",
     "/pause-job.json": "operator",

@@ -41,15 +41,15 @@ def job_items(s: Services, request: Any):
 
 
 @inlineCallbacks
-def items_file(s: Services, request: Any, filename: str):
+def items_file(s: Services, request: Any, itemsfile: str):
     """``<job-id>.jl``: the job's items file, followed while the job runs."""
-    m = ITEMS_NAME_RE.fullmatch(filename)
+    m = ITEMS_NAME_RE.fullmatch(itemsfile)
     if not m:
-        raise NotFound(f"no such items file {filename!r}; they are <job-id>.jl")
+        raise NotFound(f"no such items file {itemsfile!r}; they are <job-id>.jl")
     job = yield find_job(s, m.group(1))
     try:  # in a thread, and never through a link or to a FIFO
         if not s.items_dir:
-            raise FileNotFoundError(filename)
+            raise FileNotFoundError(itemsfile)
         fh = yield s.to_thread(open_regular, s.items_dir, item_files.name(job.id))
     except OSError:
         why = ("it has not started" if job.started is None else
@@ -69,4 +69,4 @@ def register(router: Router) -> None:
     """Add this module's routes to ``router``."""
     router.route("/job-stats.json", "GET")(job_stats)
     router.route("/job-items.json", "GET")(job_items)
-    router.route("/job-items/<string:filename>", "GET")(items_file)
+    router.route("/job-items/<string:itemsfile>", "GET")(items_file)

@@ -12,7 +12,10 @@ project and never by replacing one of its settings:
 - a feed of the items to ``CRAWLD_ITEMS`` (``<data>/items/<id>.jl``, JSON lines), only
   when the project configures no feed itself (``FEEDS`` and the older ``FEED_URI`` are
   empty once its settings are loaded), at the lowest priority too: a spider's
-  ``custom_settings`` or a ``-s FEEDS=...`` replace it.
+  ``custom_settings`` or a ``-s FEEDS=...`` replace it. Its storage is ``ItemsFile``
+  (the ``crawld-items://`` scheme, registered in ``FEED_STORAGES_BASE``): Scrapy's own
+  file storage buffers its writes, and a running job's items would show only in 8 KiB
+  steps; this one writes each item as it is exported, one write per line.
 """
 from __future__ import annotations
 
@@ -24,8 +27,9 @@ from .stats import FD_ENV
 EXTENSION = "crawld_runner.stats.StatsReporter"
 ORDER = 1000     # after Scrapy's own extensions (CoreStats sets finish_reason first)
 ITEMS_ENV = "CRAWLD_ITEMS"
-FEED_OPTIONS = {"format": "jsonlines", "encoding": "utf-8", "overwrite": False,
-                "store_empty": True}
+SCHEME = "crawld-items"
+STORAGE = "crawld_runner.crawl.ItemsFile"
+FEED_OPTIONS = {"format": "jsonlines", "encoding": "utf-8", "store_empty": True}
 
 
 def job_settings(argv: Sequence[str]) -> Optional[Any]:
@@ -71,4 +75,24 @@ def add_feed(settings: Any, path: str) -> None:
         from scrapy.extensions.feedexport import apply_uri_params  # noqa: F401
     except ImportError:
         path = path.replace("%", "%%")
-    settings.set("FEEDS", {path: dict(FEED_OPTIONS)}, priority="default")
+    base = settings["FEED_STORAGES_BASE"]
+    if hasattr(base, "set"):
+        base.set(SCHEME, STORAGE, priority="default")
+    else:
+        base.setdefault(SCHEME, STORAGE)
+    settings.set("FEEDS", {f"{SCHEME}://{path}": dict(FEED_OPTIONS)}, priority="default")
+
+
+class ItemsFile:
+    """The feed storage of crawld's items file (``crawld-items://<path>``): appends to
+    the file the daemon created, unbuffered, so that each exported item is one write
+    and the daemon can read a running job's items as they come."""
+
+    def __init__(self, uri: str, *, feed_options: Optional[dict] = None) -> None:
+        self.path = uri[len(SCHEME) + 3:] if uri.startswith(SCHEME + "://") else uri
+
+    def open(self, spider: Any) -> Any:
+        return open(self.path, "ab", buffering=0)
+
+    def store(self, file: Any) -> None:
+        file.close()
