@@ -178,7 +178,7 @@ def read_items(items_dir: str, job_id: str, offset: int, limit: int
                 if end < 0:
                     break
                 found.append(_item(b"".join(pieces)) if size <= MAX_ITEM else None)
-                page_bytes += size
+                page_bytes += size if size <= MAX_ITEM else 4  # "null"
                 pieces, size = [], 0
                 total += 1
                 pos = end + 1
