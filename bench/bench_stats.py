@@ -36,10 +36,8 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -53,7 +51,10 @@ from pathlib import Path
 from typing import Any
 
 BENCH_DIR = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH_DIR))
 sys.path.insert(0, str(BENCH_DIR.parent / "daemon"))
+
+import bench_core as core  # noqa: E402  (machine_info)
 
 from crawld import runner  # noqa: E402
 from crawld.database import Database  # noqa: E402
@@ -214,19 +215,9 @@ def daemon_side(line: bytes, repeat: int, tmp: Path) -> dict[str, float]:
 
 
 def machine_info() -> dict[str, Any]:
-    model = "?"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    """bench_core's, with the load average and Scrapy's version."""
     import scrapy
-    return {"nproc": len(os.sched_getaffinity(0)), "cpu_model": model,
-            "python": platform.python_version(), "scrapy": scrapy.__version__,
-            "load_avg": os.getloadavg(), "platform": platform.platform(),
-            "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+    return {**core.machine_info(), "load_avg": os.getloadavg(), "scrapy": scrapy.__version__}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,7 +14,7 @@ from twisted.internet.defer import inlineCallbacks
 from .. import logs
 from ..errors import NotFound
 from ..model import JobStatus
-from .helpers import UUID_RE, Router, find_job, stream
+from .helpers import UUID_RE, Router, find_job, follow_file
 from .services import Services
 
 LOG_NAME_RE = re.compile(rf"({UUID_RE.pattern})\.(out|err)")
@@ -36,13 +36,7 @@ def get_log(s: Services, request: Any, anything: str, filename: str):
         # Queued, or about to start: a log to follow, empty so far. (The supervisor
         # creates a job's logs before it records the job RUNNING.)
         fh = io.BytesIO()
-    request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
-    request.setHeader(b"Cache-Control", b"no-store")
-    if request.method == b"HEAD":
-        fh.close()
-        return b""
-    yield stream(s, request, fh, lambda: s.supervisor.is_running(job.id))
-    return None
+    return (yield follow_file(s, request, fh, b"text/plain; charset=utf-8", job.id))
 
 
 def register(router: Router) -> None:

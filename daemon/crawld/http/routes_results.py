@@ -11,7 +11,7 @@ from twisted.internet.defer import inlineCallbacks
 from .. import items as item_files
 from ..errors import NotFound
 from .files import open_regular, read_items
-from .helpers import UUID_RE, Router, arg, find_job, int_arg, stream
+from .helpers import UUID_RE, Router, arg, find_job, follow_file, int_arg
 from .services import Services
 from .views import stats_object
 
@@ -55,14 +55,9 @@ def items_file(s: Services, request: Any, itemsfile: str):
         why = ("it has not started" if job.started is None else
                "a browser job, or a spider run while [crawld] items = no")
         raise NotFound(f"job {job.id} has no items file ({why})") from None
-    request.setHeader(b"Content-Type", b"application/x-ndjson; charset=utf-8")
-    request.setHeader(b"Cache-Control", b"no-store")
     request.setHeader(b"X-Content-Type-Options", b"nosniff")
-    if request.method == b"HEAD":
-        fh.close()
-        return b""
-    yield stream(s, request, fh, lambda: s.supervisor.is_running(job.id))
-    return None
+    return (yield follow_file(s, request, fh, b"application/x-ndjson; charset=utf-8",
+                              job.id))
 
 
 def register(router: Router) -> None:
