@@ -116,17 +116,28 @@ def job_dict(job: Job) -> dict[str, Any]:
     }
 
 
+#: Stats texts up to this size are kept parsed (a crawl's are 1-3 KB); a larger one
+#: (at most 64 KiB) is parsed each time, so the cache stays within a few MB.
+CACHED_STATS = 8 * 1024
+
+
 def stats_object(text: Optional[str]) -> Optional[dict[str, Any]]:
     """A job's stats (``Job.stats``, JSON text) as an object, or None: none yet, or a
     text that is not an object (never written by crawld)."""
-    return None if text is None else _parsed_stats(text)
+    if text is None:
+        return None
+    return _parsed_stats(text) if len(text) <= CACHED_STATS else _parse_stats(text)
 
 
-@functools.lru_cache(maxsize=4096)
+@functools.lru_cache(maxsize=1024)
 def _parsed_stats(text: str) -> Optional[dict[str, Any]]:
     """Kept: a finished job's stats never change, and a listing shows them again and
-    again (parsing a crawl's stats was half of job_dict). The dict is shared: it is
-    only ever encoded, never changed."""
+    again (parsing a crawl's stats costs more than the rest of job_dict). The dict is
+    shared: it is only ever encoded, never changed."""
+    return _parse_stats(text)
+
+
+def _parse_stats(text: str) -> Optional[dict[str, Any]]:
     try:
         value = json.loads(text)
     except ValueError:
