@@ -144,16 +144,15 @@ def test_a_crawl_reports_stats_and_items_while_it_runs_and_after(make_daemon, si
     job_id = run(daemon, "pages", url=site, pages=8, delay=0.6)
 
     def running_with_items():
-        job = daemon.job(job_id)
-        now = stats(daemon, job_id)
-        return (job["status"] == "RUNNING" and now and now.get("item_scraped_count", 0) >= 2
-                and (job, now))
-    job, now = wait_for(running_with_items, 60, what="stats of the running crawl")
+        now, page = stats(daemon, job_id) or {}, items(daemon, job_id)
+        job = daemon.job(job_id)  # last: RUNNING now, so it was when the others were read
+        return (job["status"] == "RUNNING" and now.get("item_scraped_count", 0) >= 2
+                and page["total"] >= 2 and (job["stats"] or {}).get("item_scraped_count")
+                and (job, now, page))
+    job, now, page = wait_for(running_with_items, 60, what="stats and items while running")
     assert job["stats"]["item_scraped_count"] >= 2, "list-jobs shows them too"
     assert now["start_time"].endswith("+00:00"), "datetimes as ISO 8601 text"
     assert "finish_reason" not in now
-    page = items(daemon, job_id)
-    assert page["total"] >= 2 and daemon.job(job_id)["status"] == "RUNNING"
     assert page["items"][0] == {"url": f"{site}/page/0", "title": "page 0"}
 
     job = daemon.wait_status(job_id, "SUCCESSFUL", "FAILED")
