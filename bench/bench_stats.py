@@ -25,9 +25,11 @@ Measured per run: ``wall_s`` (spawn to exit, including the interpreter's start) 
 repetition, the order rotating) so that machine noise hits every variant alike;
 medians are reported, and each variant's difference to ``off``.
 
-Also measured, the daemon's side per report: decoding a report line, encoding it for
-the store and writing it (``Database.set_stats`` on a file database in WAL mode), in
-µs, for the final stats of a ``pages`` run.
+Also measured, in CPU µs, for the final stats of a ``pages`` run (a few small loops,
+much less at the mercy of a loaded machine than whole jobs): the job's side of one
+report (``report_line`` and the write to a pipe) and of the settings crawld adds once
+per job; the daemon's side of one report (decoding the line, encoding it for the store,
+``Database.set_stats`` on a file database in WAL mode).
 
 Usage::
 
@@ -36,6 +38,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import os
 import shutil
@@ -189,6 +192,38 @@ def run_job(project: Path, spider: str, variant: str, payload: str, interval: fl
             "reports": len(lines), "last": lines[-1] if lines else None}
 
 
+def job_side(line: bytes, repeat: int) -> dict[str, float]:
+    """CPU µs per report in the job: the stats made JSON-safe and encoded
+    (``report_line``), and written to a pipe another thread drains; and the settings
+    crawld adds to a crawl (``add_extension``, ``add_feed``), once per job."""
+    from scrapy.settings import Settings
+
+    from crawld.runner import crawl as crawl_settings, stats as extension
+    found = json.loads(line)["stats"]
+    for key in ("start_time", "finish_time"):  # datetimes again, as Scrapy holds them
+        if isinstance(found.get(key), str):
+            found[key] = dt.datetime.fromisoformat(found[key])
+    r, w = os.pipe()
+    os.set_blocking(w, False)
+    sink: list[bytes] = []
+    reader = threading.Thread(target=drain, args=(r, sink))
+    reader.start()
+    channel = extension.Channel(w)
+    started = time.thread_time()
+    for _ in range(repeat):
+        channel.send(extension.report_line(found))
+    report_us = (time.thread_time() - started) / repeat * 1e6
+    os.close(w)
+    reader.join(30)
+    started = time.process_time()
+    for _ in range(repeat // 10):
+        settings = Settings()
+        crawl_settings.add_extension(settings)
+        crawl_settings.add_feed(settings, "/data/items/j.jl")
+    settings_us = (time.process_time() - started) / (repeat // 10) * 1e6
+    return {"report_cpu_us": report_us, "settings_cpu_us": settings_us}
+
+
 def daemon_side(line: bytes, repeat: int, tmp: Path) -> dict[str, float]:
     """µs per report on the daemon: decode the line, encode for the store, store it."""
     db = Database(str(tmp / "bench.db"))
@@ -218,6 +253,14 @@ def machine_info() -> dict[str, Any]:
     """bench_core's, with the load average and Scrapy's version."""
     import scrapy
     return {**core.machine_info(), "load_avg": os.getloadavg(), "scrapy": scrapy.__version__}
+
+
+def quartiles(values: list[float]) -> tuple[float, float]:
+    """The 25th and 75th percentiles: how far the runs of one variant spread."""
+    if len(values) < 2:
+        return values[0], values[0]
+    cuts = statistics.quantiles(values, n=4)
+    return cuts[0], cuts[2]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -254,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"[bench] run {run + 1}/{args.runs} {spider:5} {variant:11} "
                           f"wall {got['wall_s']:.3f} s cpu {got['cpu_s']:.3f} s "
                           f"reports {got['reports']}", file=sys.stderr, flush=True)
-        per_report = daemon_side(last_line, 2000, tmp)
+        per_report = {**job_side(last_line, 2000), **daemon_side(last_line, 2000, tmp)}
     finally:
         site.close()
         shutil.rmtree(tmp, ignore_errors=True)
@@ -265,20 +308,24 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nmedians of {args.runs} runs (pages: {args.pages}; interval "
           f"{args.interval:g} s, stats@1s {args.fast_interval:g} s)")
     print(f"{'workload':9} {'variant':12} {'wall s':>8} {'Δ wall':>8} {'cpu s':>8} "
-          f"{'Δ cpu':>8} {'reports':>8}")
+          f"{'Δ cpu':>8} {'cpu p25-p75':>13} {'reports':>8}")
     for spider, variants in medians.items():
         base = variants["off"]
         for variant in VARIANTS:
             m = variants[variant]
+            low, high = quartiles(samples[spider][variant]["cpu_s"])
             print(f"{spider:9} {variant:12} {m['wall_s']:8.3f} "
                   f"{m['wall_s'] - base['wall_s']:+8.3f} {m['cpu_s']:8.3f} "
-                  f"{m['cpu_s'] - base['cpu_s']:+8.3f} {m['reports']:8.0f}")
-    print(f"\ndaemon side, per report of {per_report['report_bytes']} bytes: decode "
+                  f"{m['cpu_s'] - base['cpu_s']:+8.3f} {low:6.3f}-{high:6.3f} "
+                  f"{m['reports']:8.0f}")
+    print(f"\njob side: {per_report['report_cpu_us']:.1f} µs of CPU per report, "
+          f"{per_report['settings_cpu_us']:.1f} µs for the settings crawld adds, once")
+    print(f"daemon side, per report of {per_report['report_bytes']} bytes: decode "
           f"{per_report['decode_us']:.1f} µs, encode {per_report['encode_us']:.1f} µs, "
           f"store {per_report['store_cpu_us']:.1f} µs CPU ({per_report['store_wall_us']:.1f}"
           " µs wall)")
     result = {"settings": vars(args), "machine": machine_info(), "medians": medians,
-              "samples": samples, "daemon_per_report": per_report}
+              "samples": samples, "per_report": per_report}
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     return 0
 
