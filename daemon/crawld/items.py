@@ -16,10 +16,12 @@ EXT = "jl"
 
 
 def name(job_id: str) -> str:
+    """``<job_id>.jl``: the file's name in the items folder."""
     return f"{job_id}.{EXT}"
 
 
 def path(items_dir: str, job_id: str) -> str:
+    """Where the job's items file is."""
     return os.path.join(items_dir, name(job_id))
 
 

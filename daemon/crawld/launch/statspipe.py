@@ -43,6 +43,7 @@ MAX_DRAIN = 1024 * 1024  # bytes read at the end, at most
 
 
 def fifo_path(run_dir: str, job_id: str) -> str:
+    """``<run_dir>/<job_id>.stats``: the job's FIFO."""
     return os.path.join(run_dir, f"{job_id}.stats")
 
 
@@ -94,9 +95,11 @@ class StatsPipe:
 
     # -- IReadDescriptor --------------------------------------------------------------
     def fileno(self) -> int:
+        """The read end the reactor watches (-1 once closed)."""
         return self.read_fd
 
     def logPrefix(self) -> str:
+        """How Twisted names this reader in its log."""
         return "StatsPipe"
 
     def connectionLost(self, reason: Any) -> None:

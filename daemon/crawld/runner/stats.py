@@ -201,6 +201,7 @@ class StatsReporter:
 
     @classmethod
     def from_crawler(cls, crawler: Any) -> "StatsReporter":
+        """Scrapy's constructor of extensions: off (NotConfigured) without a channel."""
         from scrapy import signals
         from scrapy.exceptions import NotConfigured
         channel = Channel.from_env()
@@ -213,12 +214,14 @@ class StatsReporter:
         return reporter
 
     def engine_started(self) -> None:
+        """The first report, and the repeating ones from now on."""
         self.report()
         self.task = looping_call(self.report)
         if self.task is not None:
             self.task.start(self.interval, now=False)
 
     def spider_closed(self, spider: Any, reason: str) -> None:
+        """A report with ``finish_reason`` (CoreStats, an earlier extension, set it)."""
         self.report()
 
     def engine_stopped(self) -> None:
