@@ -15,6 +15,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Optional, Union
 
+from . import outcomes
 from .errors import BadRequest, ConfigError
 from .hookurls import check_url, parse_hosts
 from .spec import zone
@@ -57,6 +58,9 @@ class Settings:
     run_as: str = ""                # user jobs run as when crawld starts as root ("": none)
     max_log_size: int = 0           # default limit of a job's .out + .err, bytes (0: none)
     memory_limit: int = 0           # default limit of a job's RSS, bytes (0: none)
+    fail_on: tuple[str, ...] = ("all-requests-failed",)  # spider jobs' default conditions
+    items: bool = True              # spider jobs' items to <data>/items/<id>.jl
+    stats_interval: float = 5.0     # seconds between a spider job's stats reports
     browser_timeout: float = 300.0  # default wall-clock limit of browser jobs (0: none)
     browser_executable: str = "auto"  # Chromium; auto: the first one installed
     screenshot_timeout: float = 15.0
@@ -243,6 +247,22 @@ def _webhook_concurrency(text: str) -> int:
     return value
 
 
+def _fail_on(text: str) -> tuple[str, ...]:
+    return outcomes.parse(text)
+
+
+def _stats_interval(text: str) -> float:
+    value = float(text)
+    if not (math.isfinite(value) and MIN_STATS_INTERVAL <= value <= MAX_STATS_INTERVAL):
+        raise ValueError(f"must be from {MIN_STATS_INTERVAL:g} to {MAX_STATS_INTERVAL:g} "
+                         "seconds")
+    return value
+
+
+#: Bounds of [crawld] stats-interval: each report is a store write per running job.
+MIN_STATS_INTERVAL, MAX_STATS_INTERVAL = 1.0, 3600.0
+
+
 def _listen_list(text: str) -> tuple[Listen, ...]:
     items = [t for t in re.split(r"[,\s]+", text) if t]
     if not items:
@@ -281,6 +301,9 @@ OPTIONS: dict[tuple[str, str], tuple[str, Callable[[str], Any]]] = {
     ("crawld", "run-as"): ("run_as", str),
     ("crawld", "max-log-size"): ("max_log_size", _positive(parse_size, allow_zero=True)),
     ("crawld", "memory-limit"): ("memory_limit", _positive(parse_size, allow_zero=True)),
+    ("crawld", "fail-on"): ("fail_on", _fail_on),
+    ("crawld", "items"): ("items", _boolean),
+    ("crawld", "stats-interval"): ("stats_interval", _stats_interval),
     ("browser", "executable"): ("browser_executable", str),
     ("browser", "timeout"): ("browser_timeout", _positive(float, allow_zero=True)),
     ("browser", "screenshot-timeout"): ("screenshot_timeout", _positive(float)),

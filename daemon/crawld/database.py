@@ -318,6 +318,18 @@ class Database(DeliveryRows):
         with self._transaction():
             self.conn.execute(f"UPDATE jobs SET {sets} WHERE id = ?", (*fields.values(), job_id))
 
+    def set_stats(self, job_id: str, stats: str) -> Optional[Job]:
+        """Record a running job's latest stats (JSON text); returns the job, or None when
+        it is no longer RUNNING (its end records its last stats itself). ``updated`` is
+        left alone: a stats report is not a change of status, and listings stay in
+        the order of those."""
+        with self._transaction():
+            cur = self.conn.execute("UPDATE jobs SET stats = ? WHERE id = ? AND "
+                                    "status = 'RUNNING'", (stats, job_id))
+            if cur.rowcount != 1:
+                return None
+        return self.get_job(job_id)
+
     def fire_templates(self, firings: Sequence[tuple[str, float, bool]],
                        make_child: Callable[[Job, float], Job],
                        clock: Callable[[], float]) -> list[Fired]:

@@ -18,7 +18,7 @@ from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
 
-from . import arguments, logs, spec as specs
+from . import arguments, items as item_files, logs, outcomes, spec as specs
 from .config import parse_size
 from .errors import BadRequest, Conflict, NotFound
 from .hookurls import check_url
@@ -39,10 +39,11 @@ PURGE_PERIOD = 3600.0      # and check ages hourly even when nothing finishes
 
 LIMITS = ("timeout", "no_output_timeout", "max_log_size", "memory_limit")
 #: Fields a job keeps whether it runs now or is a template (its runs inherit them).
-PER_JOB = (*LIMITS, "webhook")
+PER_JOB = (*LIMITS, "webhook", "fail_on")
 MISFIRE = ("once", "skip")
 OVERLAP = ("skip", "queue", "allow")
 MAX_JITTER = 86400.0
+NOT_JUDGED = "fail-on judges a spider's crawl; a browser script's job is judged by its exit"
 
 
 def parse_seconds(name: str, text: str, top: Optional[float] = None,
@@ -67,8 +68,10 @@ def validate_policies(tz: Optional[str] = None, jitter: Optional[str] = None,
                       no_output_timeout: Optional[str] = None,
                       max_log_size: Optional[str] = None,
                       memory_limit: Optional[str] = None,
-                      webhook: Optional[str] = None) -> dict[str, Any]:
-    """Check schedule policy and limit parameters (text from a request); return Job fields.
+                      webhook: Optional[str] = None, fail_on: Optional[str] = None
+                      ) -> dict[str, Any]:
+    """Check schedule policy, limit, webhook and fail-on parameters (text from a
+    request); return Job fields.
 
     ``webhook``: a URL the job's events are POSTed to (``none`` on update: remove it);
     whether this server allows it is the webhooks service's call (``Jobs.vet_webhook``)."""
@@ -78,6 +81,8 @@ def validate_policies(tz: Optional[str] = None, jitter: Optional[str] = None,
             found["webhook"] = None if webhook.lower() == "none" else check_url(webhook)
         except ValueError as exc:
             raise BadRequest(f"parameter 'webhook' {exc}") from None
+    if fail_on:
+        found["fail_on"] = outcomes.normalize(fail_on)
     if tz:
         specs.zone(tz)
         found["tz"] = tz
@@ -130,9 +135,11 @@ class Jobs:
                  scheduler: Scheduler, supervisor: Supervisor, events: JobEvents, log_dir: str,
                  completed_cap: int, max_age_days: float, files: Optional[JobFiles] = None,
                  to_thread: Callable[..., Deferred] = deferToThread,
-                 vet_webhook: Callable[[str], None] = lambda url: None) -> None:
+                 vet_webhook: Callable[[str], None] = lambda url: None,
+                 items_dir: Optional[str] = None) -> None:
         """``vet_webhook(url)`` raises BadRequest for a job's webhook URL this server
-        does not allow (webhooks.Webhooks.vet); by default every valid URL is."""
+        does not allow (webhooks.Webhooks.vet); by default every valid URL is.
+        ``items_dir``: where spider jobs' items files are (removed by retention)."""
         self.reactor = reactor
         self.store = store
         self.projects = projects
@@ -143,6 +150,7 @@ class Jobs:
         self.completed_cap = completed_cap
         self.max_age = max_age_days * 86400
         self.files = files                     # browser jobs' artifacts and posts
+        self.items_dir = items_dir
         self.to_thread = to_thread
         self.vet_webhook = vet_webhook
         self.counters: dict[str, int] = {name: 0 for name in COUNTERS}
@@ -226,6 +234,8 @@ class Jobs:
             raise Conflict(f"a job {job_id!r} exists already; choose another identifier")
         now = self.reactor.seconds()
         limits = {k: policies.pop(k) for k in PER_JOB if k in policies}
+        if kind != "spider" and "fail_on" in limits:
+            raise BadRequest(NOT_JUDGED)
         job = Job(id=job_id or str(uuid.uuid4()), status=JobStatus.PENDING, actor=Actor.USER,
                   schedule="now", project=project, spider=spider, description=description,
                   payload=payload, created=now, updated=now, kind=kind, priority=priority,
@@ -368,6 +378,8 @@ class Jobs:
         fields: dict[str, Any] = dict(policies or {})
         if fields.get("webhook"):
             self.vet_webhook(fields["webhook"])
+        if job.is_browser and "fail_on" in fields:
+            raise BadRequest(NOT_JUDGED)
         if when is not None:
             if specs.parse(when).is_now:
                 raise BadRequest("a schedule's when cannot become 'now'; use run-job.json")
@@ -379,7 +391,8 @@ class Jobs:
         if not fields:
             raise BadRequest("nothing to update: give when, description, payload, tz, "
                              "jitter, misfire, misfire-grace, overlap, timeout, "
-                             "no-output-timeout, max-log-size, memory-limit or webhook")
+                             "no-output-timeout, max-log-size, memory-limit, webhook or "
+                             "fail-on")
         changed = job.evolve(**fields)
         spec = specs.parse(changed.schedule)  # 400 before anything is stored, if a
         # crawld that knew no limits stored a schedule this one refuses: give a new when
@@ -397,6 +410,8 @@ class Jobs:
         """A job changed (an event): refresh counters, plan retention."""
         if self.stopped or not (job.status.completed or job.status is JobStatus.RUNNING):
             return
+        if job.status is JobStatus.RUNNING and job.stats is not None:
+            return  # a stats update (stats.py): no counter moved
         self.refresh_counters().addErrback(
             lambda f: log.failure("refreshing the counters failed", f))
         if job.status.completed and (self.purge_soon is None or not self.purge_soon.active()):
@@ -411,9 +426,11 @@ class Jobs:
             self.purge().addErrback(lambda f: log.failure("retention failed", f))
 
     def _remove_files(self, job_ids: list[str]) -> None:
-        """A purged job's logs, events and artifacts (blocking: runs in a thread)."""
+        """A purged job's logs, events, items and artifacts (blocking: runs in a thread)."""
         for job_id in job_ids:
             logs.remove(self.log_dir, job_id)
+            if self.items_dir is not None:
+                item_files.remove(self.items_dir, job_id)
             if self.files is not None:
                 shutil.rmtree(os.path.join(self.files.files_root, job_id), ignore_errors=True)
                 self.files.forget(job_id)

@@ -65,6 +65,10 @@ class JobStore(Protocol):
     def update_job(self, job_id: str, **fields: Any) -> "Deferred[None]":
         """Set fields without changing the status."""
 
+    def set_stats(self, job_id: str, stats: str) -> "Deferred[Optional[Job]]":
+        """Record a RUNNING job's latest stats (JSON text); fires with the job, or None
+        when it no longer runs."""
+
 
 class ProjectCatalog(Protocol):
     """The pushed projects as the jobs service reads them (projects.Projects)."""

@@ -39,8 +39,10 @@ from .status import StatusReport
 from .events import JobEvents
 from .feed import JobFeed
 from .metrics import Metrics
+from .launch import statspipe
 from .launch.local import LocalLauncher, LocalSettings
 from .limits import Defaults
+from .stats import JobStats
 from .store import Store, ThreadExecutor
 from .supervisor import Supervisor
 from .tls import ReloadingCertificate
@@ -65,6 +67,8 @@ class Daemon:
         self.access_log = access_log if settings.access_log else None
         self.root = settings.data_path
         self.log_dir = os.path.join(self.root, "logs")
+        self.items_dir = os.path.join(self.root, "items")   # spider jobs' items files
+        self.run_dir = os.path.join(self.root, "run")       # spider jobs' stats FIFOs
         self.ports: list[Any] = []
         self.addresses: list[str] = []
         self.scrapyd_addresses: list[str] = []
@@ -74,8 +78,9 @@ class Daemon:
 
     def _prepare_dirs(self) -> None:
         for path in (self.root, self.log_dir, os.path.join(self.root, "projects"),
-                     os.path.join(self.root, "files")):
+                     os.path.join(self.root, "files"), self.items_dir):
             os.makedirs(path, mode=0o750, exist_ok=True)
+        os.makedirs(self.run_dir, mode=0o700, exist_ok=True)  # FIFOs: the daemon's alone
         self.lock_fd = os.open(os.path.join(self.root, "crawld.lock"),
                                os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o640)
         try:
@@ -97,13 +102,16 @@ class Daemon:
                                                  s.kill_grace, s.screenshot_timeout),
                                  s.python, run_as=run_as)
         self.launcher = LocalLauncher(
-            LocalSettings(s.python, self.log_dir, self._project_dir,
-                          self._script_path, run_as=run_as, version_dir=self._version_dir),
-            self.spawner, self.browsers)
+            LocalSettings(s.python, self.log_dir, self._project_dir, self._script_path,
+                          run_as=run_as, version_dir=self._version_dir,
+                          run_dir=self.run_dir, stats_interval=s.stats_interval,
+                          items_dir=self.items_dir if s.items else None),
+            self.spawner, self.browsers, reactor=self.reactor)
         self.supervisor = Supervisor(
             self.reactor, self.store, self.launcher, self.events, self.log_dir, s.slots,
             s.kill_grace, Defaults(job_timeout=s.job_timeout, browser_timeout=s.browser_timeout,
-                                   max_log_size=s.max_log_size, memory_limit=s.memory_limit))
+                                   max_log_size=s.max_log_size, memory_limit=s.memory_limit),
+            job_stats=JobStats(self.reactor, self.store, self.events), fail_on=s.fail_on)
         self.projects = Projects(self.reactor, self.store, os.path.join(self.root, "projects"),
                                  s.python, archive.Limits(s.max_archive_files,
                                                           s.max_unpacked_size),
@@ -120,7 +128,7 @@ class Daemon:
         self.jobs = Jobs(self.reactor, self.store, self.projects, self.scheduler,
                          self.supervisor, self.events, self.log_dir, s.completed_cap,
                          s.completed_max_age_days, files=self.browsers,
-                         vet_webhook=self.webhooks.vet)
+                         vet_webhook=self.webhooks.vet, items_dir=self.items_dir)
         self.events.subscribe(self._collect_versions)
         self.credentials = auth.Credentials(auth.credentials_path(self.root),
                                             clock=self.reactor.seconds)
@@ -136,7 +144,7 @@ class Daemon:
                             max_archive=s.max_archive_size,
                             trusted_proxies=s.trusted_proxies,
                             max_event_streams=s.event_streams, keep_alive=s.keep_alive),
-            feed=self.feed, metrics=self.metrics)
+            feed=self.feed, metrics=self.metrics, items_dir=self.items_dir)
         self.app = build_app(self.services)
         web = self.services.web
         self.scrapyd_app = build_scrapyd_app(ScrapydServices(
@@ -165,7 +173,7 @@ class Daemon:
             raise ConfigError(f"[crawld] run-as = {name}: that is root; leave run-as "
                               "unset instead")
         # (browser jobs' files and tmp roots: Browsers.spawn, as it recreates them)
-        for path in (self.root, os.path.join(self.root, "projects")):
+        for path in (self.root, os.path.join(self.root, "projects"), self.items_dir):
             os.makedirs(path, exist_ok=True)
             os.chmod(path, 0o711)
         log.info("jobs run as {name} (uid {uid})", name=name, uid=entry.pw_uid)
@@ -239,6 +247,7 @@ class Daemon:
         yield self.projects.load()
         if rebuild:
             yield datadir.rebuild(self.projects, self.root, deferToThread)
+        yield deferToThread(statspipe.clear, self.run_dir)  # a previous daemon's FIFOs
         yield self.webhooks.start()  # before orphans are settled: their ends are events
         yield self.jobs.start()
         # browser jobs of a previous daemon are settled by now: their temp dirs can go

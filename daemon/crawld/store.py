@@ -147,6 +147,9 @@ class Store:
     def update_job(self, job_id: str, **fields: Any) -> "Deferred[None]":
         return self._call("update_job", job_id, **fields)
 
+    def set_stats(self, job_id: str, stats: str) -> "Deferred[Optional[Job]]":
+        return self._call("set_stats", job_id, stats)
+
     def fire_templates(self, firings: Sequence[tuple[str, float, bool]],
                        make_child: Callable[[Job, float], Job],
                        clock: Callable[[], float]) -> "Deferred[list[Fired]]":

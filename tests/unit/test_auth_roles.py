@@ -18,6 +18,9 @@ EXPECTED_ROLES = {  # every route the app serves: a new one must be decided here
     "/preview-schedule.json": "reader",
     "/list-jobs.json": "reader",
     "/get-log/<string:anything>/<string:filename>": "reader",
+    "/job-stats.json": "reader",
+    "/job-items.json": "reader",       # what the crawl scraped, as readable as its logs
+    "/job-items/<string:itemsfile>": "reader",
     "/push-project.json": "operator",
     "/schedule-job.json": "operator",
     "/pause-job.json": "operator",

@@ -9,14 +9,14 @@ from __future__ import annotations
 from twisted.web.resource import IResource
 
 from . import (routes_browser, routes_events, routes_jobs, routes_logs, routes_meta,
-               routes_metrics, routes_projects, routes_webhooks)
+               routes_metrics, routes_projects, routes_results, routes_webhooks)
 from .helpers import ALL_METHODS, Router, error_response, install_error_handlers
 from ..server import ExactRouter
 from .services import Services
 
 #: The route modules, one per noun; each has ``register(router)``.
-ROUTE_MODULES = (routes_meta, routes_projects, routes_jobs, routes_logs, routes_browser,
-                 routes_webhooks, routes_events, routes_metrics)
+ROUTE_MODULES = (routes_meta, routes_projects, routes_jobs, routes_logs, routes_results,
+                 routes_browser, routes_webhooks, routes_events, routes_metrics)
 
 
 def build_router(services: Services) -> Router:

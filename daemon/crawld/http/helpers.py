@@ -41,7 +41,7 @@ log = Logger(namespace="crawld.api")
 
 ALL_METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")
 POLICY_PARAMS = ("tz", "jitter", "misfire", "misfire-grace", "overlap", "timeout",
-                 "no-output-timeout", "max-log-size", "memory-limit", "webhook")
+                 "no-output-timeout", "max-log-size", "memory-limit", "webhook", "fail-on")
 #: GETs that make something happen (a post handed out, a screenshot taken): a page on
 #: another site must not trigger them with an <img> either.
 ACTING_GETS = {"/job-posts.json", "/job-screenshot.png"}
@@ -197,6 +197,20 @@ def stream(s: Services, request: Any, fh: Any, still_running: Callable[[], bool]
         gate.open -= 1
         return result
     return follower.done.addBoth(closed)
+
+
+def follow_file(s: Services, request: Any, fh: Any, content_type: bytes, job_id: str
+                ) -> Any:
+    """A job's file as the answer (a log, its items): ``content_type``, never cached;
+    HEAD gets the headers alone, GET the file, followed while the job runs. Returns b""
+    or a Deferred that fires with None once it is sent (a route returns either)."""
+    request.setHeader(b"Content-Type", content_type)
+    request.setHeader(b"Cache-Control", b"no-store")
+    if request.method == b"HEAD":
+        fh.close()
+        return b""
+    return stream(s, request, fh, lambda: s.supervisor.is_running(job_id)).addCallback(
+        lambda _: None)
 
 
 # -- the app --------------------------------------------------------------------------

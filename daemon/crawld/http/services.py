@@ -230,7 +230,8 @@ class Services:
     count of open streams, made from ``web.max_streams``; ``event_streams`` the count of
     /events streams, from ``web.max_event_streams``. ``waits`` (keyword only) must
     hear the same event list as ``jobs`` publishes to; ``feed`` and ``metrics`` (given
-    by name) serve /events and /metrics.
+    by name) serve /events and /metrics. ``items_dir``: where spider jobs' items files
+    are (None: nowhere, every job has none).
     """
 
     reactor: ReactorApi
@@ -246,6 +247,7 @@ class Services:
     to_thread: Callable[..., Deferred] = deferToThread
     feed: FeedApi = field(kw_only=True)
     metrics: MetricsApi = field(kw_only=True)
+    items_dir: Optional[str] = None   # spider jobs' items files (items.py)
     streams: StreamGate = field(init=False, repr=False, compare=False)
     waits: WaitsApi = field(kw_only=True)
     event_streams: StreamGate = field(init=False, repr=False, compare=False)
