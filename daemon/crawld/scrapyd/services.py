@@ -89,6 +89,8 @@ class ScrapydServices:
     log_dir: str
     settings: ScrapydSettings = ScrapydSettings()
     to_thread: Callable[..., Deferred] = deferToThread
+    #: spider jobs' items files (items.py); None when crawld keeps none ([crawld] items)
+    items_dir: Optional[str] = None
 
 
 PROTOCOLS: Sequence[type] = (ScrapydJobs, ScrapydProjects, ScrapydAuthenticator)

@@ -16,10 +16,10 @@ from datetime import datetime
 from io import BytesIO
 from typing import Any, Callable, Optional
 
-from twisted.internet.defer import inlineCallbacks
+from twisted.internet.defer import inlineCallbacks, succeed
 from twisted.logger import Logger
 
-from .. import archive
+from .. import archive, items as item_files
 from ..errors import BadRequest, Conflict, NotFound
 from ..model import JOB_ID_RE, Job, JobStatus
 from .services import ScrapydServices
@@ -89,6 +89,23 @@ def log_url(job: Job) -> Optional[str]:
     if job.started is None:
         return None
     return f"/logs/{job.project}/{job.spider}/{job.id}.log"
+
+
+def items_url(job: Job, with_items: set[str]) -> Optional[str]:
+    """Where the job's items are on this listener, when it has an items file
+    (``with_items``, items.present), as scrapyd gives ``items_url`` when the feed's
+    file exists."""
+    if job.id not in with_items:
+        return None
+    return f"/items/{job.project}/{job.spider}/{job.id}.{item_files.EXT}"
+
+
+def jobs_with_items(s: ScrapydServices) -> Any:
+    """A Deferred of the ids of the jobs that have an items file (one listing, in a
+    thread; none when crawld keeps no items)."""
+    if s.items_dir is None:
+        return succeed(set())
+    return s.to_thread(item_files.present, s.items_dir)
 
 
 def scrapyd_state(job: Optional[Job], project: Optional[str]) -> Optional[str]:
@@ -243,6 +260,7 @@ def listjobs(s: ScrapydServices, request: Any):
     pending = yield s.jobs.pending()
     running = yield s.jobs.list("RUNNING", project=project)
     finished = yield s.jobs.list("COMPLETED", project=project)
+    with_items = yield jobs_with_items(s)
 
     def ours(job: Job) -> bool:
         return job.kind == "spider" and (project is None or job.project == project)
@@ -253,10 +271,10 @@ def listjobs(s: ScrapydServices, request: Any):
                     for j in pending if ours(j)],
         "running": [{"id": j.id, "project": j.project, "spider": j.spider, "pid": j.pid,
                      "start_time": local_time(j.started), "log_url": log_url(j),
-                     "items_url": None} for j in running if ours(j)],
+                     "items_url": items_url(j, with_items)} for j in running if ours(j)],
         "finished": [{"id": j.id, "project": j.project, "spider": j.spider,
                       "start_time": local_time(j.started), "end_time": local_time(j.finished),
-                      "log_url": log_url(j), "items_url": None}
+                      "log_url": log_url(j), "items_url": items_url(j, with_items)}
                      for j in finished if ours(j) and j.started is not None],
     }
 
