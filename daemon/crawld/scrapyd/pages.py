@@ -16,19 +16,21 @@ import os
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from html import escape
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Union
 from urllib.parse import quote, unquote
 
 from twisted.internet.defer import inlineCallbacks
 from twisted.web.util import redirectTo
 
 from .. import items as item_files, logs
-from ..model import JOB_ID_RE, Job
+from ..model import JOB_ID_RE, Job, RanJob
 from .services import ScrapydServices
 from .webservice import items_url, jobs_with_items
 
 #: the jobs table's columns; "Items" only when crawld keeps items, as scrapyd shows it
 #: only with a local items_dir
+#: a job as the pages show it: a pending Job, or a RanJob (started)
+Listed = Union[Job, RanJob]
 HEADERS = ("Project", "Spider", "Job", "PID", "Start", "Runtime", "Finish", "Log", "Items",
            "Cancel")
 
@@ -87,27 +89,25 @@ def jobs_page(s: ScrapydServices, request: Any):
     base = base_path(request)
     now = s.reactor.seconds()
     pending = [j for j in (yield s.jobs.pending()) if j.kind == "spider"]
-    running = [j for j in (yield s.jobs.list("RUNNING")) if j.kind == "spider"]
-    finished = [j for j in (yield s.jobs.list("COMPLETED"))
-                if j.kind == "spider" and j.started is not None]
+    running, finished = yield s.jobs.ran_spider_jobs()
     with_items = yield jobs_with_items(s)
     headers = tuple(h for h in HEADERS if h != "Items" or s.items_dir)
 
-    def cancel(job: Job) -> str:
+    def cancel(job: Listed) -> str:
         return (f'<form method="post" onsubmit="return confirm(\'Are you sure?\');" '
                 f'action="{base}/cancel.json"><input type="hidden" name="project" '
                 f'value="{escape(job.project)}"><input type="hidden" name="job" '
                 f'value="{escape(job.id)}"><input type="submit" value="Cancel"></form>')
 
-    def log_link(job: Job) -> str:
+    def log_link(job: Listed) -> str:
         return (f'<a href="{base}/logs/{quote(job.project)}/{quote(job.spider)}/'
                 f'{quote(job.id)}.log">Log</a>')
 
-    def items_link(job: Job) -> Optional[str]:
+    def items_link(job: Listed) -> Optional[str]:
         url = items_url(job, with_items)
         return f'<a href="{base}{url}">Items</a>' if url else None
 
-    def names(job: Job) -> dict[str, str]:
+    def names(job: Listed) -> dict[str, str]:
         return {"Project": escape(job.project), "Spider": escape(job.spider),
                 "Job": escape(job.id)}
     rows = {
@@ -206,8 +206,8 @@ def _not_found(request: Any) -> bytes:
 @inlineCallbacks
 def _jobs_with_files(s: ScrapydServices, folder: Folder):
     """The spider jobs that have run and have a file in ``folder``."""
-    ran = [j for j in (yield s.jobs.list("RUNNING")) + (yield s.jobs.list("COMPLETED"))
-           if j.kind == "spider" and j.started is not None]
+    running, finished = yield s.jobs.ran_spider_jobs()
+    ran = running + finished
     if folder is ITEMS:
         with_items = yield jobs_with_items(s)
         ran = [j for j in ran if j.id in with_items]
@@ -260,7 +260,7 @@ def _open(s: ScrapydServices, folder: Folder, job_id: str) -> Any:
 
 
 @inlineCallbacks
-def _job_file(s: ScrapydServices, request: Any, folder: Folder, ran: list[Job],
+def _job_file(s: ScrapydServices, request: Any, folder: Folder, ran: list[RanJob],
               project: str, spider: str, name: str):
     suffix = "." + folder.ext
     job_id = name[:-len(suffix)] if name.endswith(suffix) else ""

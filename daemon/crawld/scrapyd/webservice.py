@@ -13,15 +13,16 @@ import json
 import uuid
 import zipfile
 from datetime import datetime
+from functools import lru_cache
 from io import BytesIO
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Union
 
 from twisted.internet.defer import inlineCallbacks, succeed
 from twisted.logger import Logger
 
 from .. import archive, items as item_files
 from ..errors import BadRequest, Conflict, NotFound
-from ..model import JOB_ID_RE, Job, JobStatus
+from ..model import JOB_ID_RE, Job, JobStatus, RanJob
 from .services import ScrapydServices
 
 log = Logger(namespace="crawld.scrapyd")
@@ -73,8 +74,10 @@ def spiders_of(s: ScrapydServices, project: str, version: Optional[str]) -> list
         raise BadRequest(f"version '{version}' not found") from None
 
 
+@lru_cache(maxsize=8192)
 def local_time(ts: Optional[float]) -> Optional[str]:
-    """A time as scrapyd shows one: ``str(datetime)`` in local time."""
+    """A time as scrapyd shows one: ``str(datetime)`` in local time (cached: listjobs
+    shows the same finished jobs' times on every request)."""
     return None if ts is None else str(datetime.fromtimestamp(ts))
 
 
@@ -83,7 +86,7 @@ def pairs(text: str) -> dict[str, str]:
     return {str(k): str(v) for k, v in json.loads(text or "[]")}
 
 
-def log_url(job: Job) -> Optional[str]:
+def log_url(job: Union[Job, RanJob]) -> Optional[str]:
     """Where the job's log is on this listener (once it has started: crawld creates
     a job's logs before it runs, and removes them with the job)."""
     if job.started is None:
@@ -91,7 +94,7 @@ def log_url(job: Job) -> Optional[str]:
     return f"/logs/{job.project}/{job.spider}/{job.id}.log"
 
 
-def items_url(job: Job, with_items: set[str]) -> Optional[str]:
+def items_url(job: Union[Job, RanJob], with_items: set[str]) -> Optional[str]:
     """Where the job's items are on this listener, when it has an items file
     (``with_items``, items.present), as scrapyd gives ``items_url`` when the feed's
     file exists."""
@@ -258,8 +261,7 @@ def listjobs(s: ScrapydServices, request: Any):
     project = param(request, "project", required=False)
     known_project(s, project)
     pending = yield s.jobs.pending()
-    running = yield s.jobs.list("RUNNING", project=project)
-    finished = yield s.jobs.list("COMPLETED", project=project)
+    running, finished = yield s.jobs.ran_spider_jobs(project)
     with_items = yield jobs_with_items(s)
 
     def ours(job: Job) -> bool:
@@ -271,11 +273,11 @@ def listjobs(s: ScrapydServices, request: Any):
                     for j in pending if ours(j)],
         "running": [{"id": j.id, "project": j.project, "spider": j.spider, "pid": j.pid,
                      "start_time": local_time(j.started), "log_url": log_url(j),
-                     "items_url": items_url(j, with_items)} for j in running if ours(j)],
+                     "items_url": items_url(j, with_items)} for j in running],
         "finished": [{"id": j.id, "project": j.project, "spider": j.spider,
                       "start_time": local_time(j.started), "end_time": local_time(j.finished),
                       "log_url": log_url(j), "items_url": items_url(j, with_items)}
-                     for j in finished if ours(j) and j.started is not None],
+                     for j in finished],
     }
 
 
