@@ -76,6 +76,7 @@ class CrawldScrapyd(core.Crawld):
 
 
 def rps_paths(last_job: str) -> tuple[tuple[str, str], ...]:
+    """(metric, path) of each req/s load; status.json asks for ``last_job``."""
     return (("daemonstatus_rps", "/daemonstatus.json"),
             ("status_rps", f"/status.json?job={last_job}"),
             ("listjobs_rps", f"/listjobs.json?project={core.PROJECT}"))
@@ -132,17 +133,14 @@ def summarize(res: core.Results, names: list[str]) -> dict[str, Any]:
 
 
 def table(summary: dict[str, Any], names: list[str]) -> str:
+    """The medians and the ratio as a plain-text table."""
     rows = [["metric", *names, "crawld vs scrapyd"]]
     for metric, row in summary.items():
         ratio = row["ratio_vs_scrapyd"]
         rows.append([f"{metric} [{row['unit']}]",
                      *[core.fmt(row[n]["median"], row["unit"]) for n in names],
                      "n/a" if ratio is None else f"{ratio:.2f}x"])
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w)
-                       for i, (c, w) in enumerate(zip(r, widths))) for r in rows]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+    return core.align(rows)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
