@@ -51,6 +51,8 @@ setup(
             "treq>=26.7,<27",
             # scrapy-do's own client, scrapy-do-cl, drives the compatibility tests.
             "scrapy-do==0.5.0",
+            # scrapyd's own client (scrapyd-deploy, scrapyd-client) against the listener
+            "scrapyd-client>=2.0.3,<2.1",
             "requests>=2.34,<3",
         ],
     },

@@ -997,7 +997,13 @@ def render_table(summary: dict[str, Any], names: list[str]) -> str:
         cells += [("n/a" if row[f"ratio_vs_{o}"] is None else f"{row[f'ratio_vs_{o}']:.2f}x")
                   for o in others]
         rows.append(cells)
-    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    return align(rows)
+
+
+def align(rows: list[list[str]]) -> str:
+    """Rows of cells as a plain-text table: the first column left-aligned, the others
+    right-aligned, a rule under the first row (the header)."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w)
                        for i, (c, w) in enumerate(zip(r, widths))) for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))

@@ -15,7 +15,7 @@ from typing import Any, Callable, Iterable, Optional, Sequence
 
 
 from .deliveries import DeliveryRows
-from .model import ACTIVE, COMPLETED, Actor, Job, JobStatus, Project, Version
+from .model import ACTIVE, COMPLETED, Actor, Job, JobStatus, Project, RanJob, Version
 
 from .migrations import ACTIVE_SQL, COMPLETED_SQL, MIGRATIONS, SCHEMA_VERSION
 
@@ -221,6 +221,24 @@ class Database(DeliveryRows):
         sql = (f"SELECT {_COLUMN_LIST} FROM {table} WHERE {' AND '.join(where)} "
                "ORDER BY updated DESC, seq DESC LIMIT ? OFFSET ?")
         return [_row_to_job(r) for r in self.conn.execute(sql, (*args, limit, offset))]
+
+    def ran_spider_jobs(self, project: Optional[str] = None
+                        ) -> tuple[list[RanJob], list[RanJob]]:
+        """(running, completed) spider jobs that started, each most recently changed
+        first, as lean rows (scrapyd's listjobs.json, /jobs and /logs/ read them on
+        every request); completed ones from the group's index, as list_jobs does."""
+        where, args = "kind = 'spider' AND started IS NOT NULL", []
+        if project is not None:
+            where, args = where + " AND project = ?", [project]
+        columns = "id, project, spider, status, pid, started, finished, updated"
+        order = "ORDER BY updated DESC, seq DESC"
+        running = self.conn.execute(
+            f"SELECT {columns} FROM jobs WHERE status = 'RUNNING' AND {where} {order}", args)
+        done = self.conn.execute(
+            f"SELECT {columns} FROM jobs INDEXED BY jobs_completed WHERE {COMPLETED_SQL} "
+            f"AND {where} {order}", args)
+        return ([RanJob(r[0], r[1], r[2], _STATUSES[r[3]], *r[4:]) for r in running],
+                [RanJob(r[0], r[1], r[2], _STATUSES[r[3]], *r[4:]) for r in done])
 
     def schedule_rows(self) -> list[tuple]:
         """What the scheduler keeps of every SCHEDULED template, without whole rows:

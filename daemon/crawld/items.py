@@ -3,13 +3,15 @@
 The job writes them (Scrapy's feed export, set up in its own process by
 runner/crawl.py) unless its project configures feeds itself; the daemon creates each
 file empty before the job starts (so that it is the job's user's under ``run-as``, in
-a folder the job cannot write to), pages through it for job-items.json (in a thread)
-and removes it with the job (retention).
+a folder the job cannot write to), pages through it for job-items.json (in a
+thread), serves it on the scrapyd listener's ``/items/...`` and removes it with the
+job (retention).
 """
 from __future__ import annotations
 
 import os
-from typing import Optional
+import stat
+from typing import IO, Optional
 
 
 EXT = "jl"
@@ -46,3 +48,30 @@ def remove(items_dir: str, job_id: str) -> None:
         os.unlink(path(items_dir, job_id))
     except FileNotFoundError:
         pass
+
+
+def open_file(items_dir: str, job_id: str) -> IO[bytes]:
+    """The job's items file opened for reading (blocking: run it in a thread); only a
+    regular file, never through a link. FileNotFoundError when there is none.
+
+    The folder is the daemon's (a job cannot put a link in it), the file is the job's:
+    it may have made it a FIFO, on which a plain open would never return."""
+    fd = os.open(path(items_dir, job_id), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK
+                 | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise FileNotFoundError(path(items_dir, job_id))
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def present(items_dir: str) -> set[str]:
+    """The ids of the jobs that have an items file (blocking: one listing)."""
+    suffix = "." + EXT
+    try:
+        return {n[:-len(suffix)] for n in os.listdir(items_dir) if n.endswith(suffix)}
+    except FileNotFoundError:
+        return set()

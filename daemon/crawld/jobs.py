@@ -293,6 +293,10 @@ class Jobs:
                              f"{', '.join(STATUS_GROUPS)}") from None
         return self.store.list_jobs(statuses, limit, offset, project, spider)
 
+    def ran_spider_jobs(self, project: Optional[str] = None):
+        """(running, completed) spider jobs that started, lean rows (model.RanJob)."""
+        return self.store.ran_spider_jobs(project)
+
     def pending(self):
         """PENDING jobs in the queue's order (priority, then arrival)."""
         return self.store.pending_in_order()

@@ -8,7 +8,7 @@ import enum
 import math
 import re
 from dataclasses import dataclass, field, replace
-from typing import Optional
+from typing import NamedTuple, Optional
 
 
 class JobStatus(enum.Enum):
@@ -55,6 +55,22 @@ class Actor(enum.Enum):
 
     USER = "USER"
     SCHEDULER = "SCHEDULER"
+
+
+
+class RanJob(NamedTuple):
+    """A spider job that has started (running or completed), in the few columns
+    scrapyd's listings show: listjobs.json reads every finished job on each request,
+    so the store reads these instead of whole Jobs (and their stats)."""
+
+    id: str
+    project: str
+    spider: str
+    status: JobStatus
+    pid: Optional[int]
+    started: float
+    finished: Optional[float]
+    updated: float
 
 
 @dataclass(frozen=True)

@@ -153,7 +153,8 @@ class Daemon:
                 node_name=s.scrapyd_node_name or socket.gethostname(),
                 max_body=web.max_body, max_archive=web.max_archive,
                 allowed_origins=web.allowed_origins, hostnames=web.hostnames,
-                trusted_proxies=web.trusted_proxies)))
+                trusted_proxies=web.trusted_proxies),
+            items_dir=self.items_dir if s.items else None))
 
     def _run_as(self) -> Optional[RunAs]:
         """``[crawld] run-as``: jobs (and ``scrapy list``) run as that user. crawld must

@@ -14,7 +14,7 @@ from twisted.python.threadpool import ThreadPool
 
 from .database import Database, Fired
 from .deliveries import Delivery, DeliveryAttempt
-from .model import Job, JobStatus, Project, Version
+from .model import Job, JobStatus, Project, RanJob, Version
 
 T = TypeVar("T")
 
@@ -130,6 +130,10 @@ class Store:
 
     def schedule_rows(self) -> "Deferred[list[tuple]]":
         return self._call("schedule_rows")
+
+    def ran_spider_jobs(self, project: Optional[str] = None
+                        ) -> "Deferred[tuple[list[RanJob], list[RanJob]]]":
+        return self._call("ran_spider_jobs", project)
 
     def pending_in_order(self) -> "Deferred[list[Job]]":
         return self._call("pending_in_order")

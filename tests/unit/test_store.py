@@ -547,3 +547,23 @@ def test_a_job_both_past_the_cap_and_too_old_is_removed_once(db):
     removed = db.purge(2, older_than=100.0)  # done0, done1 are both; done2, done3 too old
     assert sorted(removed) == ["done0", "done1", "done2", "done3"]
     assert remaining(db) == set()
+
+
+# ------------------------------------------------------------- scrapyd's lean listing
+
+
+def test_ran_spider_jobs_are_the_started_spider_jobs_newest_change_first(db):
+    db.add_job(job("run", S.RUNNING, t=5.0, started=4.0, pid=42))
+    db.add_job(job("old", S.SUCCESSFUL, t=2.0, started=1.0, finished=2.0))
+    db.add_job(job("new", S.FAILED, t=3.0, started=2.5, finished=3.0, project="q"))
+    db.add_job(job("never", S.CANCELED, t=6.0))              # canceled before it ran
+    db.add_job(job("wait", S.PENDING, t=7.0))
+    db.add_job(job("shot", S.SUCCESSFUL, t=8.0, started=7.5, finished=8.0,
+                   kind="browser"))
+    running, done = db.ran_spider_jobs()
+    assert [tuple(r) for r in running] == [
+        ("run", "p", "s", S.RUNNING, 42, 4.0, None, 5.0)]
+    assert [r.id for r in done] == ["new", "old"]
+    assert done[1].status is S.SUCCESSFUL and done[1].finished == 2.0
+    running, done = db.ran_spider_jobs("q")
+    assert running == [] and [r.id for r in done] == ["new"]

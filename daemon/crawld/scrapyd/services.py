@@ -31,6 +31,8 @@ class ScrapydJobs(Protocol):
 
     def pending(self) -> Deferred: ...
 
+    def ran_spider_jobs(self, project: Optional[str] = None) -> Deferred: ...
+
     def status_counts(self) -> Deferred: ...
 
     def cancel(self, job_id: str) -> Deferred: ...
@@ -89,6 +91,8 @@ class ScrapydServices:
     log_dir: str
     settings: ScrapydSettings = ScrapydSettings()
     to_thread: Callable[..., Deferred] = deferToThread
+    #: spider jobs' items files (items.py); None when crawld keeps none ([crawld] items)
+    items_dir: Optional[str] = None
 
 
 PROTOCOLS: Sequence[type] = (ScrapydJobs, ScrapydProjects, ScrapydAuthenticator)

@@ -13,15 +13,16 @@ import json
 import uuid
 import zipfile
 from datetime import datetime
+from functools import lru_cache
 from io import BytesIO
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Union
 
-from twisted.internet.defer import inlineCallbacks
+from twisted.internet.defer import inlineCallbacks, succeed
 from twisted.logger import Logger
 
-from .. import archive
+from .. import archive, items as item_files
 from ..errors import BadRequest, Conflict, NotFound
-from ..model import JOB_ID_RE, Job, JobStatus
+from ..model import JOB_ID_RE, Job, JobStatus, RanJob
 from .services import ScrapydServices
 
 log = Logger(namespace="crawld.scrapyd")
@@ -73,8 +74,10 @@ def spiders_of(s: ScrapydServices, project: str, version: Optional[str]) -> list
         raise BadRequest(f"version '{version}' not found") from None
 
 
+@lru_cache(maxsize=8192)
 def local_time(ts: Optional[float]) -> Optional[str]:
-    """A time as scrapyd shows one: ``str(datetime)`` in local time."""
+    """A time as scrapyd shows one: ``str(datetime)`` in local time (cached: listjobs
+    shows the same finished jobs' times on every request)."""
     return None if ts is None else str(datetime.fromtimestamp(ts))
 
 
@@ -83,12 +86,29 @@ def pairs(text: str) -> dict[str, str]:
     return {str(k): str(v) for k, v in json.loads(text or "[]")}
 
 
-def log_url(job: Job) -> Optional[str]:
+def log_url(job: Union[Job, RanJob]) -> Optional[str]:
     """Where the job's log is on this listener (once it has started: crawld creates
     a job's logs before it runs, and removes them with the job)."""
     if job.started is None:
         return None
     return f"/logs/{job.project}/{job.spider}/{job.id}.log"
+
+
+def items_url(job: Union[Job, RanJob], with_items: set[str]) -> Optional[str]:
+    """Where the job's items are on this listener, when it has an items file
+    (``with_items``, items.present), as scrapyd gives ``items_url`` when the feed's
+    file exists."""
+    if job.id not in with_items:
+        return None
+    return f"/items/{job.project}/{job.spider}/{job.id}.{item_files.EXT}"
+
+
+def jobs_with_items(s: ScrapydServices) -> Any:
+    """A Deferred of the ids of the jobs that have an items file (one listing, in a
+    thread; none when crawld keeps no items)."""
+    if s.items_dir is None:
+        return succeed(set())
+    return s.to_thread(item_files.present, s.items_dir)
 
 
 def scrapyd_state(job: Optional[Job], project: Optional[str]) -> Optional[str]:
@@ -241,8 +261,8 @@ def listjobs(s: ScrapydServices, request: Any):
     project = param(request, "project", required=False)
     known_project(s, project)
     pending = yield s.jobs.pending()
-    running = yield s.jobs.list("RUNNING", project=project)
-    finished = yield s.jobs.list("COMPLETED", project=project)
+    running, finished = yield s.jobs.ran_spider_jobs(project)
+    with_items = yield jobs_with_items(s)
 
     def ours(job: Job) -> bool:
         return job.kind == "spider" and (project is None or job.project == project)
@@ -253,11 +273,11 @@ def listjobs(s: ScrapydServices, request: Any):
                     for j in pending if ours(j)],
         "running": [{"id": j.id, "project": j.project, "spider": j.spider, "pid": j.pid,
                      "start_time": local_time(j.started), "log_url": log_url(j),
-                     "items_url": None} for j in running if ours(j)],
+                     "items_url": items_url(j, with_items)} for j in running],
         "finished": [{"id": j.id, "project": j.project, "spider": j.spider,
                       "start_time": local_time(j.started), "end_time": local_time(j.finished),
-                      "log_url": log_url(j), "items_url": None}
-                     for j in finished if ours(j) and j.started is not None],
+                      "log_url": log_url(j), "items_url": items_url(j, with_items)}
+                     for j in finished],
     }
 
 
