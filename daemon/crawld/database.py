@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sqlite3
 from dataclasses import fields
 from typing import Any, Callable, Iterable, Optional, Sequence
@@ -33,6 +34,7 @@ _COLUMN_LIST = ", ".join(_JOB_COLUMNS)
 _SELECT_JOB = f"SELECT {_COLUMN_LIST} FROM jobs"
 _STATUS_AT, _ACTOR_AT = _JOB_COLUMNS.index("status"), _JOB_COLUMNS.index("actor")
 _STATUSES = {s.value: s for s in JobStatus}
+UUID_TEXT = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _ACTORS = {a.value: a for a in Actor}
 
 
@@ -136,16 +138,26 @@ class Database:
         return _row_to_job(row) if row else None
 
     def list_jobs(self, statuses: Sequence[JobStatus], limit: int = -1, offset: int = 0,
-                  project: Optional[str] = None, spider: Optional[str] = None) -> list[Job]:
+                  project: Optional[str] = None, spider: Optional[str] = None,
+                  text: Optional[str] = None) -> list[Job]:
         """Jobs in any of ``statuses``, most recently changed first (as scrapy-do orders).
 
         A page of ACTIVE or COMPLETED is read in order from the group's index, and one
         status in order from ``jobs_by_status``: ``limit + offset`` rows are visited,
         not the whole group sorted (with 10,000 finished jobs, a page was 40x slower).
+
+        ``text``: only jobs whose identifier, description, spider or project contains
+        it (ASCII letters in either case). The same walk in the same order, stopping
+        once the page is full; a text that matches nothing visits the whole group
+        (~1 µs a job). A whole identifier is found by the primary key at once.
         """
         table, args = "jobs", []
         group = _GROUPS.get(frozenset(statuses))
-        if group is not None:
+        if text is not None and UUID_TEXT.fullmatch(text):
+            where = [f"status IN ({_marks(statuses)})", "id = ?"]
+            args = [*(s.value for s in statuses), text]
+            text = None
+        elif group is not None:
             table = f"jobs INDEXED BY {group[0]}"
             where = [group[1]]
         else:
@@ -155,9 +167,24 @@ class Database:
             if value is not None:
                 where.append(f"{column} = ?")
                 args.append(value)
+        if text is not None:
+            where.append("(id LIKE ? ESCAPE '\\' OR description LIKE ? ESCAPE '\\' "
+                         "OR spider LIKE ? ESCAPE '\\' OR project LIKE ? ESCAPE '\\')")
+            pattern = "%" + re.sub(r"([\\%_])", r"\\\1", text) + "%"
+            args += [pattern] * 4
         sql = (f"SELECT {_COLUMN_LIST} FROM {table} WHERE {' AND '.join(where)} "
                "ORDER BY updated DESC, seq DESC LIMIT ? OFFSET ?")
         return [_row_to_job(r) for r in self.conn.execute(sql, (*args, limit, offset))]
+
+    def job_history(self, since: float, until: float) -> list[tuple[int, str, int]]:
+        """How many jobs finished in each hour of [since, until), by status: rows of
+        (hour since the epoch, status, count), read from ``jobs_finished_status``
+        alone (the dashboard's chart)."""
+        return self.conn.execute(
+            "SELECT CAST(finished / 3600 AS INTEGER) AS hour, status, COUNT(*) "
+            "FROM jobs INDEXED BY jobs_finished_status "
+            f"WHERE finished >= ? AND finished < ? AND {COMPLETED_SQL} "
+            "GROUP BY hour, status ORDER BY hour", (since, until)).fetchall()
 
     def schedule_rows(self) -> list[tuple]:
         """What the scheduler keeps of every SCHEDULED template, without whole rows:
@@ -299,7 +326,7 @@ class Database:
     def purge(self, cap: int, older_than: float) -> list[str]:
         """Delete completed jobs past the newest ``cap`` or finished before ``older_than``.
 
-        Both are index walks (``jobs_completed`` past the cap, ``jobs_by_finished``
+        Both are index walks (``jobs_completed`` past the cap, ``jobs_finished_status``
         before the cutoff): it runs after every burst of finished jobs, and sorting
         every completed job each time held the store thread for ~50 ms at 10,000."""
         past_cap = self.conn.execute(

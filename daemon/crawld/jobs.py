@@ -248,14 +248,21 @@ class Jobs:
         return job
 
     def list(self, status: str, limit: int = -1, offset: int = 0,
-             project: Optional[str] = None, spider: Optional[str] = None):
-        """Jobs by status name or group (ACTIVE, COMPLETED), newest change first."""
+             project: Optional[str] = None, spider: Optional[str] = None,
+             text: Optional[str] = None):
+        """Jobs by status name or group (ACTIVE, COMPLETED), newest change first;
+        ``text``: only those whose identifier, description, spider or project has it."""
         try:
             statuses = STATUS_GROUPS[status.upper()]
         except KeyError:
             raise BadRequest(f"unknown status {status!r}; one of "
                              f"{', '.join(STATUS_GROUPS)}") from None
-        return self.store.list_jobs(statuses, limit, offset, project, spider)
+        return self.store.list_jobs(statuses, limit, offset, project, spider, text)
+
+    def history(self, since: float, until: float) -> Deferred:
+        """How many jobs finished in each hour of [since, until), by status: rows of
+        (hour since the epoch, status, count)."""
+        return self.store.job_history(since, until)
 
     # -- cancel -----------------------------------------------------------------------
     @inlineCallbacks

@@ -24,6 +24,7 @@ from .config import Listen, Settings
 from .commands import RunAs
 from .errors import ConfigError
 from .http.app import build_app
+from .http.routes_dashboard import dashboard_files
 from .http.routes_meta import openapi_json
 from .http.server import make_site
 from .http.services import Services, WebSettings
@@ -165,7 +166,8 @@ class Daemon:
         log.info("authentication: {mode}", mode=mode)
         return auth.Authenticator(self.credentials, mode=mode, realm=s.auth_realm,
                                   clock=self.reactor.seconds,
-                                  max_password_checks=s.max_password_checks)
+                                  max_password_checks=s.max_password_checks,
+                                  session_ttl=s.session_ttl)
 
     def _project_dir(self, name: str) -> Optional[str]:
         return self.projects.path(name)
@@ -212,6 +214,7 @@ class Daemon:
         # browser jobs of a previous daemon are settled by now: their temp dirs can go
         yield deferToThread(shutil.rmtree, self.browsers.tmp_root, True)
         yield deferToThread(openapi_json)  # parsed once, off the reactor (~75 ms)
+        yield deferToThread(dashboard_files)  # read and gzipped once, off the reactor
         site = make_site(self.app, self.services.web.max_body,
                          header_timeout=self.settings.header_timeout,
                          idle_timeout=self.settings.idle_timeout,

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 from twisted.web.resource import IResource
 
-from . import routes_browser, routes_jobs, routes_logs, routes_meta, routes_projects
+from . import (routes_browser, routes_dashboard, routes_jobs, routes_logs, routes_meta,
+               routes_projects, routes_session)
 from .helpers import ALL_METHODS, Router, error_response, install_error_handlers
 from .server import ExactRouter
 from .services import Services
 
 #: The route modules, one per noun; each has ``register(router)``.
-ROUTE_MODULES = (routes_meta, routes_projects, routes_jobs, routes_logs, routes_browser)
+ROUTE_MODULES = (routes_meta, routes_projects, routes_jobs, routes_logs, routes_browser,
+                 routes_session, routes_dashboard)
 
 
 def build_router(services: Services) -> Router:

@@ -49,6 +49,11 @@ ACTING_GETS = {"/job-posts.json", "/job-screenshot.png"}
 MAX_INT = 2 ** 63 - 1
 #: Reason phrases Twisted does not know (it would send "429 Unknown Status").
 PHRASES = {429: b"Too Many Requests", 507: b"Insufficient Storage"}
+#: A request with this header (any value) gets its 401 without ``WWW-Authenticate``:
+#: the dashboard asks for credentials itself, and a Basic or Digest challenge would
+#: make the browser pop its own login dialog over the page (``X-Crawld-Client:
+#: dashboard``, which the page sends with every call).
+QUIET_HEADER = b"x-crawld-client"
 
 
 # -- JSON bodies ----------------------------------------------------------------------
@@ -191,6 +196,23 @@ def refuse_cross_site(request: Any) -> None:
                             f"{origin.decode('latin-1')!r} is not this server)")
 
 
+def identify(s: Services, request: Any) -> Any:
+    """Who sent ``request``: the authenticator's answer (an Identity, or a Deferred of
+    one; it raises or fails with 401, 429 or 503), from the request's credentials."""
+    headers = {}
+    for name in (b"authorization", b"x-api-key"):  # all the authenticator reads
+        values = request.requestHeaders.getRawHeaders(name)
+        if values:
+            headers[name.decode("ascii")] = values[-1].decode("latin-1")
+    uri = request.uri.decode("latin-1")
+    # the URL's key, never the body's
+    query = parse_qs(urlsplit(uri).query).get("key") if "?" in uri else None
+    method = request.method.decode("ascii", "replace")
+    return s.authenticator.authenticate(headers, query[0] if query else None, method,
+                                        uri, auth.client_address(request,
+                                                                 s.web.trusted_proxies))
+
+
 def authenticate(s: Services, request: Any) -> Optional[Deferred]:
     """Who is asking, and may they: raises (or fails with) 401 with challenges, 429 or 403.
 
@@ -201,19 +223,9 @@ def authenticate(s: Services, request: Any) -> Optional[Deferred]:
     """
     if s.authenticator.mode == "none":
         return None  # everyone is the anonymous operator, who may do anything
-    headers = {}
-    for name in (b"authorization", b"x-api-key"):  # all the authenticator reads
-        values = request.requestHeaders.getRawHeaders(name)
-        if values:
-            headers[name.decode("ascii")] = values[-1].decode("latin-1")
-    uri = request.uri.decode("latin-1")
-    # the URL's key, never the body's
-    query = parse_qs(urlsplit(uri).query).get("key") if "?" in uri else None
-    method = request.method.decode("ascii", "replace")
-    role = _required_role(method, request.path.decode("latin-1"))
-    identity = s.authenticator.authenticate(headers, query[0] if query else None, method,
-                                            uri, auth.client_address(request,
-                                                                     s.web.trusted_proxies))
+    role = _required_role(request.method.decode("ascii", "replace"),
+                          request.path.decode("latin-1"))
+    identity = identify(s, request)
     if isinstance(identity, Deferred):
         return identity.addCallback(auth.authorize, role)
     auth.authorize(identity, role)
@@ -264,15 +276,26 @@ class Router:
         #: the wrapped endpoint of each route without variables, by its exact path
         #: (server.ExactRouter serves those without Klein's dispatch)
         self.exact: dict[bytes, RouteFn] = {}
+        #: the rules served without credentials (``route(..., public=True)``)
+        self.public: set[str] = set()
 
-    def route(self, path: str, *methods: str) -> Callable[[RouteFn], RouteFn]:
+    def route(self, path: str, *methods: str, public: bool = False, cors: bool = True
+              ) -> Callable[[RouteFn], RouteFn]:
         """Serve ``fn`` at ``path`` for ``methods`` (GET implies HEAD). Every method
-        reaches the wrapper, so that a wrong one gets the API's JSON 405."""
+        reaches the wrapper, so that a wrong one gets the API's JSON 405.
+
+        ``public``: served without credentials (the dashboard's shell and assets, which
+        hold no data; login, logout and whoami, which look at credentials themselves).
+        Everything else the wrapper does (the Host check, 405, cross-site refusals, the
+        body limit) still applies. ``cors=False``: never CORS headers, whatever
+        ``[web] allowed-origins`` lists (the dashboard's own files)."""
         def decorate(fn: RouteFn) -> RouteFn:
             if path in self.methods:
                 raise ValueError(f"two routes for {path}")
             self.methods[path] = methods
-            wrapped = self._endpoint(fn, methods)
+            if public:
+                self.public.add(path)
+            wrapped = self._endpoint(fn, methods, public, cors)
             if "<" not in path:
                 self.exact[path.encode()] = wrapped
             # methods=None: every method, known or not (TRACE, PROPFIND...), reaches the
@@ -290,7 +313,8 @@ class Router:
             return ()
         return self.methods.get(endpoint, ())
 
-    def _endpoint(self, fn: RouteFn, methods: tuple[str, ...]) -> RouteFn:
+    def _endpoint(self, fn: RouteFn, methods: tuple[str, ...], public: bool = False,
+                  cors: bool = True) -> RouteFn:
         """``fn`` wrapped as the module docstring says. Requests are server.LimitedRequest
         (in tests too): ``body_too_large`` and ``parse_body()`` are always there."""
         s = self.services
@@ -301,13 +325,13 @@ class Router:
             method = request.method.decode("ascii", "replace")
             if method == "HEAD" and "GET" in methods:
                 method = "GET"  # Twisted sends the headers and drops the body
-            listed = allow_origin(request, s.web.allowed_origins)
+            listed = cors and allow_origin(request, s.web.allowed_origins)
             if (listed and method == "OPTIONS"
                     and request.getHeader(b"access-control-request-method") is not None):
                 # a preflight carries no credentials: answer it before authentication
                 request.setHeader(b"Access-Control-Allow-Methods", allow)
                 request.setHeader(b"Access-Control-Allow-Headers",
-                                  b"Authorization, X-Api-Key, Content-Type")
+                                  b"Authorization, X-Api-Key, Content-Type, X-Crawld-Client")
                 request.setHeader(b"Access-Control-Max-Age", b"600")
                 request.setResponseCode(204)
                 return b""
@@ -332,7 +356,7 @@ class Router:
                     return ok_body(request, fn(s, request, *args, **kwargs))
                 parsing.addCallback(lambda _: fn(s, request, *args, **kwargs))
                 return ok_body(request, parsing)
-            checked = authenticate(s, request)
+            checked = None if public else authenticate(s, request)
             return serve() if checked is None else ok_body(request, checked.addCallback(serve))
         return endpoint
 
@@ -355,9 +379,12 @@ def ok_body(request: Any, result: Any) -> Any:
 
 def crawld_error(request: Any, failure: Any) -> bytes:
     """A CrawldError as the client's answer: its code, its message, its headers (such
-    as WWW-Authenticate)."""
+    as WWW-Authenticate, left out for a request with ``QUIET_HEADER``)."""
     extra = getattr(failure.value, "response_headers", None)
+    quiet = request.requestHeaders.hasHeader(QUIET_HEADER)
     for name, values in (extra() if extra else {}).items():
+        if quiet and name.lower() == "www-authenticate":
+            continue
         request.responseHeaders.setRawHeaders(name, [str(v) for v in values])
     return error_body(request, failure.value.code, failure.value.msg)
 
