@@ -259,10 +259,10 @@ class Jobs:
                              f"{', '.join(STATUS_GROUPS)}") from None
         return self.store.list_jobs(statuses, limit, offset, project, spider, text)
 
-    def history(self, since: float, until: float) -> Deferred:
-        """How many jobs finished in each hour of [since, until), by status: rows of
-        (hour since the epoch, status, count)."""
-        return self.store.job_history(since, until)
+    def history(self, first_hour: int, hours: int) -> Deferred:
+        """How many jobs finished in each of ``hours`` hours from ``first_hour`` (hours
+        since the epoch), by status: (hour, status, count) rows, counts over 0."""
+        return self.store.job_history(first_hour, hours)
 
     # -- cancel -----------------------------------------------------------------------
     @inlineCallbacks

@@ -110,9 +110,9 @@ class Store:
                   text: Optional[str] = None) -> "Deferred[list[Job]]":
         return self._call("list_jobs", statuses, limit, offset, project, spider, text)
 
-    def job_history(self, since: float, until: float
+    def job_history(self, first_hour: int, hours: int
                     ) -> "Deferred[list[tuple[int, str, int]]]":
-        return self._call("job_history", since, until)
+        return self._call("job_history", first_hour, hours)
 
     def schedule_rows(self) -> "Deferred[list[tuple]]":
         return self._call("schedule_rows")

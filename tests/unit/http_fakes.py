@@ -108,7 +108,7 @@ class FakeJobs:
              text: Optional[str] = None) -> Deferred:
         return succeed([])
 
-    def history(self, since: float, until: float) -> Deferred:
+    def history(self, first_hour: int, hours: int) -> Deferred:
         return succeed([])
 
     def zone(self, name: Optional[str]) -> Any:

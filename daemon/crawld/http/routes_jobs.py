@@ -113,15 +113,15 @@ def job_history(s: Services, request: Any):
     """Jobs finished in each of the last ``hours`` hours (the current one included),
     by outcome, from the oldest hour: the dashboard's chart."""
     hours = int_arg(request, "hours", 24, 1, MAX_HOURS)
-    first = (int(s.reactor.seconds() // 3600) - hours + 1) * 3600
-    rows = yield s.jobs.history(first, first + hours * 3600)
+    first = int(s.reactor.seconds() // 3600) - hours + 1
+    rows = yield s.jobs.history(first, hours)
     found: dict[int, dict[str, int]] = {}
     for hour, status, count in rows:
         found.setdefault(hour, {})[status] = count
     return {"hours": hours, "buckets": [
         {"start": iso(float(hour * 3600)),
          **{status.value: found.get(hour, {}).get(status.value, 0) for status in COMPLETED}}
-        for hour in range(first // 3600, first // 3600 + hours)]}
+        for hour in range(first, first + hours)]}
 
 
 @inlineCallbacks
