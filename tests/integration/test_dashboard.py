@@ -444,3 +444,34 @@ def test_readable_in_a_narrow_window(dash: Dash, browser: Any, tmp_path: Path) -
         assert not page.errors and not page.dialogs
     finally:
         context.close()
+
+
+CHAT = '''
+async def run(page, job):
+    await page.set_content("<title>Chat</title><h1>waiting for messages</h1>")
+    job.progress(0.5, "half way")
+    async for message in job.messages():
+        await page.set_content(f"<h1>got {message}</h1>")
+        job.post({"got": message})
+'''
+
+
+def test_a_browser_job_live_screenshot_progress_and_messages(dash: Dash, page: Watched,
+                                                             tmp_path: Path) -> None:
+    r = dash.api.post(dash.url + "/push-project.json", timeout=120, files={
+        "archive": ("b.zip", project.build("browsing", extra={"browsing/scripts/chat.py": CHAT}))})
+    assert r.status_code == 200 and r.json()["scripts"] == ["chat"], r.text
+    job_id = dash.post("/schedule-job.json", project="browsing", script="chat",
+                       when="now")["identifier"]
+    login_key(page, dash)
+    p = page.page
+    p.goto(dash.url + f"/#/job/{job_id}")
+    p.wait_for_selector("#job-progress:has-text('half way')")
+    p.wait_for_selector("#screenshot[src^='blob:']")
+    assert p.evaluate("document.getElementById('screenshot').naturalWidth") > 100
+    p.fill("#job-message", '{"hello": 1}')
+    p.click("#job-message ~ button")
+    p.wait_for_selector("#job-posts li:has-text('\"got\":{\"hello\":1}')")
+    shot(page, "browser-job", tmp_path)
+    p.click("#cancel-job")
+    p.wait_for_selector("#job-head .badge:has-text('CANCELED')")

@@ -65,15 +65,18 @@ export function render(box, {app, arg}) {
   fill(box, head,
     h("section", {class: "card", "aria-labelledby": "facts-title"},
       h("h2", {id: "facts-title"}, "Details"), facts),
-    h("section", {class: "card", "aria-labelledby": "stats-title"},
+    h("section", {class: "card spider-only", "aria-labelledby": "stats-title"},
       h("h2", {id: "stats-title"}, "Stats"), stats),
-    h("section", {class: "card", "aria-labelledby": "params-title"},
+    h("section", {class: "card spider-only", "aria-labelledby": "params-title"},
       h("h2", {id: "params-title"}, "Arguments and settings"), params),
     h("section", {class: "card", "aria-labelledby": "logs-title"},
       h("h2", {id: "logs-title"}, "Logs"), logTabs, logPanel),
     itemsBox, browserBox);
 
   function show() {
+    for (const section of box.querySelectorAll(".spider-only")) {
+      section.hidden = job.kind !== "spider"; // a browser job has no Scrapy stats or -a/-s
+    }
     const cancel = app.canOperate && ACTIVE.has(job.status)
       ? h("button", {type: "button", class: "danger", id: "cancel-job", onclick: cancelJob},
         "Cancel job") : null;
