@@ -205,3 +205,16 @@ def test_whoami_without_credentials_or_auth(locked, env):
     response, body = call(open_, "POST", "/login.json",
                           data={"user": "alice", "password": PASSWORD})
     assert response.code == 400 and "auth = none" in json.loads(body)["msg"]
+
+
+def test_the_page_asks_for_every_module_at_once():
+    """No waterfall of imports: index.html names every module (a modulepreload, or
+    api.js's own script, which asks whoami.json while the others load)."""
+    html = (FOLDER / "index.html").read_text("utf-8")
+    named = set(re.findall(r'href="dashboard/(\w+\.js)"', html))
+    named |= set(re.findall(r'<script type="module"[^>]* src="dashboard/(\w+\.js)"', html))
+    modules = {p.name for p in FOLDER.glob("*.js")}
+    assert named == modules
+    imported = {m for p in FOLDER.glob("*.js")
+                for m in re.findall(r'from "\./(\w+\.js)"', p.read_text("utf-8"))}
+    assert imported <= modules, "an import of a file that does not exist"

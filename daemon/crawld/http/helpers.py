@@ -9,7 +9,9 @@ not take is a 405; a browser's cross-site request that would act is refused; a b
 over the limit is a 413; the form body is decoded; then the route runs, and a dict it
 returns becomes ``{"status": "ok", ...}``. Errors of the CrawldError tree become
 ``{"status": "error", "msg": ...}`` with their code, in ``install_error_handlers``;
-anything else is a 500 whose traceback goes to the daemon's log only.
+anything else is a 500 whose traceback goes to the daemon's log only. A ``public``
+route (the dashboard's files, login, logout, whoami) skips authentication and nothing
+else; a 401 to a request with ``X-Crawld-Client`` carries no challenges.
 
 This module imports no route module: routes import it.
 """

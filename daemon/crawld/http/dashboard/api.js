@@ -124,3 +124,8 @@ export async function readLines(response, onLine) {
   }
   if (rest.trim()) onLine(rest);
 }
+
+/** whoami.json, asked as soon as this module runs: index.html loads it on its own, so
+ * the app's first question is on its way while the other modules load. */
+export const firstWhoami = call("whoami.json");
+firstWhoami.catch(() => {}); // the app handles a failure when it reads it

@@ -1,7 +1,7 @@
 // The crawld dashboard: who is logged in, the views by the URL's fragment
 // (#/overview, #/projects, #/schedule, #/jobs?..., #/job/<id>) and live updates.
 
-import {ApiError, call, credential, onUnauthorized} from "./api.js";
+import {ApiError, call, credential, firstWhoami, onUnauthorized} from "./api.js";
 import {fill, h, notice} from "./dom.js";
 import {Live} from "./live.js";
 import {renderLogin} from "./login.js";
@@ -92,11 +92,15 @@ function loggedOut(message) {
   renderLogin(main(), {message, done: boot});
 }
 
+let started = false;
+
 /** Who are we: log in first when authentication is on and we have no credential. */
 export async function boot() {
   let who;
+  const asked = started ? call("whoami.json") : firstWhoami; // the first: already on its way
+  started = true;
   try {
-    who = await call("whoami.json");
+    who = await asked;
   } catch (error) {
     if (error instanceof ApiError && error.status === 401) {
       credential.clear();
