@@ -9,12 +9,9 @@ deadline.
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -24,27 +21,12 @@ import requests
 from tests.conftest import wait_for
 from tests.integration import project
 from tests.integration.conftest import DaemonProcess
+from tests.integration.test_auth import crawld_cli
+# the browser, found as the browser-job tests find it (a missing one fails the module)
+from tests.integration.test_browser_job import CHROMIUM, browser_available  # noqa: F401
 
-CHROMIUM = os.environ.get("CRAWLD_TEST_CHROMIUM", "/usr/lib/chromium/chromium")
 PASSWORDS = {"alice": "alice-operator-pw", "bob": "bob-reader-pw"}
 TIMEOUT = 60_000  # ms: a job's start and end on a loaded machine
-
-
-@pytest.fixture(scope="module", autouse=True)
-def browser_available() -> None:
-    """Fail (not skip) when the browser or Playwright is missing: CI must have them."""
-    if not os.access(CHROMIUM, os.X_OK):
-        pytest.fail(f"Chromium not found at {CHROMIUM} (apt-get install chromium, or set "
-                    "CRAWLD_TEST_CHROMIUM)")
-    if importlib.util.find_spec("playwright") is None:
-        pytest.fail(f"the playwright package is not installed for {sys.executable}")
-
-
-def crawld_cli(data_dir: str, *args: str, stdin: str = "") -> str:
-    r = subprocess.run([sys.executable, "-m", "crawld", args[0], "--data-dir", data_dir,
-                        *args[1:]], input=stdin, capture_output=True, text=True, timeout=60)
-    assert r.returncode == 0, (args, r.stdout, r.stderr)
-    return r.stdout
 
 
 class Dash:
@@ -173,6 +155,17 @@ def login_user(page: Watched, dash: Dash, name: str) -> None:
     page.page.fill("#login-password", PASSWORDS[name])
     page.page.click("#login-password ~ button")
     page.page.wait_for_selector("#nav a[aria-current=page]")
+
+
+def open_view(page: Watched, dash: Dash, view: str, ready: str) -> Any:
+    """The demo project pushed, logged in with the operator key, ``view`` open (once
+    ``ready`` is there) and marked (``not_reloaded``); returns the Playwright page."""
+    dash.ensure_project()
+    login_key(page, dash)
+    page.page.goto(dash.url + f"/#/{view}")
+    page.page.wait_for_selector(ready)
+    mark(page)
+    return page.page
 
 
 def mark(page: Watched) -> None:
@@ -321,12 +314,7 @@ def test_schedule_a_job_through_the_form_and_watch_it_finish(dash: Dash, page: W
 
 def test_jobs_appear_and_end_in_the_list_without_a_reload(dash: Dash, page: Watched,
                                                           tmp_path: Path) -> None:
-    dash.ensure_project()
-    login_key(page, dash)
-    p = page.page
-    p.goto(dash.url + "/#/jobs?tab=completed")
-    p.wait_for_selector("#jobs-COMPLETED")
-    mark(page)
+    p = open_view(page, dash, "jobs?tab=completed", "#jobs-COMPLETED")
     job_id = dash.post("/schedule-job.json", project="demo", spider="ok", when="now",
                        description="appears by itself")["identifier"]
     p.wait_for_selector(f"#jobs-COMPLETED tr[data-id='{job_id}'][data-status=SUCCESSFUL]")
@@ -343,12 +331,7 @@ def test_jobs_appear_and_end_in_the_list_without_a_reload(dash: Dash, page: Watc
 
 def test_follow_a_running_job_and_cancel_it(dash: Dash, page: Watched,
                                             tmp_path: Path) -> None:
-    dash.ensure_project()
-    login_key(page, dash)
-    p = page.page
-    p.goto(dash.url + "/#/jobs?tab=active")
-    p.wait_for_selector("#jobs-RUNNING")
-    mark(page)
+    p = open_view(page, dash, "jobs?tab=active", "#jobs-RUNNING")
     job_id = dash.post("/schedule-job.json", project="demo", spider="sleep",
                        when="now")["identifier"]
     row = f"#jobs-RUNNING tr[data-id='{job_id}']"

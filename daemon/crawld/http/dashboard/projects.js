@@ -47,8 +47,8 @@ export function render(box, {app}) {
       input.value = "";
     });
     const zone = h("div", {class: "drop", id: "drop-zone"},
-      h("p", {}, "Drop a project's zip here, or "),
-      h("label", {for: "archive", class: "button"}, "choose a zip file"), input,
+      h("p", {}, h("label", {for: "archive"}, "Drop a project's zip here, or choose it:")),
+      input,
       h("p", {class: "hint"}, "A Scrapy project zipped with its scrapy.cfg at the top " +
         "(crawld push DIR zips one for you)."));
     zone.addEventListener("dragover", (event) => {
