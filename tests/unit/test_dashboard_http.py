@@ -218,3 +218,12 @@ def test_the_page_asks_for_every_module_at_once():
     imported = {m for p in FOLDER.glob("*.js")
                 for m in re.findall(r'from "\./(\w+\.js)"', p.read_text("utf-8"))}
     assert imported <= modules, "an import of a file that does not exist"
+
+
+def test_setup_py_ships_every_file_of_the_dashboard():
+    import fnmatch
+    setup = (FOLDER.parents[3] / "setup.py").read_text()
+    globs = re.findall(r'"(dashboard/\*\.\w+)"', setup)
+    assert globs
+    for path in FOLDER.iterdir():
+        assert any(fnmatch.fnmatch(f"dashboard/{path.name}", g) for g in globs), path.name
