@@ -9,6 +9,7 @@ deadline.
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -458,3 +459,74 @@ def test_a_browser_job_live_screenshot_progress_and_messages(dash: Dash, page: W
     shot(page, "browser-job", tmp_path)
     p.click("#cancel-job")
     p.wait_for_selector("#job-head .badge:has-text('CANCELED')")
+
+
+# -- what issue 11 adds: the event stream, arguments, stats, items ---------------------
+def has(module: str) -> bool:
+    """Whether this crawld has ``module`` (a part of issue 11 the page uses when there)."""
+    return importlib.util.find_spec(module) is not None
+
+
+HARVEST = '''
+import scrapy
+
+
+class Harvest(scrapy.Spider):
+    """Scrapes ``count`` items from nowhere: the page's items and stats to show."""
+
+    name = "harvest"
+
+    async def start(self):
+        for n in range(int(getattr(self, "count", "3"))):
+            yield {"n": n, "word": getattr(self, "word", "none")}
+'''
+
+
+@pytest.mark.skipif(not has("crawld.http.routes_events"), reason="no /events in this crawld")
+def test_live_updates_come_from_the_event_stream(dash: Dash, page: Watched,
+                                                 tmp_path: Path) -> None:
+    streams: list[tuple[str, int]] = []
+    page.page.on("response", lambda r: streams.append((r.url, r.status))
+                 if "/events" in r.url else None)
+    polls: list[str] = []
+    p = open_view(page, dash, "jobs?tab=completed", "#jobs-COMPLETED")
+    page.page.on("request", lambda r: polls.append(r.url) if "list-jobs" in r.url else None)
+    assert any(url.endswith("/events?format=ndjson") and code == 200 for url, code in streams)
+    job_id = dash.post("/schedule-job.json", project="demo", spider="ok",
+                       when="now")["identifier"]
+    p.wait_for_selector(f"#jobs-COMPLETED tr[data-id='{job_id}'][data-status=SUCCESSFUL]")
+    # reloaded because an event said so (a new row for this list), not by a poll timer
+    assert 1 <= len(polls) <= 3, polls
+    assert not_reloaded(page)
+
+
+@pytest.mark.skipif(not (has("crawld.arguments") and has("crawld.http.routes_results")),
+                    reason="no spider arguments or items in this crawld")
+def test_arguments_from_the_form_then_stats_and_items(dash: Dash, page: Watched,
+                                                      tmp_path: Path) -> None:
+    r = dash.api.post(dash.url + "/push-project.json", timeout=120, files={
+        "archive": ("h.zip", project.build("harvest", spiders=HARVEST))})
+    assert r.status_code == 200, r.text
+    login_key(page, dash)
+    p = page.page
+    p.goto(dash.url + "/#/schedule?project=harvest")
+    p.wait_for_selector("#f-target option[value=harvest]", state="attached")
+    p.fill("#f-args", "count=4\nword=hello")
+    p.fill("#f-settings", "DOWNLOAD_DELAY=0")
+    p.check("input[name=fail-on][value=no-items]")
+    p.click("#f-submit")
+    p.wait_for_url(re.compile(r"#/job/[0-9a-f-]{36}$"))
+    job_id = p.url.rsplit("/", 1)[1]
+    p.wait_for_selector("#job-head .badge:has-text('SUCCESSFUL')")
+    job = dash.job(job_id)
+    assert job["args"] == {"count": "4", "word": "hello"}, job["args"]
+    assert "no-items" in job["fail-on"]
+    assert "hello" in p.text_content("#job-args")
+    assert "DOWNLOAD_DELAY" in p.text_content("#job-settings")
+    p.wait_for_selector("#job-stats .figure:has-text('Items') dd:text-is('4')")
+    p.wait_for_selector("#items-title:has-text('Items (4)')")
+    assert p.eval_on_selector_all("#items-table tbody tr", "rows => rows.length") == 4
+    assert "hello" in p.text_content("#items-table")
+    shot(page, "job-stats", tmp_path)
+    p.goto(dash.url + "/#/jobs?tab=completed&project=harvest")
+    p.wait_for_selector(f"tr[data-id='{job_id}'] td.num:text-is('4')")

@@ -14,6 +14,12 @@ const HEADLINE_STATS = [
   ["finish_reason", "Finish reason"], ["elapsed_time_seconds", "Elapsed (s)"],
 ];
 const ACTIVE = new Set(["SCHEDULED", "PAUSED", "PENDING", "RUNNING"]);
+const number = new Intl.NumberFormat(undefined, {maximumFractionDigits: 2});
+
+/** A stat's value for reading: numbers grouped and rounded, the rest as it is. */
+function statText(value) {
+  return typeof value === "number" ? number.format(value) : String(value);
+}
 
 function pairsOf(value) {
   if (!value) return [];
@@ -111,7 +117,7 @@ export function render(box, {app, arg}) {
     }
     fill(stats,
       h("dl", {class: "figures"}, HEADLINE_STATS.filter(([k]) => k in data).map(([k, label]) =>
-        h("div", {class: "figure"}, h("dt", {}, label), h("dd", {}, String(data[k]))))),
+        h("div", {class: "figure"}, h("dt", {}, label), h("dd", {}, statText(data[k]))))),
       h("details", {}, h("summary", {}, "All stats"),
         nameValueTable("job-all-stats", Object.entries(data).sort())));
   }
