@@ -349,6 +349,32 @@ def test_follow_a_running_job_and_cancel_it(dash: Dash, page: Watched,
     assert not_reloaded(page)
 
 
+def test_a_long_log_shows_its_tail_and_older_parts_on_demand(dash: Dash, page: Watched,
+                                                           tmp_path: Path) -> None:
+    dash.ensure_project()
+    job_id = dash.post("/schedule-job.json", project="demo", spider="flood", when="now",
+                       payload='{"megabytes": 2}')["identifier"]
+    wait_for(lambda: dash.job(job_id)["status"] == "SUCCESSFUL", 60, what="the flood")
+    size = len(requests.get(f"{dash.url}/get-log/x/{job_id}.out", timeout=60,
+                            headers=dash.api.headers).content)
+    assert size >= 2 * 1024 * 1024
+    asked: list[str] = []
+    page.page.on("request", lambda r: asked.append(r.url) if "/get-log/" in r.url else None)
+    login_key(page, dash)
+    p = page.page
+    p.goto(dash.url + f"/#/job/{job_id}")
+    p.wait_for_selector("#older-out:visible")
+    shown = p.evaluate("document.getElementById('log-out').textContent.length")
+    assert shown == 64 * 1024, "the last 64 KiB, not the 2 MB log"
+    p.click("#older-out")
+    p.wait_for_function("() => document.getElementById('log-out').textContent.length "
+                        "=== 128 * 1024")
+    text = p.evaluate("document.getElementById('log-out').textContent")
+    assert set(text) == {"x", "\n"}
+    assert asked and all("offset=" in url and "follow=0" in url for url in asked), asked
+    assert "of the log" in p.text_content("#log-info-out")
+
+
 def test_overview_shows_status_failures_and_the_chart(dash: Dash, page: Watched,
                                                       tmp_path: Path) -> None:
     dash.ensure_project()
