@@ -30,7 +30,13 @@ setup(
         # job processes show as "crawld: job <id> <project>/<spider>" in ps; the jobs'
         # interpreter may lack it (another venv): they then set only the short name
         "setproctitle>=1.3,<2",
-        "multipart>=2.0,<3",  # multipart/form-data bodies (http/server.py)
+        "multipart>=2.0,<3",  # multipart/form-data bodies (server.py)
+        # GET /metrics: Prometheus' exposition format and the process_* collector
+        # (metrics.py); 0.x releases: bounded to the next minor, as a 0.x may break
+        "prometheus-client>=0.26,<0.27",
+        # scrapyd's order of egg versions (PEP 440), eggs.sorted_versions; Scrapy
+        # depends on it too, now crawld uses it directly
+        "packaging>=26.4,<27",
     ],
     extras_require={
         # browser jobs: Playwright drives Debian's Chromium (never a downloaded browser)

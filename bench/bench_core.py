@@ -593,6 +593,9 @@ class Crawld(ScrapyDoAPI):
         self.job_python: str | None = None
         #: ``[crawld] preload``: fork jobs from the zygote (yes) or spawn each (no).
         self.preload = "yes"
+        #: ``[web]`` options to write (bench_load: connection caps above its clients);
+        #: none by default, so that a crawld from before they existed starts too.
+        self.web: dict[str, str] = {}
 
     def prepare(self, cache_dir: Path) -> None:
         try:
@@ -608,6 +611,8 @@ class Crawld(ScrapyDoAPI):
                  f"completed-cap = {self.completed_cap}", f"preload = {self.preload}"]
         if self.job_python:
             lines.append(f"python = {self.job_python}")
+        if self.web:
+            lines += ["[web]", *(f"{k} = {v}" for k, v in self.web.items())]
         (self.workdir / "crawld.ini").write_text("\n".join(lines) + "\n")
 
     def job_interpreter(self) -> str | None:

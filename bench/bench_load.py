@@ -380,6 +380,10 @@ def wait_jobs(d: core.Crawld, ids: list[str], timeout: float) -> list[dict[str, 
 
 def run(args: argparse.Namespace, tmp: Path, results: dict[str, Any]) -> None:
     d = core.Crawld(args.job_slots, tmp / "crawld")
+    # every client is 127.0.0.1: the connection caps (32 per client by default) must
+    # hold them all, with room for the bench's own requests
+    d.web = {"max-connections": str(args.clients + 64),
+             "max-connections-per-client": str(args.clients + 32)}
     d.prepare(core.BENCH_DIR / ".venvs")  # crawld needs no venv
     results["versions"] = d.versions
     d.start()

@@ -20,7 +20,7 @@ import struct
 import zipfile
 import zlib
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Iterator, Optional
 
 from .errors import ProjectError, TooLarge
 
@@ -55,6 +55,16 @@ class Inspected:
     name: str
     members: tuple[zipfile.ZipInfo, ...]
     scrapy: bool = True  # has scrapy.cfg (else: browser scripts only)
+    #: what each member's name starts with and unpacking strips; None: ``<name>/``
+    #: (an egg's members are at its top: "")
+    prefix: Optional[str] = None
+    #: an egg's settings module (its ``scrapy`` entry point); None for an archive
+    settings_module: Optional[str] = None
+
+    @property
+    def strip(self) -> int:
+        """How many characters of each member's name unpacking drops."""
+        return len(self.name) + 1 if self.prefix is None else len(self.prefix)
 
 
 def valid_name(name: str) -> bool:
@@ -91,7 +101,7 @@ def _bomb(unpacked: int, packed: int) -> bool:
 
 
 @contextlib.contextmanager
-def _reading(info: zipfile.ZipInfo) -> Iterator[None]:
+def reading(info: zipfile.ZipInfo) -> Iterator[None]:
     """Reads of ``info`` in this block: zipfile's errors become a ProjectError (400)
     naming the entry. (Only reads: a full disk while writing is not the client's fault.)"""
     try:
@@ -103,7 +113,7 @@ def _reading(info: zipfile.ZipInfo) -> Iterator[None]:
 
 def _project_name(zf: zipfile.ZipFile, cfg: zipfile.ZipInfo) -> str:
     parser = configparser.ConfigParser(interpolation=None)
-    with _reading(cfg):
+    with reading(cfg):
         text = zf.read(cfg)
     try:
         parser.read_string(text.decode("utf-8"))
@@ -112,17 +122,21 @@ def _project_name(zf: zipfile.ZipFile, cfg: zipfile.ZipInfo) -> str:
         raise ProjectError(f"{cfg.filename}: cannot read [deploy] project: {exc}") from exc
 
 
-def inspect(data: bytes, limits: Limits) -> Inspected:
-    """Validate an archive and find its project. Raises ProjectError/TooLarge, writes nothing."""
+def validated(data: bytes, limits: Limits, what: str = "archive"
+              ) -> tuple[zipfile.ZipFile, list[zipfile.ZipInfo]]:
+    """The zip in ``data`` and its entries, every one checked (names stay inside, no
+    links or special files, no encryption, known methods, no bomb) and the whole held
+    to ``limits``: what a pushed archive and an uploaded egg both go through.
+    Raises ProjectError/TooLarge; writes nothing."""
     if not zipfile.is_zipfile(io.BytesIO(data)):
-        raise ProjectError("the archive is not a zip file")
+        raise ProjectError(f"the {what} is not a zip file")
     try:
         zf = zipfile.ZipFile(io.BytesIO(data))
         infos = zf.infolist()
     except READ_ERRORS as exc:
-        raise ProjectError(f"the archive is not a valid zip file: {exc}") from exc
+        raise ProjectError(f"the {what} is not a valid zip file: {exc}") from exc
     if len(infos) > limits.max_files:
-        raise TooLarge(f"the archive has {len(infos)} entries; max-archive-files is "
+        raise TooLarge(f"the {what} has {len(infos)} entries; max-archive-files is "
                        f"{limits.max_files}")
     total = packed = 0
     for info in infos:
@@ -130,12 +144,18 @@ def inspect(data: bytes, limits: Limits) -> Inspected:
         total += info.file_size
         packed += info.compress_size
     if total > limits.max_unpacked:
-        raise TooLarge(f"the archive unpacks to {total} bytes; max-unpacked-size is "
+        raise TooLarge(f"the {what} unpacks to {total} bytes; max-unpacked-size is "
                        f"{limits.max_unpacked}")
     # sizes are what the archive declares: the smaller of them and the upload's own
     if _bomb(total, min(packed, len(data))):
-        raise ProjectError(f"the archive unpacks to {total} bytes from {len(data)}: a "
+        raise ProjectError(f"the {what} unpacks to {total} bytes from {len(data)}: a "
                            f"compression ratio over {MAX_RATIO} (looks like a zip bomb)")
+    return zf, infos
+
+
+def inspect(data: bytes, limits: Limits) -> Inspected:
+    """Validate an archive and find its project. Raises ProjectError/TooLarge, writes nothing."""
+    zf, infos = validated(data, limits)
     cfgs = [i for i in infos if re.fullmatch(r"[^/]+/scrapy\.cfg", i.filename)]
     if not cfgs:
         return _scripts_only(infos)
@@ -187,11 +207,11 @@ def _copy(zf: zipfile.ZipFile, info: zipfile.ZipInfo, target: str) -> None:
     size the limits were checked against) and checks the CRC at its end; what it cannot
     read is the archive's fault (400), what cannot be written is not (a full disk)."""
     with open(target, "wb") as out:
-        with _reading(info):
+        with reading(info):
             src = zf.open(info)
         with src:
             while True:
-                with _reading(info):
+                with reading(info):
                     chunk = src.read(1024 * 1024)
                 if not chunk:
                     break
@@ -204,7 +224,7 @@ def unpack(data: bytes, inspected: Inspected, dest: str) -> None:
     root = os.path.realpath(dest)
     os.makedirs(root, mode=0o755, exist_ok=True)
     os.chmod(root, 0o755)
-    strip = len(inspected.name) + 1
+    strip = inspected.strip
     for info in inspected.members:
         rel = posixpath.normpath(info.filename[strip:] or ".")
         target = os.path.realpath(os.path.join(root, rel))

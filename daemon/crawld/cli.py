@@ -29,6 +29,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "--defaults' prints every option with its default)")
     serve.add_argument("--listen", metavar="HOST:PORT", action="append",
                        help="address to listen on (repeatable; default 127.0.0.1:7654)")
+    serve.add_argument("--scrapyd-listen", metavar="HOST:PORT", action="append",
+                       help="also answer scrapyd's API on this address (repeatable; "
+                       "replaces [scrapyd] listen; default: off)")
     serve.add_argument("--data-dir", metavar="DIR",
                        help="where the database, projects and logs live (default ./crawld-data)")
     serve.add_argument("--job-slots", metavar="N", type=int,
@@ -57,9 +60,15 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         listen = tuple(config.parse_listen(t) for t in args.listen) if args.listen else None
     except ValueError as exc:
         raise ConfigError(f"--listen: {exc}") from exc
+    try:
+        scrapyd = (tuple(config.parse_listen(t) for t in args.scrapyd_listen)
+                   if args.scrapyd_listen else None)
+    except ValueError as exc:
+        raise ConfigError(f"--scrapyd-listen: {exc}") from exc
     if args.job_slots is not None and args.job_slots < 0:
         raise ConfigError("--job-slots: must be zero or more")
-    return {"listen": listen, "data_dir": args.data_dir, "job_slots": args.job_slots}
+    return {"listen": listen, "data_dir": args.data_dir, "job_slots": args.job_slots,
+            "scrapyd_listen": scrapyd}
 
 
 def serve(settings: config.Settings, reinit: bool = False) -> int:

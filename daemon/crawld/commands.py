@@ -19,6 +19,9 @@ from .runner.proc import LIST_ENV
 #: interpreter with Scrapy installed can run jobs.
 SPIDER = "spider"
 
+#: The fd a spider job's stats extension writes its reports to (runner/stats.py).
+STATS_FD = 3
+
 #: Settings forced on every job. RemoteControl (Scrapy 2.19) opens a local port that runs
 #: code, the telnet console opens another: neither may be reachable on a shared host.
 FORCED_SETTINGS = {
@@ -50,6 +53,7 @@ class Command:
     scrapy_args: tuple[str, ...] = ()  # what follows ``scrapy`` (for the zygote)
     uid: Optional[int] = None          # run as this user and group (None: crawld's)
     gid: Optional[int] = None
+    stats_fifo: Optional[str] = None   # the job's stats channel (launch/statspipe.py)
 
     @property
     def executable(self) -> str:
@@ -78,16 +82,43 @@ def crawl_command(job: Job, project_dir: str, python: str,
                   base_env: Mapping[str, str], run_as: Optional[RunAs] = None) -> Command:
     """``scrapy crawl <spider>`` for a job, run from the project's unpacked version.
 
-    The payload goes to the spider as ``-a payload=<json>`` unless it is the empty object,
-    exactly as scrapy-do passes it.
+    The job's own settings (``-s``) come first and crawld's forced ones after them, so
+    that Scrapy keeps crawld's values whatever a stored row holds; then the job's
+    arguments (``-a``) in the order given; then the payload as ``-a payload=<json>``
+    unless it is the empty object, exactly as scrapy-do passes it (and scrapyd's launcher
+    passes settings and arguments the same way).
     """
     args = ["crawl", job.spider]
+    for name, value in stored_pairs(job.settings):
+        args += ["-s", f"{name}={value}"]
     for name, value in FORCED_SETTINGS.items():
         args += ["-s", f"{name}={value}"]
+    for name, value in stored_pairs(job.args):
+        args += ["-a", f"{name}={value}"]
     if job.payload and json.loads(job.payload) != {}:
         args += ["-a", f"payload={job.payload}"]
     return as_user(Command(runner.argv(python, SPIDER, *args),
                            job_env(base_env, job, run_as), project_dir, tuple(args)), run_as)
+
+
+def stored_pairs(text: str) -> list[tuple[str, str]]:
+    """A job's stored ``[[name, value], ...]`` (Job.args, Job.settings) as pairs
+    (``"[]"``, what most jobs have, costs no parse)."""
+    return [] if text == "[]" or not text else [(n, v) for n, v in json.loads(text)]
+
+
+def with_reports(cmd: Command, stats_fifo: Optional[str], interval: float,
+                 items: Optional[str]) -> Command:
+    """A spider job's command with what it reports home: stats through ``stats_fifo``
+    (as fd STATS_FD, every ``interval`` seconds; None: no stats), items to the file
+    ``items`` (None: no items file). The job's process reads the environment
+    (runner/crawl.py); the spawner opens the FIFO for it."""
+    env = dict(cmd.env)
+    if stats_fifo is not None:
+        env.update(CRAWLD_STATS_FD=str(STATS_FD), CRAWLD_STATS_INTERVAL=f"{interval:g}")
+    if items is not None:
+        env["CRAWLD_ITEMS"] = items
+    return replace(cmd, env=env, stats_fifo=stats_fifo)
 
 
 def list_command(project_dir: str, name: str, python: str, base_env: Mapping[str, str],

@@ -15,7 +15,9 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Optional, Union
 
+from . import outcomes
 from .errors import BadRequest, ConfigError
+from .hookurls import check_url, parse_hosts
 from .spec import zone
 
 DEFAULT_PORT = 7654
@@ -56,6 +58,9 @@ class Settings:
     run_as: str = ""                # user jobs run as when crawld starts as root ("": none)
     max_log_size: int = 0           # default limit of a job's .out + .err, bytes (0: none)
     memory_limit: int = 0           # default limit of a job's RSS, bytes (0: none)
+    fail_on: tuple[str, ...] = ("all-requests-failed",)  # spider jobs' default conditions
+    items: bool = True              # spider jobs' items to <data>/items/<id>.jl
+    stats_interval: float = 5.0     # seconds between a spider job's stats reports
     browser_timeout: float = 300.0  # default wall-clock limit of browser jobs (0: none)
     browser_executable: str = "auto"  # Chromium; auto: the first one installed
     screenshot_timeout: float = 15.0
@@ -63,7 +68,12 @@ class Settings:
     auth_realm: str = "crawld"      # HTTP Basic/Digest realm (Digest hashes depend on it)
     allowed_origins: tuple[str, ...] = ()  # origins whose pages may call the API (CORS)
     max_streams: int = 64           # followed logs and file downloads at once (429 past it)
+    max_waits: int = 100            # requests waiting for jobs to end (wait=), 429 past it
     header_timeout: float = 30.0    # seconds for a request's line and headers to arrive
+    body_timeout: float = 30.0      # seconds for a request's body to arrive, plus...
+    body_min_rate: int = 16 * 1024  # ... one second per this many bytes received
+    max_connections: int = 256      # connections open at once (503 past it)
+    max_connections_per_client: int = 32  # from one address (IPv6: /64) at once
     idle_timeout: float = 60.0      # seconds before an idle connection is closed
     access_log: bool = True         # one line per HTTP request in the daemon's log
     hostnames: tuple[str, ...] = ()  # names of this server accepted in Host (auth = none)
@@ -74,6 +84,22 @@ class Settings:
     tls_cert: str = ""              # PEM certificate (or full chain)
     tls_key: str = ""               # PEM private key
     tls_chain: str = ""             # optional PEM intermediates
+    # [webhooks] (webhooks.WebhookSettings; docs/configuration.md)
+    webhook_url: str = ""           # every job's events are POSTed here ("": nowhere)
+    webhook_secret: str = ""        # HMAC-SHA256 key of X-Crawld-Signature ("": unsigned)
+    webhook_events: tuple[str, ...] = ("ended",)  # ended, started
+    webhook_timeout: float = 10.0   # seconds per attempt
+    webhook_retry_for: float = 86400.0  # seconds after the event that retries may go on
+    webhook_backoff: float = 5.0    # first retry delay, doubled per failure
+    webhook_backoff_max: float = 600.0  # the longest delay between two attempts
+    webhook_concurrency: int = 4    # attempts in flight at once
+    webhook_allow_job_urls: bool = True  # schedule-job's webhook= accepted at all
+    webhook_job_url_hosts: tuple[Union[str, Network], ...] = ()  # per-job URLs' hosts
+    event_streams: int = 32         # /events streams at once (429 past it)
+    event_backlog: int = 1000       # events kept in memory for Last-Event-ID resumes
+    keep_alive: float = 15.0        # seconds of silence before a stream's keep-alive
+    scrapyd_listen: tuple[Listen, ...] = ()  # the scrapyd listener's addresses (): off
+    scrapyd_node_name: str = ""     # node_name in scrapyd's answers ("": the host name)
 
     @property
     def slots(self) -> int:
@@ -204,11 +230,57 @@ def _networks(text: str) -> tuple[Network, ...]:
     return tuple(found)
 
 
+def _webhook_url(text: str) -> str:
+    return check_url(text) if text.strip() else ""
+
+
+def _webhook_events(text: str) -> tuple[str, ...]:
+    items = tuple(dict.fromkeys(t for t in re.split(r"[,\s]+", text.strip().lower()) if t))
+    if not items or any(item not in ("ended", "started") for item in items):
+        raise ValueError("must list one or both of ended, started")
+    return items
+
+
+def _webhook_concurrency(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= 64:
+        raise ValueError("must be from 1 to 64")
+    return value
+
+
+def _fail_on(text: str) -> tuple[str, ...]:
+    return outcomes.parse(text)
+
+
+def _stats_interval(text: str) -> float:
+    value = float(text)
+    if not (math.isfinite(value) and MIN_STATS_INTERVAL <= value <= MAX_STATS_INTERVAL):
+        raise ValueError(f"must be from {MIN_STATS_INTERVAL:g} to {MAX_STATS_INTERVAL:g} "
+                         "seconds")
+    return value
+
+
+#: Bounds of [crawld] stats-interval: each report is a store write per running job.
+MIN_STATS_INTERVAL, MAX_STATS_INTERVAL = 1.0, 3600.0
+
+
 def _listen_list(text: str) -> tuple[Listen, ...]:
     items = [t for t in re.split(r"[,\s]+", text) if t]
     if not items:
         raise ValueError("needs at least one HOST:PORT")
     return tuple(parse_listen(t) for t in items)
+
+
+def _optional_listen_list(text: str) -> tuple[Listen, ...]:
+    """Like ``_listen_list``, where empty means none (the listener is off)."""
+    return _listen_list(text) if text.strip() else ()
+
+
+def _node_name(text: str) -> str:
+    name = text.strip()
+    if len(name) > 255 or not name.isprintable():
+        raise ValueError("must be printable text of at most 255 characters")
+    return name
 
 
 #: INI (section, option) -> (Settings field, converter). The single list of options.
@@ -230,6 +302,9 @@ OPTIONS: dict[tuple[str, str], tuple[str, Callable[[str], Any]]] = {
     ("crawld", "run-as"): ("run_as", str),
     ("crawld", "max-log-size"): ("max_log_size", _positive(parse_size, allow_zero=True)),
     ("crawld", "memory-limit"): ("memory_limit", _positive(parse_size, allow_zero=True)),
+    ("crawld", "fail-on"): ("fail_on", _fail_on),
+    ("crawld", "items"): ("items", _boolean),
+    ("crawld", "stats-interval"): ("stats_interval", _stats_interval),
     ("browser", "executable"): ("browser_executable", str),
     ("browser", "timeout"): ("browser_timeout", _positive(float, allow_zero=True)),
     ("browser", "screenshot-timeout"): ("screenshot_timeout", _positive(float)),
@@ -239,7 +314,12 @@ OPTIONS: dict[tuple[str, str], tuple[str, Callable[[str], Any]]] = {
     ("web", "allowed-origins"): ("allowed_origins", _origins),
     ("web", "hostnames"): ("hostnames", _hostnames),
     ("web", "max-streams"): ("max_streams", _positive(int)),
+    ("web", "max-waits"): ("max_waits", _positive(int)),
     ("web", "header-timeout"): ("header_timeout", _positive(float)),
+    ("web", "body-timeout"): ("body_timeout", _positive(float)),
+    ("web", "body-min-rate"): ("body_min_rate", _positive(parse_size)),
+    ("web", "max-connections"): ("max_connections", _positive(int)),
+    ("web", "max-connections-per-client"): ("max_connections_per_client", _positive(int)),
     ("web", "idle-timeout"): ("idle_timeout", _positive(float)),
     ("web", "access-log"): ("access_log", _boolean),
     ("web", "trusted-proxies"): ("trusted_proxies", _networks),
@@ -249,6 +329,21 @@ OPTIONS: dict[tuple[str, str], tuple[str, Callable[[str], Any]]] = {
     ("web", "cert"): ("tls_cert", str),
     ("web", "key"): ("tls_key", str),
     ("web", "chain"): ("tls_chain", str),
+    ("webhooks", "url"): ("webhook_url", _webhook_url),
+    ("webhooks", "secret"): ("webhook_secret", str),
+    ("webhooks", "events"): ("webhook_events", _webhook_events),
+    ("webhooks", "timeout"): ("webhook_timeout", _positive(float)),
+    ("webhooks", "retry-for"): ("webhook_retry_for", _positive(float, allow_zero=True)),
+    ("webhooks", "backoff"): ("webhook_backoff", _positive(float)),
+    ("webhooks", "backoff-max"): ("webhook_backoff_max", _positive(float)),
+    ("webhooks", "concurrency"): ("webhook_concurrency", _webhook_concurrency),
+    ("webhooks", "allow-job-urls"): ("webhook_allow_job_urls", _boolean),
+    ("webhooks", "job-url-hosts"): ("webhook_job_url_hosts", parse_hosts),
+    ("events", "max-streams"): ("event_streams", _positive(int)),
+    ("events", "backlog"): ("event_backlog", _positive(int)),
+    ("events", "keep-alive"): ("keep_alive", _positive(float)),
+    ("scrapyd", "listen"): ("scrapyd_listen", _optional_listen_list),
+    ("scrapyd", "node-name"): ("scrapyd_node_name", _node_name),
 }
 
 
@@ -286,6 +381,8 @@ def load(path: Optional[str] = None, overrides: Optional[Mapping[str, Any]] = No
     settings = Settings(**values)
     if settings.https and not (settings.tls_cert and settings.tls_key):
         raise ConfigError("[web] https = on needs cert and key (PEM files)")
+    if settings.webhook_backoff_max < settings.webhook_backoff:
+        raise ConfigError("[webhooks] backoff-max must be at least backoff")
     if not settings.python or not os.path.exists(settings.python):
         raise ConfigError(f"[crawld] python = {settings.python!r}: no such interpreter")
     return settings

@@ -15,7 +15,8 @@ from dataclasses import fields
 from typing import Any, Callable, Iterable, Optional, Sequence
 
 
-from .model import ACTIVE, COMPLETED, Actor, Job, JobStatus, Project
+from .deliveries import DeliveryRows
+from .model import ACTIVE, COMPLETED, Actor, Job, JobStatus, Project, Version
 
 from .migrations import ACTIVE_SQL, COMPLETED_SQL, MIGRATIONS, SCHEMA_VERSION
 
@@ -50,12 +51,24 @@ def _row_to_job(row: Sequence[Any]) -> Job:
     return Job(*values)
 
 
+def items_scraped(stats: Optional[str]) -> int:
+    """``item_scraped_count`` of a job's stats (JSON text), 0 when absent or not a count."""
+    if not stats:
+        return 0
+    try:
+        value = json.loads(stats).get("item_scraped_count")
+    except (ValueError, AttributeError):
+        return 0
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+
 def _marks(values: Iterable[Any]) -> str:
     return ", ".join("?" for _ in values)
 
 
-class Database:
-    """The synchronous SQL layer. Use it from one thread only (Store sees to that)."""
+class Database(DeliveryRows):
+    """The synchronous SQL layer. Use it from one thread only (Store sees to that).
+    Webhook deliveries' SQL is in deliveries.DeliveryRows."""
 
     def __init__(self, path: str) -> None:
         self.conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
@@ -117,7 +130,57 @@ class Database:
              project.pushed, json.dumps(list(project.scripts))))
 
     def delete_project(self, name: str) -> None:
-        self.conn.execute("DELETE FROM projects WHERE name = ?", (name,))
+        """Forget a project and every version of it (one transaction)."""
+        with self._transaction():
+            self.conn.execute("DELETE FROM versions WHERE project = ?", (name,))
+            self.conn.execute("DELETE FROM projects WHERE name = ?", (name,))
+
+    # -- versions ---------------------------------------------------------------------
+    def versions(self) -> list[Version]:
+        """Every stored version of every project (paths are resolved by the caller)."""
+        rows = self.conn.execute("SELECT project, name, number, spiders, pushed, kind, "
+                                 "scripts FROM versions ORDER BY project, number")
+        return [Version(p, n, num, "", tuple(json.loads(s)), t, k, tuple(json.loads(b)))
+                for p, n, num, s, t, k, b in rows]
+
+    def put_version(self, version: Version, current: Project,
+                    drop: Sequence[str] = ()) -> None:
+        """Store a version (replacing one of the same name), make ``current`` the
+        project's current version and forget the versions named in ``drop``: one
+        transaction, so a crash leaves the old state or the new one."""
+        with self._transaction():
+            for name in drop:
+                self.conn.execute("DELETE FROM versions WHERE project = ? AND name = ?",
+                                  (version.project, name))
+            self.conn.execute(
+                "INSERT OR REPLACE INTO versions (project, name, number, spiders, scripts, "
+                "pushed, kind) VALUES (?,?,?,?,?,?,?)",
+                (version.project, version.name, version.number,
+                 json.dumps(list(version.spiders)), json.dumps(list(version.scripts)),
+                 version.pushed, version.kind))
+            self.put_project(current)
+
+    def delete_version(self, project: str, name: str, current: Optional[Project]) -> None:
+        """Forget one version; ``current`` is the project's current version now (None:
+        that was its last version, and the project goes too)."""
+        with self._transaction():
+            self.conn.execute("DELETE FROM versions WHERE project = ? AND name = ?",
+                              (project, name))
+            if current is None:
+                self.conn.execute("DELETE FROM projects WHERE name = ?", (project,))
+            else:
+                self.put_project(current)
+
+    def version_users(self, project: str, name: str) -> list[str]:
+        """PENDING or RUNNING jobs (and schedules) pinned to a version of a project."""
+        rows = self.conn.execute("SELECT id FROM jobs WHERE project = ? AND version = ? "
+                                 "AND status IN ('SCHEDULED', 'PAUSED', 'PENDING', "
+                                 "'RUNNING') ORDER BY seq LIMIT 10", (project, name))
+        return [r[0] for r in rows]
+
+    def status_counts(self) -> dict[str, int]:
+        """How many jobs are in each status (scrapyd's daemonstatus.json)."""
+        return dict(self.conn.execute("SELECT status, COUNT(*) FROM jobs GROUP BY status"))
 
     def scheduled_spiders(self, project: str, kind: str = "spider") -> list[str]:
         """Spiders (or scripts) of a project that SCHEDULED or PAUSED templates still name."""
@@ -204,9 +267,10 @@ class Database:
             "WHERE status = 'SCHEDULED'").fetchall()
 
     def pending_in_order(self) -> list[Job]:
-        """PENDING jobs, first in first out."""
-        return [_row_to_job(r) for r in
-                self.conn.execute(f"{_SELECT_JOB} WHERE status = 'PENDING' ORDER BY seq")]
+        """PENDING jobs in the queue's order: higher priority first, first in first out
+        among equals."""
+        return [_row_to_job(r) for r in self.conn.execute(
+            f"{_SELECT_JOB} WHERE status = 'PENDING' ORDER BY priority DESC, seq")]
 
     # -- jobs: writes -----------------------------------------------------------------
     def add_job(self, job: Job) -> Job:
@@ -238,15 +302,41 @@ class Database:
                 return None
             if status is JobStatus.RUNNING:
                 self._bump("jobs-run")
-            elif status is JobStatus.CANCELED:
-                # as in scrapy-do: a canceled schedule or queued job was never run
-                started = self.conn.execute("SELECT started FROM jobs WHERE id = ?",
-                                            (job_id,)).fetchone()[0]
-                if started is not None:
-                    self._bump("jobs-canceled")
             elif status in _COUNTER_FOR:
-                self._bump(_COUNTER_FOR[status])
+                self._count_end(job_id, status)
         return self.get_job(job_id)
+
+    def _count_end(self, job_id: str, status: JobStatus) -> None:
+        """A job reached a completed status: count it (in the transaction that moved it).
+
+        A job that never ran (a canceled schedule or queued job) is not counted, as in
+        scrapy-do; one that ran counts in ``counters`` and, by project, spider and
+        status with the items its stats report, in ``job_totals`` (/metrics), which
+        retention does not touch."""
+        project, spider, started, stats = self.conn.execute(
+            "SELECT project, spider, started, stats FROM jobs WHERE id = ?",
+            (job_id,)).fetchone()
+        if status is JobStatus.CANCELED and started is None:
+            return
+        self._bump(_COUNTER_FOR[status])
+        if started is None:
+            return
+        self.conn.execute(
+            "INSERT INTO job_totals (project, spider, status, jobs, items) "
+            "VALUES (?, ?, ?, 1, ?) ON CONFLICT(project, spider, status) DO UPDATE SET "
+            "jobs = jobs + 1, items = items + excluded.items",
+            (project, spider, status.value, items_scraped(stats)))
+
+    def metric_counts(self) -> tuple[list[tuple[str, str, str, int, int]], dict[str, int]]:
+        """What /metrics reads of the store: ``job_totals`` rows (project, spider,
+        status, jobs, items), and how many jobs are PENDING and RUNNING."""
+        totals = self.conn.execute(
+            "SELECT project, spider, status, jobs, items FROM job_totals "
+            "ORDER BY project, spider, status").fetchall()
+        found = dict(self.conn.execute(
+            "SELECT status, COUNT(*) FROM jobs INDEXED BY jobs_by_status "
+            "WHERE status IN ('PENDING', 'RUNNING') GROUP BY status").fetchall())
+        return totals, {name: found.get(name, 0) for name in ("PENDING", "RUNNING")}
 
     def unstart(self, job_id: str, now: float) -> None:
         """Undo a RUNNING transition for a job whose process was never spawned."""
@@ -263,6 +353,18 @@ class Database:
         sets = ", ".join(f"{k} = ?" for k in fields)
         with self._transaction():
             self.conn.execute(f"UPDATE jobs SET {sets} WHERE id = ?", (*fields.values(), job_id))
+
+    def set_stats(self, job_id: str, stats: str) -> Optional[Job]:
+        """Record a running job's latest stats (JSON text); returns the job, or None when
+        it is no longer RUNNING (its end records its last stats itself). ``updated`` is
+        left alone: a stats report is not a change of status, and listings stay in
+        the order of those."""
+        with self._transaction():
+            cur = self.conn.execute("UPDATE jobs SET stats = ? WHERE id = ? AND "
+                                    "status = 'RUNNING'", (stats, job_id))
+            if cur.rowcount != 1:
+                return None
+        return self.get_job(job_id)
 
     def fire_templates(self, firings: Sequence[tuple[str, float, bool]],
                        make_child: Callable[[Job, float], Job],

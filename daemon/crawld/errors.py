@@ -58,6 +58,30 @@ class TooManyStreams(CrawldError):
     code = 429
 
 
+class TooManyWaits(CrawldError):
+    """Too many requests wait for jobs to end at once (``wait=``; 429)."""
+
+    code = 429
+
+
+class TooSlow(CrawldError):
+    """A request's body did not arrive within ``[web] body-timeout`` and at
+    ``body-min-rate`` (408); the connection is then closed."""
+
+    code = 408
+
+
+class TooManyConnections(CrawldError):
+    """The connection is one more than ``[web] max-connections`` or, from its client,
+    ``max-connections-per-client`` allows (503); it is answered and closed at once."""
+
+    code = 503
+
+    def response_headers(self) -> dict[str, list[str]]:
+        """Headers the response must carry, name -> values."""
+        return {"Retry-After": ["1"]}
+
+
 def is_disk_full(exc: BaseException) -> bool:
     """Whether an error means no space is left: ENOSPC/EDQUOT, or SQLite's SQLITE_FULL."""
     import errno

@@ -12,15 +12,16 @@ import os
 import shutil
 import uuid
 from datetime import tzinfo
-from typing import Any, Callable, Optional, Protocol
+from typing import Any, Callable, Optional, Protocol, Sequence
 
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
 
-from . import logs, spec as specs
+from . import arguments, items as item_files, logs, outcomes, spec as specs
 from .config import parse_size
 from .errors import BadRequest, Conflict, NotFound
+from .hookurls import check_url
 from .database import COUNTERS
 from .events import JobEvents
 from .model import Actor, Job, JobStatus, STATUS_GROUPS, TEMPLATES
@@ -37,9 +38,12 @@ PURGE_PERIOD = 3600.0      # and check ages hourly even when nothing finishes
 
 
 LIMITS = ("timeout", "no_output_timeout", "max_log_size", "memory_limit")
+#: Fields a job keeps whether it runs now or is a template (its runs inherit them).
+PER_JOB = (*LIMITS, "webhook", "fail_on")
 MISFIRE = ("once", "skip")
 OVERLAP = ("skip", "queue", "allow")
 MAX_JITTER = 86400.0
+NOT_JUDGED = "fail-on judges a spider's crawl; a browser script's job is judged by its exit"
 
 
 def parse_seconds(name: str, text: str, top: Optional[float] = None,
@@ -63,9 +67,22 @@ def validate_policies(tz: Optional[str] = None, jitter: Optional[str] = None,
                       overlap: Optional[str] = None, timeout: Optional[str] = None,
                       no_output_timeout: Optional[str] = None,
                       max_log_size: Optional[str] = None,
-                      memory_limit: Optional[str] = None) -> dict[str, Any]:
-    """Check schedule policy and limit parameters (text from a request); return Job fields."""
+                      memory_limit: Optional[str] = None,
+                      webhook: Optional[str] = None, fail_on: Optional[str] = None
+                      ) -> dict[str, Any]:
+    """Check schedule policy, limit, webhook and fail-on parameters (text from a
+    request); return Job fields.
+
+    ``webhook``: a URL the job's events are POSTed to (``none`` on update: remove it);
+    whether this server allows it is the webhooks service's call (``Jobs.vet_webhook``)."""
     found: dict[str, Any] = {}
+    if webhook:
+        try:
+            found["webhook"] = None if webhook.lower() == "none" else check_url(webhook)
+        except ValueError as exc:
+            raise BadRequest(f"parameter 'webhook' {exc}") from None
+    if fail_on:
+        found["fail_on"] = outcomes.normalize(fail_on)
     if tz:
         specs.zone(tz)
         found["tz"] = tz
@@ -117,7 +134,12 @@ class Jobs:
     def __init__(self, reactor: Clock, store: Store, projects: ProjectCatalog,
                  scheduler: Scheduler, supervisor: Supervisor, events: JobEvents, log_dir: str,
                  completed_cap: int, max_age_days: float, files: Optional[JobFiles] = None,
-                 to_thread: Callable[..., Deferred] = deferToThread) -> None:
+                 to_thread: Callable[..., Deferred] = deferToThread,
+                 vet_webhook: Callable[[str], None] = lambda url: None,
+                 items_dir: Optional[str] = None) -> None:
+        """``vet_webhook(url)`` raises BadRequest for a job's webhook URL this server
+        does not allow (webhooks.Webhooks.vet); by default every valid URL is.
+        ``items_dir``: where spider jobs' items files are (removed by retention)."""
         self.reactor = reactor
         self.store = store
         self.projects = projects
@@ -128,12 +150,13 @@ class Jobs:
         self.completed_cap = completed_cap
         self.max_age = max_age_days * 86400
         self.files = files                     # browser jobs' artifacts and posts
+        self.items_dir = items_dir
         self.to_thread = to_thread
+        self.vet_webhook = vet_webhook
         self.counters: dict[str, int] = {name: 0 for name in COUNTERS}
         self.stopped = False
         self.purge_soon: Any = None      # debounced purge after jobs finish
         self.purge_periodic: Any = None  # the hourly age check
-        self.end_waiters: dict[str, list[Deferred]] = {}  # see wait()
         events.subscribe(self.job_changed)
 
     # -- time zones (the daemon's, and each schedule's own) ---------------------------
@@ -160,7 +183,7 @@ class Jobs:
         for job_id, exc in self.scheduler.load(rows):
             log.error("schedule {id} cannot be loaded: {exc}", id=job_id, exc=exc)
         for job in (yield self.store.pending_in_order()):
-            self.supervisor.enqueue(job.id)
+            self.supervisor.enqueue(job.id, job.priority)
         yield self.refresh_counters()
         yield self.purge()
 
@@ -174,25 +197,50 @@ class Jobs:
     @inlineCallbacks
     def schedule(self, project: str, spider: str, when: str, description: str = "",
                  payload: Optional[str] = None, policies: Optional[dict[str, Any]] = None,
-                 kind: str = "spider"):
+                 kind: str = "spider", args: Sequence[tuple[str, str]] = (),
+                 settings: Sequence[tuple[str, str]] = (), priority: float = 0.0,
+                 job_id: Optional[str] = None, version: Optional[str] = None):
         """Create a job: PENDING for ``now``, else a SCHEDULED template. Returns the Job.
 
         ``spider`` names a spider, or a browser script when ``kind`` is ``script``.
         ``policies``: tz, jitter, misfire, misfire_grace, overlap (recurring jobs) and
-        timeout, no_output_timeout, as validated by ``validate_policies``.
+        timeout, no_output_timeout, as validated by ``validate_policies``. ``args`` and
+        ``settings``: a spider's ``-a`` and ``-s`` pairs, as ``arguments`` parses them
+        (a browser script takes neither: its argument is the payload). ``priority``
+        orders the pending queue (higher first); ``job_id`` is the job's identifier
+        when the client chose one (scrapyd's ``jobid``; a Conflict if it is taken);
+        ``version`` pins a stored version of the project (None: the current one when it
+        starts).
         """
+        if kind != "spider" and (args or settings):
+            raise BadRequest("spider arguments (arg-NAME) and settings (setting=) are for "
+                             "spiders; a browser script gets the payload as job.argument")
         known = self.projects.get(project)
         names = known.scripts if kind == "script" else known.spiders
+        if version is not None:
+            pinned = self.projects.get_version(project, version)
+            version, names = pinned.name, (pinned.scripts if kind == "script"
+                                           else pinned.spiders)
         if spider not in names:
             raise NotFound(f"unknown {kind} {project}/{spider}")
+        if not math.isfinite(priority):
+            raise BadRequest("parameter 'priority' must be a finite number")
         spec = specs.parse(when)
         payload = normalize_payload(payload)
         policies = dict(policies or {})
+        if policies.get("webhook"):
+            self.vet_webhook(policies["webhook"])
+        if job_id is not None and (yield self.store.get_job(job_id)) is not None:
+            raise Conflict(f"a job {job_id!r} exists already; choose another identifier")
         now = self.reactor.seconds()
-        limits = {k: policies.pop(k) for k in LIMITS if k in policies}
-        job = Job(id=str(uuid.uuid4()), status=JobStatus.PENDING, actor=Actor.USER,
+        limits = {k: policies.pop(k) for k in PER_JOB if k in policies}
+        if kind != "spider" and "fail_on" in limits:
+            raise BadRequest(NOT_JUDGED)
+        job = Job(id=job_id or str(uuid.uuid4()), status=JobStatus.PENDING, actor=Actor.USER,
                   schedule="now", project=project, spider=spider, description=description,
-                  payload=payload, created=now, updated=now, kind=kind, **limits)
+                  payload=payload, created=now, updated=now, kind=kind, priority=priority,
+                  args=arguments.to_json(args), settings=arguments.to_json(settings),
+                  version=version, **limits)
         if not spec.is_now:
             job = job.evolve(status=JobStatus.SCHEDULED, schedule=when, **policies)
             job = job.evolve(next_fire=self.scheduler.first_fire(spec, job.tz))
@@ -222,22 +270,10 @@ class Jobs:
                  what=params.get("url") or f"{len(params.get('html', ''))} bytes of HTML")
         return job
 
-    def wait(self, job_id: str, timeout: float) -> Deferred:
-        """Fires with the job once it has ended, or with None after ``timeout`` seconds."""
-        waiting: Deferred = Deferred()
-        self.end_waiters.setdefault(job_id, []).append(waiting)
-
-        def expire() -> None:
-            if not waiting.called:
-                self.end_waiters.get(job_id, []).remove(waiting)
-                waiting.callback(None)
-        timer = self.reactor.callLater(timeout, expire)
-        return waiting.addBoth(lambda r: (timer.active() and timer.cancel(), r)[1])
-
     def launch(self, job: Job) -> None:
         """A PENDING job exists: publish it and hand it to the supervisor."""
         self.events.publish(job)
-        self.supervisor.enqueue(job.id)
+        self.supervisor.enqueue(job.id, job.priority)
 
     # -- read -------------------------------------------------------------------------
     @inlineCallbacks
@@ -263,6 +299,14 @@ class Jobs:
         """How many jobs finished in each of ``hours`` hours from ``first_hour`` (hours
         since the epoch), by status: (hour, status, count) rows, counts over 0."""
         return self.store.job_history(first_hour, hours)
+
+    def pending(self):
+        """PENDING jobs in the queue's order (priority, then arrival)."""
+        return self.store.pending_in_order()
+
+    def status_counts(self):
+        """How many jobs are in each status (name -> count), from the store."""
+        return self.store.status_counts()
 
     # -- cancel -----------------------------------------------------------------------
     @inlineCallbacks
@@ -339,6 +383,10 @@ class Jobs:
         """Change a schedule's when, description, payload, time zone or policies."""
         job = yield self._template(job_id, *TEMPLATES)
         fields: dict[str, Any] = dict(policies or {})
+        if fields.get("webhook"):
+            self.vet_webhook(fields["webhook"])
+        if job.is_browser and "fail_on" in fields:
+            raise BadRequest(NOT_JUDGED)
         if when is not None:
             if specs.parse(when).is_now:
                 raise BadRequest("a schedule's when cannot become 'now'; use run-job.json")
@@ -350,7 +398,8 @@ class Jobs:
         if not fields:
             raise BadRequest("nothing to update: give when, description, payload, tz, "
                              "jitter, misfire, misfire-grace, overlap, timeout, "
-                             "no-output-timeout, max-log-size or memory-limit")
+                             "no-output-timeout, max-log-size, memory-limit, webhook or "
+                             "fail-on")
         changed = job.evolve(**fields)
         spec = specs.parse(changed.schedule)  # 400 before anything is stored, if a
         # crawld that knew no limits stored a schedule this one refuses: give a new when
@@ -365,12 +414,11 @@ class Jobs:
 
     # -- counters and retention -------------------------------------------------------
     def job_changed(self, job: Job) -> None:
-        """A job changed (an event): answer waiters, refresh counters, plan retention."""
-        if job.status.completed:
-            for waiting in self.end_waiters.pop(job.id, []):
-                waiting.callback(job)
+        """A job changed (an event): refresh counters, plan retention."""
         if self.stopped or not (job.status.completed or job.status is JobStatus.RUNNING):
             return
+        if job.status is JobStatus.RUNNING and job.stats is not None:
+            return  # a stats update (stats.py): no counter moved
         self.refresh_counters().addErrback(
             lambda f: log.failure("refreshing the counters failed", f))
         if job.status.completed and (self.purge_soon is None or not self.purge_soon.active()):
@@ -385,9 +433,11 @@ class Jobs:
             self.purge().addErrback(lambda f: log.failure("retention failed", f))
 
     def _remove_files(self, job_ids: list[str]) -> None:
-        """A purged job's logs, events and artifacts (blocking: runs in a thread)."""
+        """A purged job's logs, events, items and artifacts (blocking: runs in a thread)."""
         for job_id in job_ids:
             logs.remove(self.log_dir, job_id)
+            if self.items_dir is not None:
+                item_files.remove(self.items_dir, job_id)
             if self.files is not None:
                 shutil.rmtree(os.path.join(self.files.files_root, job_id), ignore_errors=True)
                 self.files.forget(job_id)

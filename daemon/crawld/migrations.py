@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 9
 
 #: The status groups of list-jobs.json as SQL, each with a partial index in (updated,
 #: seq) order (migration 4). The index is usable only for this very expression.
@@ -60,7 +60,50 @@ MIGRATIONS: dict[int, Sequence[str]] = {
         "ALTER TABLE jobs ADD COLUMN settings TEXT NOT NULL DEFAULT '[]'",
         "ALTER TABLE jobs ADD COLUMN webhook TEXT",
     ),
-    6: (  # the dashboard's chart of jobs finished per hour by outcome (issue 12): one
+    6: (  # webhook deliveries and their attempts, kept with their job (issue 11)
+        """CREATE TABLE webhook_deliveries (
+               id TEXT PRIMARY KEY,
+               job_id TEXT NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
+               event TEXT NOT NULL, url TEXT NOT NULL, body BLOB NOT NULL,
+               state TEXT NOT NULL, created REAL NOT NULL, next_attempt REAL,
+               UNIQUE (job_id, event, url))""",
+        "CREATE INDEX webhook_due ON webhook_deliveries (next_attempt) "
+        "WHERE state = 'pending'",
+        """CREATE TABLE webhook_attempts (
+               delivery_id TEXT NOT NULL
+                   REFERENCES webhook_deliveries (id) ON DELETE CASCADE,
+               number INTEGER NOT NULL, at REAL NOT NULL, duration REAL NOT NULL,
+               code INTEGER, error TEXT,
+               PRIMARY KEY (delivery_id, number))""",
+    ),
+    7: (  # what /metrics counts of finished jobs, kept whatever retention removes
+        """CREATE TABLE job_totals (
+               project TEXT NOT NULL, spider TEXT NOT NULL, status TEXT NOT NULL,
+               jobs INTEGER NOT NULL, items INTEGER NOT NULL,
+               PRIMARY KEY (project, spider, status))""",
+        # an upgraded daemon starts from the finished jobs retention kept
+        f"""INSERT INTO job_totals (project, spider, status, jobs, items)
+               SELECT project, spider, status, COUNT(*), SUM(CASE
+                   WHEN json_valid(stats)
+                        AND json_type(stats, '$.item_scraped_count') = 'integer'
+                        AND json_extract(stats, '$.item_scraped_count') > 0
+                   THEN json_extract(stats, '$.item_scraped_count') ELSE 0 END)
+               FROM jobs WHERE {COMPLETED_SQL} AND started IS NOT NULL
+               GROUP BY project, spider, status""",
+    ),
+    8: (  # scrapyd's side (issue 13): the queue's priority, versions kept and pinned
+        "ALTER TABLE jobs ADD COLUMN priority REAL NOT NULL DEFAULT 0",
+        "ALTER TABLE jobs ADD COLUMN version TEXT",
+        """CREATE TABLE versions (
+               project TEXT NOT NULL, name TEXT NOT NULL, number INTEGER NOT NULL,
+               spiders TEXT NOT NULL, scripts TEXT NOT NULL, pushed REAL NOT NULL,
+               kind TEXT NOT NULL, PRIMARY KEY (project, name))""",
+        # the versions of projects a crawld before this one pushed: their current one
+        """INSERT INTO versions (project, name, number, spiders, scripts, pushed, kind)
+               SELECT name, CAST(version AS TEXT), version, spiders, scripts, pushed,
+                      'archive' FROM projects""",
+    ),
+    9: (  # the dashboard's chart of jobs finished per hour by outcome (issue 12): one
           # count of an index range per hour and status. Retention's "completed and
           # finished before" walks it too, where no plan used the index it replaces.
         "CREATE INDEX jobs_status_finished ON jobs (status, finished)",

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import enum
 import math
+import re
 from dataclasses import dataclass, field, replace
 from typing import Optional
 
@@ -43,6 +44,10 @@ STATUS_GROUPS: dict[str, tuple[JobStatus, ...]] = {
 
 
 JOB_KINDS = ("spider", "script", "browse")
+
+#: A job's identifier: crawld's own are UUIDs; a client may choose one (scrapyd's
+#: ``jobid``) of this shape, safe in a file name and a URL path segment.
+JOB_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 
 
 class Actor(enum.Enum):
@@ -102,6 +107,10 @@ class Job:
     args: str = "[]"                     # JSON list of [name, value]: spider arguments (-a)
     settings: str = "[]"                 # JSON list of [name, value]: Scrapy settings (-s)
     webhook: Optional[str] = None        # URL POSTed the job's events, besides [webhooks] url
+    # issue 13: the pending queue's order (higher first, first in first out among
+    # equals) and the project version a job runs (None: the current one when it starts)
+    priority: float = 0.0
+    version: Optional[str] = None
 
     @property
     def is_browser(self) -> bool:
@@ -121,6 +130,27 @@ class Job:
 
     def evolve(self, **changes) -> "Job":
         """A copy with some fields changed (jobs are immutable values)."""
+        return replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class Version:
+    """One stored version of a project: a pushed archive or an uploaded egg, unpacked in
+    ``path`` (``projects/<project>/<number>``). ``name`` is what clients call it (an
+    egg's version as scrapyd names it, a push's number as text); ``number`` names its
+    directory. An egg's directory gets a ``scrapy.cfg`` naming the settings module of
+    the egg's ``scrapy`` entry point, so it runs as any pushed project does."""
+
+    project: str
+    name: str
+    number: int
+    path: str
+    spiders: tuple[str, ...] = field(default_factory=tuple)
+    pushed: float = 0.0
+    kind: str = "archive"  # archive | egg
+    scripts: tuple[str, ...] = field(default_factory=tuple)
+
+    def evolve(self, **changes) -> "Version":
         return replace(self, **changes)
 
 

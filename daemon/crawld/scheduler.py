@@ -48,13 +48,16 @@ class Entry:
 class Scheduler:
     """Keeps templates' next fire times and turns each firing into a PENDING job."""
 
-    def __init__(self, reactor: Any, store: Store, enqueue: Callable[[str], None],
+    def __init__(self, reactor: Any, store: Store, enqueue: Callable[[str, float], None],
                  events: JobEvents, tz: Optional[tzinfo] = None,
-                 rng: Optional[random.Random] = None) -> None:
+                 rng: Optional[random.Random] = None,
+                 lateness: Callable[[float], None] = lambda late: None) -> None:
+        """``lateness(seconds)`` is told how late each firing is (the metrics)."""
         self.reactor = reactor
         self.store = store
         self.enqueue = enqueue   # hands a PENDING job to the supervisor
         self.events = events
+        self.lateness = lateness
         self.tz = tz
         self.rng = rng or random.Random()
         self.heap: list[tuple[float, int, str]] = []
@@ -67,7 +70,7 @@ class Scheduler:
     def launch(self, job: Job) -> None:
         """A firing's PENDING child exists: publish it and queue it to run."""
         self.events.publish(job)
-        self.enqueue(job.id)
+        self.enqueue(job.id, job.priority)
 
     def _job_changed(self, job: Job) -> None:
         """A run of an overlap=queue template ended: the firing that waited may start."""
@@ -178,6 +181,7 @@ class Scheduler:
                     self.remove(template_id)
                     continue
                 missed = now - fire_at > entry.grace
+                self.lateness(now - fire_at)  # after its (jittered) due time
                 entry.nominal = following
                 self._push(template_id, entry, arm=False)
                 due.append((template_id, entry.nominal,
@@ -208,7 +212,10 @@ class Scheduler:
                    description=template.description, payload=template.payload,
                    parent=template.id, created=now, updated=now, kind=template.kind,
                    timeout=template.timeout, no_output_timeout=template.no_output_timeout,
-                   max_log_size=template.max_log_size, memory_limit=template.memory_limit)
+                   max_log_size=template.max_log_size, memory_limit=template.memory_limit,
+                   webhook=template.webhook, args=template.args,
+                   settings=template.settings, priority=template.priority,
+                   version=template.version, fail_on=template.fail_on)
 
     @inlineCallbacks
     def _fire(self, batch: list[tuple[str, float, bool, float]]):

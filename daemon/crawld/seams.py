@@ -13,7 +13,7 @@ from typing import Any, Callable, Mapping, Optional, Protocol, Sequence
 
 from twisted.internet.defer import Deferred
 
-from .model import Job, JobStatus, Project
+from .model import Job, JobStatus, Project, Version
 
 
 class Clock(Protocol):
@@ -32,6 +32,13 @@ class EventSink(Protocol):
 
     def publish(self, job: Job) -> None:
         """``job`` changed; it is the new state."""
+
+
+class EventSource(Protocol):
+    """Where job changes come from (events.JobEvents): observers subscribe."""
+
+    def subscribe(self, observer: Callable[[Job], None]) -> Callable[[], None]:
+        """Call ``observer(job)`` at every change from now on; returns an unsubscribe."""
 
 
 class JobStore(Protocol):
@@ -58,6 +65,10 @@ class JobStore(Protocol):
     def update_job(self, job_id: str, **fields: Any) -> "Deferred[None]":
         """Set fields without changing the status."""
 
+    def set_stats(self, job_id: str, stats: str) -> "Deferred[Optional[Job]]":
+        """Record a RUNNING job's latest stats (JSON text); fires with the job, or None
+        when it no longer runs."""
+
 
 class ProjectCatalog(Protocol):
     """The pushed projects as the jobs service reads them (projects.Projects)."""
@@ -70,6 +81,9 @@ class ProjectCatalog(Protocol):
 
     def script_path(self, name: str, script: str) -> str:
         """The file of a browser script of project ``name``."""
+
+    def get_version(self, name: str, version: str) -> Version:
+        """A stored version of project ``name`` (NotFound when there is none)."""
 
 
 class BrowserRunner(Protocol):
@@ -99,4 +113,7 @@ class Spawner(Protocol):
 
     def stop(self) -> "Deferred[None]":
         """Release what the spawner holds (the zygote)."""
+
+    def up(self) -> bool:
+        """Whether a zygote is ready to fork jobs (False for direct spawns)."""
 

@@ -10,6 +10,7 @@ import fcntl
 import os
 import pwd
 import shutil
+import socket
 from typing import Any, Callable, Optional
 
 from twisted.internet import endpoints
@@ -23,22 +24,32 @@ from .browser import Browsers, Settings as BrowserSettings, find_browser
 from .config import Listen, Settings
 from .commands import RunAs
 from .errors import ConfigError
-from .http.app import build_app
+from .http.app import app_resource, build_router
+from .connections import ConnectionLimits, ensure_descriptors, open_descriptors
+from .http.helpers import header_gate
 from .http.routes_dashboard import dashboard_files
 from .http.routes_meta import openapi_json
-from .http.server import make_site
+from .server import make_site
 from .http.services import Services, WebSettings
+from .scrapyd import ScrapydServices, ScrapydSettings, build_scrapyd_app
 from .jobs import Jobs
 from .projects import Projects
 from .scheduler import Scheduler
 from .launch.spawner import DirectSpawner, ZygoteSpawner
 from .status import StatusReport
 from .events import JobEvents
+from .feed import JobFeed
+from .metrics import Metrics
+from .launch import statspipe
 from .launch.local import LocalLauncher, LocalSettings
 from .limits import Defaults
+from .stats import JobStats
 from .store import Store, ThreadExecutor
 from .supervisor import Supervisor
 from .tls import ReloadingCertificate
+from .http.views import job_dict
+from .webhooks import Webhooks, settings_of as webhook_settings
+from .waits import JobWaits
 
 log = Logger(namespace="crawld")
 
@@ -57,16 +68,20 @@ class Daemon:
         self.access_log = access_log if settings.access_log else None
         self.root = settings.data_path
         self.log_dir = os.path.join(self.root, "logs")
+        self.items_dir = os.path.join(self.root, "items")   # spider jobs' items files
+        self.run_dir = os.path.join(self.root, "run")       # spider jobs' stats FIFOs
         self.ports: list[Any] = []
         self.addresses: list[str] = []
+        self.scrapyd_addresses: list[str] = []
         self.lock_fd: Optional[int] = None
         self.store: Optional[Store] = None
         self.tls: Optional[ReloadingCertificate] = None
 
     def _prepare_dirs(self) -> None:
         for path in (self.root, self.log_dir, os.path.join(self.root, "projects"),
-                     os.path.join(self.root, "files")):
+                     os.path.join(self.root, "files"), self.items_dir):
             os.makedirs(path, mode=0o750, exist_ok=True)
+        os.makedirs(self.run_dir, mode=0o700, exist_ok=True)  # FIFOs: the daemon's alone
         self.lock_fd = os.open(os.path.join(self.root, "crawld.lock"),
                                os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o640)
         try:
@@ -88,37 +103,59 @@ class Daemon:
                                                  s.kill_grace, s.screenshot_timeout),
                                  s.python, run_as=run_as)
         self.launcher = LocalLauncher(
-            LocalSettings(s.python, self.log_dir, self._project_dir,
-                                        self._script_path, run_as=run_as),
-            self.spawner, self.browsers)
+            LocalSettings(s.python, self.log_dir, self._project_dir, self._script_path,
+                          run_as=run_as, version_dir=self._version_dir,
+                          run_dir=self.run_dir, stats_interval=s.stats_interval,
+                          items_dir=self.items_dir if s.items else None),
+            self.spawner, self.browsers, reactor=self.reactor)
         self.supervisor = Supervisor(
             self.reactor, self.store, self.launcher, self.events, self.log_dir, s.slots,
             s.kill_grace, Defaults(job_timeout=s.job_timeout, browser_timeout=s.browser_timeout,
-                                   max_log_size=s.max_log_size, memory_limit=s.memory_limit))
+                                   max_log_size=s.max_log_size, memory_limit=s.memory_limit),
+            job_stats=JobStats(self.reactor, self.store, self.events), fail_on=s.fail_on)
         self.projects = Projects(self.reactor, self.store, os.path.join(self.root, "projects"),
                                  s.python, archive.Limits(s.max_archive_files,
                                                           s.max_unpacked_size),
                                  s.list_timeout, self.launcher.in_use, run_as=run_as)
+        self.webhooks = Webhooks(self.reactor, self.store, self.events, webhook_settings(s),
+                                 view=job_dict)
+        # the event stream's feed and the metrics observe the event list from the start
+        self.feed = JobFeed(self.reactor, self.events, backlog=s.event_backlog)
+        self.metrics = Metrics(self.store, self.events, lambda: self.supervisor.slots,
+                               self.spawner.up)
         zone = specs.zone(s.timezone) if s.timezone else None
         self.scheduler = Scheduler(self.reactor, self.store, self.supervisor.enqueue,
-                                   self.events, tz=zone)
+                                   self.events, tz=zone, lateness=self.metrics.fired)
         self.jobs = Jobs(self.reactor, self.store, self.projects, self.scheduler,
                          self.supervisor, self.events, self.log_dir, s.completed_cap,
-                         s.completed_max_age_days, files=self.browsers)
+                         s.completed_max_age_days, files=self.browsers,
+                         vet_webhook=self.webhooks.vet, items_dir=self.items_dir)
         self.events.subscribe(self._collect_versions)
         self.credentials = auth.Credentials(auth.credentials_path(self.root),
                                             clock=self.reactor.seconds)
         self.services = Services(
             self.reactor, self.jobs, self.projects, self.supervisor,
             StatusReport(self.reactor, self.reactor.seconds()), self._check_auth(),
-            self.log_dir, browsers=self.browsers,
+            self.log_dir, browsers=self.browsers, webhooks=self.webhooks,
+            waits=JobWaits(self.reactor, self.events, s.max_waits),
             web=WebSettings(allowed_origins=frozenset(s.allowed_origins),
                             hostnames=frozenset(s.hostnames), max_streams=s.max_streams,
                             # scrapy-do-cl url-encodes the zip: up to 3 bytes per byte
                             max_body=3 * s.max_archive_size + 64 * 1024,
                             max_archive=s.max_archive_size,
-                            trusted_proxies=s.trusted_proxies))
-        self.app = build_app(self.services)
+                            trusted_proxies=s.trusted_proxies,
+                            max_event_streams=s.event_streams, keep_alive=s.keep_alive),
+            feed=self.feed, metrics=self.metrics, items_dir=self.items_dir)
+        self.router = build_router(self.services)
+        self.app = app_resource(self.router)
+        web = self.services.web
+        self.scrapyd_app = build_scrapyd_app(ScrapydServices(
+            self.reactor, self.jobs, self.projects, self.services.authenticator,
+            self.log_dir, ScrapydSettings(
+                node_name=s.scrapyd_node_name or socket.gethostname(),
+                max_body=web.max_body, max_archive=web.max_archive,
+                allowed_origins=web.allowed_origins, hostnames=web.hostnames,
+                trusted_proxies=web.trusted_proxies)))
 
     def _run_as(self) -> Optional[RunAs]:
         """``[crawld] run-as``: jobs (and ``scrapy list``) run as that user. crawld must
@@ -138,7 +175,7 @@ class Daemon:
             raise ConfigError(f"[crawld] run-as = {name}: that is root; leave run-as "
                               "unset instead")
         # (browser jobs' files and tmp roots: Browsers.spawn, as it recreates them)
-        for path in (self.root, os.path.join(self.root, "projects")):
+        for path in (self.root, os.path.join(self.root, "projects"), self.items_dir):
             os.makedirs(path, exist_ok=True)
             os.chmod(path, 0o711)
         log.info("jobs run as {name} (uid {uid})", name=name, uid=entry.pw_uid)
@@ -155,7 +192,7 @@ class Daemon:
         except OSError as exc:  # e.g. created by root with 0600: say so, not a traceback
             raise ConfigError(f"cannot read {exc.filename}: {exc.strerror}; it must be "
                               "readable by crawld's user (create keys as that user)") from exc
-        hosts = [listen.host for listen in s.listen]
+        hosts = [listen.host for listen in s.listen + s.scrapyd_listen]
         refusal = auth.must_refuse_start(hosts, s.auth, has_any)
         if refusal:
             raise ConfigError(refusal)
@@ -171,6 +208,9 @@ class Daemon:
 
     def _project_dir(self, name: str) -> Optional[str]:
         return self.projects.path(name)
+
+    def _version_dir(self, name: str, version: str) -> Optional[str]:
+        return self.projects.version_path(name, version)
 
     def _script_path(self, project: str, script: str) -> str:
         return self.projects.script_path(project, script)
@@ -210,38 +250,68 @@ class Daemon:
         yield self.projects.load()
         if rebuild:
             yield datadir.rebuild(self.projects, self.root, deferToThread)
+        yield deferToThread(statspipe.clear, self.run_dir)  # a previous daemon's FIFOs
+        yield self.webhooks.start()  # before orphans are settled: their ends are events
         yield self.jobs.start()
         # browser jobs of a previous daemon are settled by now: their temp dirs can go
         yield deferToThread(shutil.rmtree, self.browsers.tmp_root, True)
         yield deferToThread(openapi_json)  # parsed once, off the reactor (~75 ms)
         yield deferToThread(dashboard_files)  # read and gzipped once, off the reactor
+        s = self.settings
+        raised = ensure_descriptors(open_descriptors(), s.slots, s.max_connections)
+        if raised:  # (ConfigError when even the hard limit is too low)
+            log.info("{raised}", raised=raised)
+        limits = ConnectionLimits(s.max_connections, s.max_connections_per_client,
+                                  s.trusted_proxies, clock=self.reactor.seconds)
         site = make_site(self.app, self.services.web.max_body,
-                         header_timeout=self.settings.header_timeout,
-                         idle_timeout=self.settings.idle_timeout,
-                         access_log=self.access_log, clock=self.reactor.seconds)
+                         header_timeout=s.header_timeout, idle_timeout=s.idle_timeout,
+                         access_log=self.access_log, clock=self.reactor.seconds,
+                         record=self.metrics.request,
+                         body_timeout=s.body_timeout, body_min_rate=s.body_min_rate,
+                         gate=header_gate(self.services, self.router.is_public),
+                         limits=limits)
+        scheme = "https" if self.tls is not None else "http"
         for listen in self.settings.listen:
-            port = yield self._listen(listen, site)
-            self.ports.append(port)
-            host = port.getHost()
-            address = str(Listen(host.host, host.port))
+            address = yield self._listen(listen, site)
             self.addresses.append(address)
             log.info("crawld listening on {scheme}://{address}", address=address,
-                     scheme="https" if self.tls is not None else "http")
+                     scheme=scheme)
+        if self.settings.scrapyd_listen:
+            # the same deadlines and connection caps (shared with the native listener);
+            # a body's declared length is checked on its headers, its credentials when
+            # scrapyd's routes read it (no header gate: scrapyd's auth is its own face's)
+            scrapyd_site = make_site(self.scrapyd_app, self.services.web.max_body,
+                                     header_timeout=s.header_timeout,
+                                     idle_timeout=s.idle_timeout,
+                                     access_log=self.access_log, clock=self.reactor.seconds,
+                                     body_timeout=s.body_timeout,
+                                     body_min_rate=s.body_min_rate, limits=limits)
+            for listen in self.settings.scrapyd_listen:
+                address = yield self._listen(listen, scrapyd_site)
+                self.scrapyd_addresses.append(address)
+                log.info("crawld's scrapyd listener on {scheme}://{address}",
+                         address=address, scheme=scheme)
         log.info("crawld ready: data in {root}, {slots} job slot(s), {n} schedule(s)",
                  root=self.root, slots=self.settings.slots, n=len(self.scheduler))
         return self.addresses
 
+    @inlineCallbacks
     def _listen(self, listen: Listen, site: Any):
+        """Listen on ``listen`` for ``site`` (over TLS when configured); fires with the
+        address listened on (the port chosen, for port 0)."""
         if self.tls is not None:
-            return endpoints.SSL4ServerEndpoint(self.reactor, listen.port, self.tls,
-                                                interface=listen.host).listen(site)
-        if ":" in listen.host:
+            endpoint = endpoints.SSL4ServerEndpoint(self.reactor, listen.port, self.tls,
+                                                    interface=listen.host)
+        elif ":" in listen.host:
             endpoint = endpoints.TCP6ServerEndpoint(self.reactor, listen.port,
                                                     interface=listen.host)
         else:
             endpoint = endpoints.TCP4ServerEndpoint(self.reactor, listen.port,
                                                     interface=listen.host)
-        return endpoint.listen(site)
+        port = yield endpoint.listen(site)
+        self.ports.append(port)
+        host = port.getHost()
+        return str(Listen(host.host, host.port))
 
     @inlineCallbacks
     def stop(self):
@@ -254,6 +324,8 @@ class Daemon:
         for port in self.ports:
             yield port.stopListening()
         yield self.supervisor.stop()
+        self.feed.stop()  # after the jobs' ends: event streams end cleanly, all told
         yield self.launcher.stop()
+        yield self.webhooks.stop()  # attempts in flight are recorded; the rest wait
         yield self.store.close()
         log.info("crawld stopped")

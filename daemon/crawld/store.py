@@ -13,7 +13,8 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 
 from .database import Database, Fired
-from .model import Job, JobStatus, Project
+from .deliveries import Delivery, DeliveryAttempt
+from .model import Job, JobStatus, Project, Version
 
 T = TypeVar("T")
 
@@ -96,6 +97,23 @@ class Store:
     def delete_project(self, name: str) -> "Deferred[None]":
         return self._call("delete_project", name)
 
+    def versions(self) -> "Deferred[list[Version]]":
+        return self._call("versions")
+
+    def put_version(self, version: Version, current: Project,
+                    drop: Sequence[str] = ()) -> "Deferred[None]":
+        return self._call("put_version", version, current, drop)
+
+    def delete_version(self, project: str, name: str, current: Optional[Project]
+                       ) -> "Deferred[None]":
+        return self._call("delete_version", project, name, current)
+
+    def version_users(self, project: str, name: str) -> "Deferred[list[str]]":
+        return self._call("version_users", project, name)
+
+    def status_counts(self) -> "Deferred[dict[str, int]]":
+        return self._call("status_counts")
+
     def scheduled_spiders(self, project: str, kind: str = "spider") -> "Deferred[list[str]]":
         return self._call("scheduled_spiders", project, kind)
 
@@ -133,6 +151,9 @@ class Store:
     def update_job(self, job_id: str, **fields: Any) -> "Deferred[None]":
         return self._call("update_job", job_id, **fields)
 
+    def set_stats(self, job_id: str, stats: str) -> "Deferred[Optional[Job]]":
+        return self._call("set_stats", job_id, stats)
+
     def fire_templates(self, firings: Sequence[tuple[str, float, bool]],
                        make_child: Callable[[Job, float], Job],
                        clock: Callable[[], float]) -> "Deferred[list[Fired]]":
@@ -142,8 +163,29 @@ class Store:
                        ) -> "Deferred[Optional[Job]]":
         return self._call("release_queued", template_id, child, now)
 
+    def metric_counts(self) -> "Deferred[tuple[list[tuple], dict[str, int]]]":
+        """/metrics' rows: job_totals, and the PENDING and RUNNING counts."""
+        return self._call("metric_counts")
+
     def purge(self, cap: int, older_than: float) -> "Deferred[list[str]]":
         return self._call("purge", cap, older_than)
+
+    # -- webhook deliveries (deliveries.DeliveryRows) -----------------------------------
+    def add_delivery(self, delivery: Delivery) -> "Deferred[bool]":
+        return self._call("add_delivery", delivery)
+
+    def get_delivery(self, delivery_id: str) -> "Deferred[Optional[Delivery]]":
+        return self._call("get_delivery", delivery_id)
+
+    def due_deliveries(self) -> "Deferred[list[tuple[str, float]]]":
+        return self._call("due_deliveries")
+
+    def record_attempt(self, delivery_id: str, attempt: DeliveryAttempt, state: str,
+                       next_attempt: Optional[float]) -> "Deferred[bool]":
+        return self._call("record_attempt", delivery_id, attempt, state, next_attempt)
+
+    def job_deliveries(self, job_id: str) -> "Deferred[list[Delivery]]":
+        return self._call("job_deliveries", job_id)
 
     def close(self) -> "Deferred[None]":
         """Close the database after every call already submitted, then the executor."""

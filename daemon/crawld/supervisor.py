@@ -1,4 +1,5 @@
-"""Runs jobs: slots, a first-in-first-out queue, limits, cancel, shutdown and orphans.
+"""Runs jobs: slots, a queue (higher priority first, first in first out among equals),
+limits, cancel, shutdown and orphans.
 
 The supervisor decides; a launcher (launch/) does. A slot is refilled the moment an
 attempt ends (no polling loop). Every change of a job is published to the event list.
@@ -8,22 +9,23 @@ and more than once.
 """
 from __future__ import annotations
 
+import heapq
 import itertools
 import signal as signals
-from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 from twisted.internet.defer import Deferred, DeferredList, inlineCallbacks, succeed
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
-from . import logs
+from . import logs, outcomes
 from .launch.protocol import Attempt, Launcher, Started
 from .limits import Defaults, Limits, Watch
 from .model import Job, JobStatus
 from .process import Exit, signal_name
 from .seams import Clock, EventSink, JobStore
+from .stats import JobStats, encode as encode_stats
 
 log = Logger(namespace="crawld.supervisor")
 
@@ -63,8 +65,14 @@ class Supervisor:
 
     def __init__(self, reactor: Clock, store: JobStore, launcher: Launcher, events: EventSink,
                  log_dir: str, slots: int, kill_grace: float,
-                 limits: Defaults = Defaults(), record_retry: float = RETRY_DELAY) -> None:
+                 limits: Defaults = Defaults(), record_retry: float = RETRY_DELAY,
+                 job_stats: Optional[JobStats] = None,
+                 fail_on: Sequence[str] = outcomes.DEFAULT) -> None:
+        """``job_stats`` keeps running jobs' stats (one over the same store and events
+        when None); ``fail_on``: the conditions of jobs that give none ([crawld] fail-on)."""
         self.reactor = reactor
+        self.job_stats = job_stats or JobStats(reactor, store, events)
+        self.fail_on = tuple(fail_on)
         self.store = store
         self.launcher = launcher
         self.events = events
@@ -74,21 +82,25 @@ class Supervisor:
         self.record_retry = record_retry    # a job end the store could not record: retry
         self.limits = Limits(reactor, log_dir, limits, self.expire,
                              self._activity, self._rss)
-        self.queue: deque[str] = deque()
+        #: (-priority, arrival, job id): a heap, so the highest priority pops first and
+        #: equal priorities in the order they came
+        self.queue: list[tuple[float, int, str]] = []
+        self._arrivals = itertools.count()
         self.running: dict[str, Running] = {}
         self.stopping = False
         self._numbers = itertools.count(1)
 
     # -- queue ------------------------------------------------------------------------
-    def enqueue(self, job_id: str) -> None:
-        """Queue a PENDING job; it starts as soon as a slot is free."""
-        self.queue.append(job_id)
+    def enqueue(self, job_id: str, priority: float = 0.0) -> None:
+        """Queue a PENDING job; it starts as soon as a slot is free and no job of a
+        higher ``priority`` (nor of the same one queued earlier) waits."""
+        heapq.heappush(self.queue, (-priority, next(self._arrivals), job_id))
         self.pump()
 
     def pump(self) -> None:
         """Start queued jobs while slots are free."""
         while self.queue and not self.stopping and len(self.running) < self.slots:
-            self._start(self.queue.popleft())
+            self._start(heapq.heappop(self.queue)[2])
 
     def is_running(self, job_id: str) -> bool:
         return job_id in self.running
@@ -181,6 +193,11 @@ class Supervisor:
             return
         logs.write_at(self.log_dir, attempt.job.id, stream, offset, data)
 
+    def stats(self, attempt: Attempt, stats: dict[str, Any]) -> None:
+        """A running spider's latest stats: kept, stored, published (stats.py)."""
+        if self._current(attempt) is not None:
+            self.job_stats.report(attempt.job.id, stats)
+
     def ended(self, attempt: Attempt, exit: Exit) -> None:
         """The attempt is gone: record how it ended (once)."""
         run = self._current(attempt)
@@ -203,15 +220,19 @@ class Supervisor:
         self.pump()
         if run.fail_reason is None and run.cancel_reason is None:
             run.fail_reason = self.limits.at_end(job_id, run.watch)
+        stats = self.job_stats.finish(job_id)
         if run.fail_reason is not None:
             status, reason = JobStatus.FAILED, run.fail_reason
         elif run.cancel_reason is not None:
             status, reason = JobStatus.CANCELED, run.cancel_reason
         elif exit.ok:
-            status, reason = JobStatus.SUCCESSFUL, None
+            reason = self._judge(run.job, stats)
+            status = JobStatus.SUCCESSFUL if reason is None else JobStatus.FAILED
         else:
             status, reason = JobStatus.FAILED, describe_exit(exit)
         fields = dict(finished=now, exit_code=exit.code, signal=exit.signal, reason=reason)
+        if stats is not None:
+            fields["stats"] = encode_stats(stats)
         try:
             job = yield self.store.transition(job_id, [JobStatus.RUNNING], status, now,
                                               **fields)
@@ -224,6 +245,20 @@ class Supervisor:
         log.info("job {id} ended {status} ({how})", id=job_id, status=status.value,
                  how=reason or "exit code 0")
         self._notify(run, job or run.job.evolve(status=status, updated=now, **fields))
+
+    def _judge(self, job: Job, stats: Optional[dict[str, Any]]) -> Optional[str]:
+        """Why a spider job that exited 0 failed after all (its fail-on conditions met
+        by its last stats), or None. Browser jobs are judged by their exit alone; a
+        spider that reported no stats (its project switched the extension off) too."""
+        if job.is_browser:
+            return None
+        conditions = outcomes.conditions_of(job.fail_on, self.fail_on)
+        if stats is None:
+            if conditions:
+                log.warn("job {id} exited 0 and reported no stats: fail-on ({what}) not "
+                         "checked", id=job.id, what=",".join(conditions))
+            return None
+        return outcomes.judge(conditions, stats)
 
     @inlineCallbacks
     def _record_later(self, job_id: str, status: JobStatus, now: float,
@@ -249,7 +284,7 @@ class Supervisor:
             return  # the process runs; its end is recorded by ended()
         self._release(job_id, run, None)
         if not self.stopping:
-            self.reactor.callLater(self.record_retry, self.enqueue, job_id)
+            self.reactor.callLater(self.record_retry, self.enqueue, job_id)  # (its priority: 0)
 
     def _release(self, job_id: str, run: Running, job: Optional[Job]) -> None:
         if self.running.get(job_id) is run:

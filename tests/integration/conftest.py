@@ -4,9 +4,12 @@ from __future__ import annotations
 import json
 import os
 import re
+import resource
 import signal
+import socket
 import subprocess
 import sys
+import time
 from typing import Any, Optional
 
 import psutil
@@ -22,7 +25,9 @@ LISTEN_RE = re.compile(r"crawld listening on (https?://127\.0\.0\.1:\d+)")
 class DaemonProcess:
     """A crawld started with ``python -m crawld serve`` in its own data directory."""
 
-    def __init__(self, tmp_path: Any, config: str = "", env: Optional[dict] = None) -> None:
+    def __init__(self, tmp_path: Any, config: str = "", env: Optional[dict] = None,
+                 nofile: Optional[int] = None) -> None:
+        """``nofile``: the daemon's open files limit (RLIMIT_NOFILE, soft and hard)."""
         self.data_dir = str(tmp_path / "data")
         self.config_path = str(tmp_path / "crawld.ini")
         defaults = {"kill-grace": "2", "list-timeout": "60"}
@@ -30,6 +35,7 @@ class DaemonProcess:
         with open(self.config_path, "w") as fh:
             fh.write("[crawld]\n" + "\n".join(lines) + "\n" + config)
         self.env = {**os.environ, **(env or {})}
+        self.nofile = nofile
         self.log_path = str(tmp_path / "daemon.log")
         self.proc: Optional[subprocess.Popen] = None
         self.url = ""
@@ -45,7 +51,8 @@ class DaemonProcess:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "crawld", "serve", "--config", self.config_path,
              "--listen", "127.0.0.1:0", "--data-dir", self.data_dir, *flags],
-            stdout=log, stderr=log, stdin=subprocess.DEVNULL, env=self.env)
+            stdout=log, stderr=log, stdin=subprocess.DEVNULL, env=self.env,
+            preexec_fn=None if self.nofile is None else self._limit_files)
         log.close()
 
         def listening() -> Optional[str]:
@@ -56,6 +63,9 @@ class DaemonProcess:
 
         self.url = wait_for(listening, 30, what="crawld to listen")
         return self
+
+    def _limit_files(self) -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (self.nofile, self.nofile))
 
     def log(self) -> str:
         with open(self.log_path, errors="replace") as fh:
@@ -127,6 +137,36 @@ class DaemonProcess:
         return wait_for(find, 60, what=f"job {job_id} to report")
 
 
+def raw_socket(daemon: DaemonProcess, source: str = "127.0.0.1",
+               timeout: float = 10.0) -> socket.socket:
+    """A TCP connection to ``daemon`` from the local address ``source`` (any of
+    127.0.0.0/8 on Linux: another client as the daemon counts them)."""
+    host, port = daemon.url.split("://")[1].rsplit(":", 1)
+    return socket.create_connection((host, int(port)), timeout=timeout,
+                                    source_address=(source, 0))
+
+
+def read_answer(sock: socket.socket, timeout: float = 10.0) -> bytes:
+    """What the server sends on ``sock`` until it closes the connection, or until
+    ``timeout`` seconds pass (then what came so far, perhaps b"")."""
+    deadline = time.monotonic() + timeout
+    got = b""
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return got
+        sock.settimeout(left)
+        try:
+            data = sock.recv(65536)
+        except socket.timeout:
+            return got
+        except ConnectionResetError:
+            return got
+        if not data:
+            return got
+        got += data
+
+
 def title(pid: int) -> str:
     """What ``ps`` shows for ``pid``: its /proc/PID/cmdline, arguments joined by spaces.
 
@@ -164,8 +204,9 @@ def make_daemon(tmp_path: Any):
     """A factory for daemons with a custom config; all are stopped at the end."""
     made: list[DaemonProcess] = []
 
-    def make(config: str = "", env: Optional[dict] = None) -> DaemonProcess:
-        d = DaemonProcess(tmp_path, config, env)
+    def make(config: str = "", env: Optional[dict] = None,
+             nofile: Optional[int] = None) -> DaemonProcess:
+        d = DaemonProcess(tmp_path, config, env, nofile)
         made.append(d)
         return d
 

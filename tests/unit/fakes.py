@@ -69,4 +69,4 @@ def scheduler_for(clock: Any, store: Any, **kwargs: Any) -> tuple[Any, list]:
     launched: list = []
     events.subscribe(lambda job: launched.append(job) if job.status is JobStatus.PENDING
                      else None)
-    return Scheduler(clock, store, lambda job_id: None, events, **kwargs), launched
+    return Scheduler(clock, store, lambda job_id, priority=0.0: None, events, **kwargs), launched

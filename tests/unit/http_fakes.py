@@ -13,12 +13,19 @@ from twisted.web.server import Site
 
 from crawld import auth
 from crawld.errors import NotFound
-from crawld.http import server
+from crawld import server
+from crawld.events import JobEvents
+from crawld.feed import JobFeed
+from crawld.metrics import Metrics
 from crawld.http.app import build_app
+from crawld.events import JobEvents
 from crawld.http.services import (AuthenticatorApi, JobsApi, ProjectsApi, Services,
-                                  StatusApi, SupervisorApi, WebSettings)
-from crawld.model import Project
+                                  StatusApi, SupervisorApi, WaitsApi, WebSettings)
+from crawld.model import Project, Version
 from crawld.status import StatusReport
+from crawld.waits import JobWaits
+
+MAX_WAITS = 8  # [web] max-waits of the fakes' app
 
 
 class FakeSupervisor:
@@ -29,7 +36,7 @@ class FakeSupervisor:
     def __init__(self) -> None:
         self.queued: list[str] = []
 
-    def enqueue(self, job_id: str) -> None:
+    def enqueue(self, job_id: str, priority: float = 0.0) -> None:
         self.queued.append(job_id)
 
     def is_running(self, job_id: str) -> bool:
@@ -72,6 +79,16 @@ class FakeProjects:
         del self.cache[name]
         return succeed(None)
 
+    def version_names(self, name: str) -> list[str]:
+        return [str(self.cache[name].version)] if name in self.cache else []
+
+    def get_version(self, name: str, version: str) -> Version:
+        project = self.get(name)
+        if version != str(project.version):
+            raise NotFound(f"unknown version {version!r} of project {name!r}")
+        return Version(name, version, project.version, project.path, project.spiders,
+                       project.pushed, "archive", project.scripts)
+
 
 class NoAuth:
     """The authenticator of mode none (a loopback install without credentials)."""
@@ -95,13 +112,10 @@ class FakeJobs:
 
     counters: Mapping[str, int] = {}
 
-    def _none(self, *args: Any, **kwargs: Any) -> Deferred:
+    def _none(self, *given: Any, **named: Any) -> Deferred:
         return fail(NotFound("no such job"))
 
     schedule = browse = get = cancel = pause = resume = run_now = update = _none
-
-    def wait(self, job_id: str, timeout: float) -> Deferred:
-        return succeed(None)
 
     def list(self, status: str, limit: int = -1, offset: int = 0,
              project: Optional[str] = None, spider: Optional[str] = None,
@@ -121,19 +135,47 @@ class FakeJobs:
         return 0
 
 
+class FakeCounts:
+    """The store as /metrics reads it: finished-job totals and the active counts."""
+
+    def __init__(self, totals: Optional[list[tuple]] = None,
+                 states: Optional[dict[str, int]] = None) -> None:
+        self.totals = totals or []
+        self.states = states or {}
+
+    def metric_counts(self) -> Deferred:
+        return succeed((list(self.totals), dict(self.states)))
+
+
+def inline(fn: Any, *args: Any, **kwargs: Any) -> Deferred:
+    """A to_thread that runs ``fn`` at once (unit tests: deterministic)."""
+    try:
+        return succeed(fn(*args, **kwargs))
+    except Exception:
+        return fail()
+
+
 def services(clock: Optional[Clock] = None, jobs: Optional[JobsApi] = None,
              projects: Optional[ProjectsApi] = None,
              supervisor: Optional[SupervisorApi] = None,
              status: Optional[StatusApi] = None,
              authenticator: Optional[AuthenticatorApi] = None, log_dir: str = "/nonexistent",
              web: WebSettings = WebSettings(max_body=1 << 20, max_archive=1 << 20),
+             waits: Optional[WaitsApi] = None, events: Optional[JobEvents] = None,
              **kw: Any) -> Services:
-    """Services of fakes; any of them may be given instead."""
+    """Services of fakes; any of them may be given instead. The event feed and the
+    metrics are the real ones, over ``events`` (a new event list by default); the
+    default ``waits`` hears that list too."""
     clock = clock or Clock()
+    events = events if events is not None else JobEvents()
+    kw.setdefault("feed", JobFeed(clock, events, boot="t"))
+    kw.setdefault("metrics", Metrics(FakeCounts(), events, lambda: 4, lambda: False,
+                                     to_thread=inline, process=False))
     return Services(clock, jobs or FakeJobs(), projects or FakeProjects(),
                     supervisor or FakeSupervisor(),
                     status or StatusReport(clock, clock.seconds()),
-                    authenticator or NoAuth(), log_dir, web=web, **kw)
+                    authenticator or NoAuth(), log_dir, web=web,
+                    waits=waits or JobWaits(clock, events, MAX_WAITS), **kw)
 
 
 def with_web(s: Services, **changes: Any) -> Services:

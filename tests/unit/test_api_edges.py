@@ -7,7 +7,7 @@ import pytest
 from twisted.web.test.requesthelper import DummyRequest
 
 from crawld.http.files import read_output
-from crawld.http.server import Utf8Only
+from crawld.server import Utf8Only
 from tests.unit.fakes import result
 from tests.unit.test_api import call_json, client  # noqa: F401 (the fixture)
 

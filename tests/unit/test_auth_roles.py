@@ -25,6 +25,9 @@ EXPECTED_ROLES = {  # every route the app serves: a new one must be decided here
     "/preview-schedule.json": "reader",
     "/list-jobs.json": "reader",
     "/get-log/<string:anything>/<string:filename>": "reader",
+    "/job-stats.json": "reader",
+    "/job-items.json": "reader",       # what the crawl scraped, as readable as its logs
+    "/job-items/<string:itemsfile>": "reader",
     "/push-project.json": "operator",
     "/schedule-job.json": "operator",
     "/pause-job.json": "operator",
@@ -34,6 +37,7 @@ EXPECTED_ROLES = {  # every route the app serves: a new one must be decided here
     "/cancel-job.json": "operator",
     "/remove-project.json": "operator",
     "/list-scripts.json": "reader",
+    "/list-versions.json": "reader",
     "/job-output.json": "reader",
     "/job-screenshot.png": "reader",
     "/job-files.json": "reader",
@@ -42,6 +46,9 @@ EXPECTED_ROLES = {  # every route the app serves: a new one must be decided here
     "/job-posts.json": "operator",   # reading hands each post out once
     "/job-message.json": "operator",
     "/browse.json": "operator",
+    "/webhook-deliveries.json": "reader",  # attempts, codes and redacted URLs only
+    "/events": "reader",   # job objects as list-jobs.json shows them, as they change
+    "/metrics": "reader",  # counts and durations by project and spider
 }
 
 

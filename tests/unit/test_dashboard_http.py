@@ -227,3 +227,42 @@ def test_setup_py_ships_every_file_of_the_dashboard():
     assert globs
     for path in FOLDER.iterdir():
         assert any(fnmatch.fnmatch(f"dashboard/{path.name}", g) for g in globs), path.name
+
+
+def gated(env):
+    """The daemon's site as service.py makes it: the app and its header gate, which
+    decides a request with a body on its headers (the real channel, no socket)."""
+    from twisted.internet.task import Clock
+    from crawld.http.app import app_resource, build_router
+    from crawld.http.helpers import header_gate
+    from crawld.server import make_site
+    from tests.unit.test_hot_path import connect
+    built = services(authenticator=env.auth)
+    router = build_router(built)
+    site = make_site(app_resource(router), 1 << 20, gate=header_gate(built, router.is_public))
+    return connect(site, Clock())
+
+
+def post(path: str, body: bytes, *headers: bytes) -> bytes:
+    return (b"POST %s HTTP/1.1\r\nHost: 127.0.0.1\r\n%s"
+            b"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: %d\r\n\r\n%s"
+            % (path.encode(), b"".join(h + b"\r\n" for h in headers), len(body), body))
+
+
+def test_the_header_gate_lets_login_and_logout_in_without_credentials(env):
+    body = f"user=alice&password={PASSWORD.replace(' ', '+')}".encode()
+    channel, transport = gated(env)
+    channel.dataReceived(post("/login.json", body))
+    answer = transport.value()
+    assert answer.startswith(b"HTTP/1.1 200 "), answer[:200]
+    token = json.loads(answer.partition(b"\r\n\r\n")[2].split(b"\r\n")[1])["token"]
+    channel, transport = gated(env)
+    channel.dataReceived(post("/logout.json", b"", b"Authorization: Bearer " + token.encode()))
+    assert transport.value().startswith(b"HTTP/1.1 200 ")
+    # every other body still needs credentials on its headers, and the page's 401 is quiet
+    for extra in ((), (b"X-Crawld-Client: dashboard",)):
+        channel, transport = gated(env)
+        channel.dataReceived(post("/schedule-job.json", b"project=demo", *extra))
+        answer = transport.value()
+        assert answer.startswith(b"HTTP/1.1 401 ") and transport.disconnecting
+        assert (b"WWW-Authenticate" in answer) == (not extra), answer[:400]

@@ -17,7 +17,7 @@ from twisted.web.test.requesthelper import DummyRequest
 
 from crawld.errors import BadRequest
 from crawld.http.app import build_app, build_router
-from crawld.http.server import ExactRouter, make_site
+from crawld.server import ExactRouter, make_site
 from tests.unit.http_fakes import services
 from tests.unit.test_api import client  # noqa: F401 (the fixture)
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 from twisted.internet.task import Clock
 
-from crawld import auth, browser, jobs, projects, status, supervisor
+from crawld import (auth, browser, feed, jobs, metrics, projects, status, supervisor, waits,
+                    webhooks)
 from crawld.http import services as http_services
 from tests.unit import http_fakes
 from tests.unit.protocol_check import accepts, declared, has_attribute, problems
@@ -20,6 +21,11 @@ REAL = {
     http_services.BrowsersApi: browser.Browsers,
     http_services.StatusApi: status.StatusReport,
     http_services.AuthenticatorApi: auth.Authenticator,
+    http_services.WebhooksApi: webhooks.Webhooks,
+    http_services.WaitsApi: waits.JobWaits,
+    http_services.WaitApi: waits.Wait,
+    http_services.FeedApi: feed.JobFeed,
+    http_services.MetricsApi: metrics.Metrics,
 }
 FAKES = {
     http_services.JobsApi: http_fakes.FakeJobs,

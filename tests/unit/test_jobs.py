@@ -28,7 +28,7 @@ def make(tmp_path, cap: int = 1000):
     clock.advance(1_800_000_000)
     store = Store(":memory:", InlineExecutor())
     events = JobEvents()
-    scheduler = Scheduler(clock, store, lambda job_id: None, events)
+    scheduler = Scheduler(clock, store, lambda job_id, priority=0.0: None, events)
     jobs = Jobs(clock, store, projects=None, scheduler=scheduler, supervisor=None,
                 events=events, log_dir=str(tmp_path), completed_cap=cap, max_age_days=30,
                 to_thread=lambda f, *a: succeed(f(*a)))

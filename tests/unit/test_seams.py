@@ -13,24 +13,29 @@ from crawld.events import JobEvents
 from crawld.launch.local import LocalLauncher
 from crawld.launch.protocol import Launcher, Reporter
 from crawld.projects import Projects
-from crawld.seams import BrowserRunner, Clock, EventSink, JobStore, ProjectCatalog, Spawner
+from crawld.seams import (BrowserRunner, Clock, EventSink, EventSource, JobStore,
+                          ProjectCatalog, Spawner)
 from crawld.launch.spawner import DirectSpawner, ZygoteSpawner
 from crawld.store import Store
 from crawld.supervisor import Supervisor
 from twisted.internet.task import Clock as TaskClock
 from tests.unit.protocol_check import problems
 from tests.unit.test_launcher_protocol import FakeLauncher
+from tests.unit.test_webhooks import FakePoster
+from crawld.webhook_client import AgentPoster, Poster
 
 
 IMPLEMENTATIONS = [
     (Clock, [TaskClock]),
     (EventSink, [JobEvents]),
+    (EventSource, [JobEvents]),
     (JobStore, [Store]),
     (ProjectCatalog, [Projects]),
     (BrowserRunner, [Browsers]),
     (Spawner, [DirectSpawner, ZygoteSpawner]),
     (Launcher, [LocalLauncher, FakeLauncher]),
     (Reporter, [Supervisor]),
+    (Poster, [AgentPoster, FakePoster]),
 ]
 
 

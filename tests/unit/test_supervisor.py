@@ -431,3 +431,28 @@ def test_find_job_finds_a_process_by_its_title_alone():
         for proc in others:
             proc.kill()
             proc.wait()
+
+
+def test_priority_orders_the_queue_higher_first_and_fifo_among_equals(world):
+    reactor, store, sup, _ = world
+    jobs = [pending(store, f"s{i}") for i in range(6)]
+    # two fill the slots; the rest wait: s2 and s4 at 0, s3 at 5, s5 at 5, then -1
+    for job, priority in zip(jobs, (0, 0, 0, 5, 0, 5)):
+        sup.enqueue(job.id, priority)
+    assert [crawled(s) for s in reactor.spawned] == ["s0", "s1"]
+    for n in range(4):
+        reactor.end(n)
+    assert [crawled(s) for s in reactor.spawned] == ["s0", "s1", "s3", "s5", "s2", "s4"]
+
+
+def test_a_jobs_settings_and_arguments_become_s_and_a_before_the_payload(world):
+    reactor, store, sup, _ = world
+    job = pending(store).evolve(id=str(uuid.uuid4()), args='[["color", "blue"]]',
+                                settings='[["TELNETCONSOLE_ENABLED", "1"], ["X", "a=b"]]')
+    result(store.add_job(job))
+    sup.enqueue(job.id)
+    args = reactor.spawned[-1]["args"]
+    tail = args[args.index("crawl"):]
+    assert tail == ["crawl", "s", "-s", "TELNETCONSOLE_ENABLED=1", "-s", "X=a=b",
+                    "-s", "TELNETCONSOLE_ENABLED=0", "-s", "REMOTE_CONTROL_ENABLED=0",
+                    "-a", "color=blue"]

@@ -7,7 +7,7 @@ import urllib.parse
 import pytest
 from twisted.web.http import parse_qs
 
-from crawld.http import server as web
+from crawld import server as web
 
 
 @pytest.mark.parametrize("size", [0, 1, web.SLICE - 1, web.SLICE, web.SLICE + 1, 3 * web.SLICE + 7])
@@ -27,7 +27,7 @@ def test_escapes_straddling_a_slice_edge_stay_whole():
 
 
 def test_access_log_lines_never_carry_an_api_key():
-    from crawld.http.server import access_line, redact_query
+    from crawld.server import access_line, redact_query
     assert redact_query("/list-jobs.json?status=ACTIVE&key=cwk_secret") == \
         "/list-jobs.json?status=ACTIVE&key=REDACTED"
     assert redact_query("/x?k%65y=cwk_a;KEY=cwk_b&keys=fine") == \

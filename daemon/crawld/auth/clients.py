@@ -48,6 +48,11 @@ def _trusted(ip: Optional[IPAddress], trusted: TrustedProxies) -> bool:
     return ip is not None and any(ip.version == net.version and ip in net for net in trusted)
 
 
+def is_trusted(host: str, trusted: TrustedProxies) -> bool:
+    """Whether the address ``host`` (a peer's) is one of the ``trusted`` proxies."""
+    return _trusted(parse_ip(host), trusted)
+
+
 def forwarded_client(peer: str, forwarded: Sequence[str], trusted: TrustedProxies) -> str:
     """The client's address: ``peer`` unless it is a trusted proxy; then the rightmost
     hop of the ``X-Forwarded-For`` header lines ``forwarded`` (in order) that is not a

@@ -7,16 +7,20 @@ the job may have planted (``open_regular``).
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import stat
-from typing import Any
+from typing import Any, Optional
 
-from .. import browser
+from .. import browser, items as item_files
 from .views import iso_ms
 
 MAX_OUTPUT = 1024 * 1024   # bytes of stdout per job-output.json answer
 MAX_MESSAGES = 1000        # events per job-output.json answer
 MAX_SCREENSHOT = 64 * 1024 * 1024
+CHUNK = 1024 * 1024        # bytes read at a time from an items file
+MAX_ITEM = 16 * 1024 * 1024   # bytes of one item job-items.json returns (larger: null)
+MAX_PAGE = 32 * 1024 * 1024   # bytes of items per job-items.json answer, about
 
 
 def valid_file_name(name: str) -> bool:
@@ -124,3 +128,58 @@ def read_screenshot(root: str, *parts: str) -> bytes:
     if len(data) > MAX_SCREENSHOT:
         raise ValueError("screenshot over 64 MiB")
     return data
+
+
+def _item(line: bytes) -> Any:
+    try:
+        return json.loads(line)
+    except (ValueError, RecursionError):
+        return None  # not a JSON line (a feed of the project's own format): null
+
+
+def read_items(items_dir: str, job_id: str, offset: int, limit: int
+               ) -> Optional[tuple[list[Any], int]]:
+    """Items ``offset`` to ``offset + limit`` of a job's items file, and how many
+    complete lines it holds; None when the job has no items file (runs in a thread).
+
+    Read in CHUNK pieces, never whole: lines outside the page are only counted. A last
+    line without its newline (the job is writing it) is not counted. An item over
+    MAX_ITEM bytes is null (the .jl download has it); a page stops early past MAX_PAGE
+    bytes of items, and the client asks again from ``offset + len(items)``."""
+    try:
+        fh = open_regular(items_dir, item_files.name(job_id))
+    except FileNotFoundError:
+        return None
+    found: list[Any] = []
+    total = page_bytes = 0
+    pieces: list[bytes] = []   # the wanted line being read, while it is not too big
+    size = 0                   # its bytes so far
+    with fh:
+        while chunk := fh.read(CHUNK):
+            pos = 0
+            while pos < len(chunk):
+                if len(found) >= limit or page_bytes >= MAX_PAGE:  # the page is full
+                    total += chunk.count(b"\n", pos)
+                    break
+                if total < offset:  # before the page: skip whole lines
+                    skip = offset - total
+                    if chunk.count(b"\n", pos) < skip:
+                        total += chunk.count(b"\n", pos)
+                        break
+                    for _ in range(skip):
+                        pos = chunk.index(b"\n", pos) + 1
+                    total = offset
+                    continue
+                end = chunk.find(b"\n", pos)
+                piece = chunk[pos:] if end < 0 else chunk[pos:end]
+                size += len(piece)
+                if size <= MAX_ITEM:
+                    pieces.append(piece)
+                if end < 0:
+                    break
+                found.append(_item(b"".join(pieces)) if size <= MAX_ITEM else None)
+                page_bytes += size if size <= MAX_ITEM else 4  # "null"
+                pieces, size = [], 0
+                total += 1
+                pos = end + 1
+    return found, total

@@ -17,12 +17,10 @@ This module imports no route module: routes import it.
 """
 from __future__ import annotations
 
-import ipaddress
 import json
 import re
 from functools import lru_cache, wraps
 from typing import Any, Callable, Optional
-from urllib.parse import parse_qs, urlsplit
 
 from klein import Klein
 from twisted.internet.defer import Deferred
@@ -32,30 +30,25 @@ from werkzeug.exceptions import MethodNotAllowed as RouteMethodNotAllowed
 from werkzeug.exceptions import NotFound as RouteNotFound
 from werkzeug.routing import RequestRedirect
 
-from .. import auth, logs
+from .. import auth, guards, logs
+from ..guards import allow_origin, host_allowed, refuse_cross_site
 from ..errors import (BadRequest, CrawldError, Forbidden, NotFound, TooLarge, TooManyStreams,
                       is_disk_full)
+from ..channel import PHRASES, too_large
 from ..jobs import parse_seconds, validate_policies
+from ..model import JOB_ID_RE
 from .services import Services
 
 log = Logger(namespace="crawld.api")
 
 ALL_METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")
-UUID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 POLICY_PARAMS = ("tz", "jitter", "misfire", "misfire-grace", "overlap", "timeout",
-                 "no-output-timeout", "max-log-size", "memory-limit")
+                 "no-output-timeout", "max-log-size", "memory-limit", "webhook", "fail-on")
 #: GETs that make something happen (a post handed out, a screenshot taken): a page on
 #: another site must not trigger them with an <img> either.
 ACTING_GETS = {"/job-posts.json", "/job-screenshot.png"}
 #: The largest whole number a parameter may be: SQLite's and a file offset's limit.
 MAX_INT = 2 ** 63 - 1
-#: Reason phrases Twisted does not know (it would send "429 Unknown Status").
-PHRASES = {429: b"Too Many Requests", 507: b"Insufficient Storage"}
-#: A request with this header (any value) gets its 401 without ``WWW-Authenticate``:
-#: the dashboard asks for credentials itself, and a Basic or Digest challenge would
-#: make the browser pop its own login dialog over the page (``X-Crawld-Client:
-#: dashboard``, which the page sends with every call).
-QUIET_HEADER = b"x-crawld-client"
 
 
 # -- JSON bodies ----------------------------------------------------------------------
@@ -139,80 +132,13 @@ def _acting_path(path: bytes) -> bool:
     return bool(auth.path_forms(path.decode("latin-1")) & ACTING_GETS)
 
 
-@lru_cache(maxsize=1024)
-def _required_role(method: str, path: str) -> str:
-    """auth.required_role, kept per (method, path): its regexes run once per path."""
-    return auth.required_role(method, path)
-
-
-def allow_origin(request: Any, allowed: frozenset[str]) -> bool:
-    """CORS for the origins the operator listed (``[web] allowed-origins``), none else.
-
-    Adds the response headers that let a dashboard on such an origin read responses
-    (credentials included); returns whether the request's Origin is one of them."""
-    origin = request.getHeader(b"origin")
-    if origin is None or origin.decode("latin-1").strip().lower() not in allowed:
-        return False
-    request.setHeader(b"Access-Control-Allow-Origin", origin.strip())
-    request.setHeader(b"Access-Control-Allow-Credentials", b"true")
-    request.setHeader(b"Vary", b"Origin")
-    return True
-
-
-def host_allowed(request: Any, names: frozenset[str]) -> bool:
-    """Whether the Host header names this server: an IP literal, localhost, or one of
-    ``[web] hostnames``. A DNS-rebinding page reaches 127.0.0.1 under its own name."""
-    return _host_name_allowed(request.getHeader(b"host") or b"", names)
-
-
-@lru_cache(maxsize=256)
-def _host_name_allowed(value: bytes, names: frozenset[str]) -> bool:
-    """``host_allowed`` for one Host value, kept (an IP literal is parsed once)."""
-    raw = value.decode("latin-1").strip().lower()
-    host = raw[1:raw.index("]")] if raw.startswith("[") and "]" in raw else raw.split(":")[0]
-    if host in ("localhost", "localhost.") or host in names:
-        return True
-    try:
-        ipaddress.ip_address(host)
-        return True
-    except ValueError:
-        return False
-
-
-def refuse_cross_site(request: Any) -> None:
-    """Refuse a state-changing request that a browser says comes from another site.
-
-    A web page can POST forms to 127.0.0.1 without any CORS approval; since pushing a
-    project runs code, such requests must not reach the API. curl and scrapy-do-cl send
-    neither header and are unaffected.
-    """
-    fetch_site = request.getHeader(b"sec-fetch-site")
-    if fetch_site is not None and fetch_site.strip().lower() == b"cross-site":
-        raise Forbidden("cross-site requests may not change anything (Sec-Fetch-Site)")
-    origin = request.getHeader(b"origin")
-    if origin is not None:
-        host = (request.getHeader(b"host") or b"").strip().lower()
-        _, _, origin_host = origin.strip().lower().partition(b"://")
-        if origin_host != host:
-            raise Forbidden("cross-origin requests may not change anything (Origin "
-                            f"{origin.decode('latin-1')!r} is not this server)")
-
-
-def identify(s: Services, request: Any) -> Any:
-    """Who sent ``request``: the authenticator's answer (an Identity, or a Deferred of
-    one; it raises or fails with 401, 429 or 503), from the request's credentials."""
-    headers = {}
-    for name in (b"authorization", b"x-api-key"):  # all the authenticator reads
-        values = request.requestHeaders.getRawHeaders(name)
-        if values:
-            headers[name.decode("ascii")] = values[-1].decode("latin-1")
-    uri = request.uri.decode("latin-1")
-    # the URL's key, never the body's
-    query = parse_qs(urlsplit(uri).query).get("key") if "?" in uri else None
-    method = request.method.decode("ascii", "replace")
-    return s.authenticator.authenticate(headers, query[0] if query else None, method,
-                                        uri, auth.client_address(request,
-                                                                 s.web.trusted_proxies))
+def check_host(s: Services, request: Any) -> None:
+    """With authentication off, refuse (403) a Host header that does not name this
+    server (``host_allowed``). With it on, a rebinding page has no credentials, and
+    names are not checked (reverse proxies vary)."""
+    if s.authenticator.mode == "none" and not host_allowed(request, s.web.hostnames):
+        raise Forbidden("this server is not known by the name in the Host header; "
+                        "add it to [web] hostnames (a guard against DNS rebinding)")
 
 
 def authenticate(s: Services, request: Any) -> Optional[Deferred]:
@@ -223,21 +149,41 @@ def authenticate(s: Services, request: Any) -> Optional[Deferred]:
     a Deferred that fires with None then. (No Deferred on the first path: status.json
     is polled hard, and each one costs.)
     """
-    if s.authenticator.mode == "none":
-        return None  # everyone is the anonymous operator, who may do anything
-    role = _required_role(request.method.decode("ascii", "replace"),
-                          request.path.decode("latin-1"))
-    identity = identify(s, request)
-    if isinstance(identity, Deferred):
-        return identity.addCallback(auth.authorize, role)
-    auth.authorize(identity, role)
-    return None
+    if s.authenticator.mode == "none" or request.authenticated:
+        return None  # everyone is the anonymous operator; or checked on the headers
+    return guards.authenticate(s.authenticator, s.web.trusted_proxies, request)
+
+
+def header_gate(s: Services, public: Callable[[bytes], bool] = lambda path: False
+                ) -> Callable[[Any], Optional[Deferred]]:
+    """What a request with a body must pass on its headers alone, before the channel
+    lets its body in (channel.DeadlineChannel, the site's ``gate``): the Host check
+    (authentication off), then authentication and the role, as the endpoint wrapper
+    checks them. A refusal (401, 403, 429, 503) is answered at once and the connection
+    closed, so no body is read from a client without valid credentials. A request that
+    passes is marked ``authenticated``: its route does not ask again (a Digest nonce
+    count is accepted once, and a password need not be checked twice). A request to a
+    ``public`` path (``Router.is_public``: login.json, logout.json) passes on the Host
+    check alone: its route looks at its credentials itself."""
+    def gate(request: Any) -> Optional[Deferred]:
+        check_host(s, request)
+        if public(request.path):
+            return None
+        checked = authenticate(s, request)
+        if checked is None:
+            request.authenticated = True
+            return None
+
+        def passed(_: Any) -> None:
+            request.authenticated = True
+        return checked.addCallback(passed)
+    return gate
 
 
 # -- what routes share ----------------------------------------------------------------
 def find_job(s: Services, job_id: Optional[str]) -> Deferred:
-    """The job ``job_id`` (404 for anything that is not a known job's UUID)."""
-    if not UUID_RE.fullmatch(job_id or ""):
+    """The job ``job_id`` (404 for anything that is not a known job's identifier)."""
+    if not JOB_ID_RE.fullmatch(job_id or ""):
         raise NotFound(f"unknown job {job_id!r}")
     return s.jobs.get(job_id)
 
@@ -258,6 +204,20 @@ def stream(s: Services, request: Any, fh: Any, still_running: Callable[[], bool]
         gate.open -= 1
         return result
     return follower.done.addBoth(closed)
+
+
+def follow_file(s: Services, request: Any, fh: Any, content_type: bytes, job_id: str
+                ) -> Any:
+    """A job's file as the answer (a log, its items): ``content_type``, never cached;
+    HEAD gets the headers alone, GET the file, followed while the job runs. Returns b""
+    or a Deferred that fires with None once it is sent (a route returns either)."""
+    request.setHeader(b"Content-Type", content_type)
+    request.setHeader(b"Cache-Control", b"no-store")
+    if request.method == b"HEAD":
+        fh.close()
+        return b""
+    return stream(s, request, fh, lambda: s.supervisor.is_running(job_id)).addCallback(
+        lambda _: None)
 
 
 # -- the app --------------------------------------------------------------------------
@@ -297,7 +257,7 @@ class Router:
             self.methods[path] = methods
             if public:
                 self.public.add(path)
-            wrapped = self._endpoint(fn, methods, public, cors)
+            wrapped = self._endpoint(fn, methods, path, public, cors)
             if "<" not in path:
                 self.exact[path.encode()] = wrapped
             # methods=None: every method, known or not (TRACE, PROPFIND...), reaches the
@@ -305,6 +265,16 @@ class Router:
             self.klein.route(path, methods=None, endpoint=path)(wrapped)
             return fn
         return decorate
+
+    def is_public(self, path: bytes) -> bool:
+        """Whether the endpoint at ``path`` (as sent) is served without credentials
+        (the header gate's question for a request with a body)."""
+        try:
+            endpoint, _ = self.klein.url_map.bind("localhost").match(
+                path.decode("latin-1"), method="GET")
+        except HTTPException:
+            return False
+        return endpoint in self.public
 
     def methods_for(self, path: bytes) -> tuple[str, ...]:
         """The methods the endpoint at ``path`` accepts (empty when there is none)."""
@@ -315,7 +285,8 @@ class Router:
             return ()
         return self.methods.get(endpoint, ())
 
-    def _endpoint(self, fn: RouteFn, methods: tuple[str, ...], public: bool = False,
+    def _endpoint(self, fn: RouteFn, methods: tuple[str, ...], path: str,
+                  public: bool = False,
                   cors: bool = True) -> RouteFn:
         """``fn`` wrapped as the module docstring says. Requests are server.LimitedRequest
         (in tests too): ``body_too_large`` and ``parse_body()`` are always there."""
@@ -324,6 +295,7 @@ class Router:
 
         @wraps(fn)
         def endpoint(request: Any, *args: Any, **kwargs: Any) -> Any:
+            request.route = path  # the metrics' label: the pattern, not the raw path
             method = request.method.decode("ascii", "replace")
             if method == "HEAD" and "GET" in methods:
                 method = "GET"  # Twisted sends the headers and drops the body
@@ -337,11 +309,7 @@ class Router:
                 request.setHeader(b"Access-Control-Max-Age", b"600")
                 request.setResponseCode(204)
                 return b""
-            if s.authenticator.mode == "none" and not host_allowed(request, s.web.hostnames):
-                # with authentication on, a rebinding page has no credentials, and
-                # names are not checked (reverse proxies vary)
-                raise Forbidden("this server is not known by the name in the Host header; "
-                                "add it to [web] hostnames (a guard against DNS rebinding)")
+            check_host(s, request)
 
             def serve(_: Any = None) -> Any:
                 if method not in methods:
@@ -350,9 +318,8 @@ class Router:
                                       f"{' or '.join(methods)}")
                 if (method != "GET" or acts(request)) and not listed:
                     refuse_cross_site(request)
-                if request.body_too_large:
-                    raise TooLarge(f"request body over the {s.web.max_body} byte limit "
-                                   "(max-archive-size)")
+                if request.body_too_large:  # (crawld's channel has answered it already)
+                    raise too_large(s.web.max_body)
                 parsing = request.parse_body()
                 if parsing is None:  # no body to decode: answer in this call
                     return ok_body(request, fn(s, request, *args, **kwargs))
@@ -381,12 +348,8 @@ def ok_body(request: Any, result: Any) -> Any:
 
 def crawld_error(request: Any, failure: Any) -> bytes:
     """A CrawldError as the client's answer: its code, its message, its headers (such
-    as WWW-Authenticate, left out for a request with ``QUIET_HEADER``)."""
-    extra = getattr(failure.value, "response_headers", None)
-    quiet = request.requestHeaders.hasHeader(QUIET_HEADER)
-    for name, values in (extra() if extra else {}).items():
-        if quiet and name.lower() == "www-authenticate":
-            continue
+    as WWW-Authenticate, left out for a request with ``X-Crawld-Client``)."""
+    for name, values in guards.answer_headers(request, failure.value).items():
         request.responseHeaders.setRawHeaders(name, [str(v) for v in values])
     return error_body(request, failure.value.code, failure.value.msg)
 

@@ -24,6 +24,7 @@ from .files import (events_view, list_files, open_regular, read_output, read_scr
 from .helpers import Router, arg, find_job, flag_arg, int_arg, seconds_arg, stream
 from .services import BrowsersApi, ChannelApi, Services
 from .views import iso_ms, job_dict
+from .waiting import until_ended
 
 BROWSE_DEFAULT_TIMEOUT = 30.0
 BROWSE_MAX_TIMEOUT = 3600.0
@@ -187,8 +188,9 @@ def browse(s: Services, request: Any):
     if not block:
         return {"identifier": job.id}
     bound = job.timeout + s.supervisor.kill_grace + BLOCK_MARGIN
-    ended = yield s.jobs.wait(job.id, bound)
-    final = ended or (yield s.jobs.get(job.id))
+    final = yield until_ended(s, request, s.waits.take(counted=False), job.id, bound)
+    if final is None:
+        return None  # the client went away: the job runs on, unwatched
     view = yield s.to_thread(events_view, browser.events_path(s.log_dir, job.id), 0, 0)
     files = yield job_files_listed(s, job.id)
     return {"identifier": job.id, "ended": final.status.completed, "job": job_dict(final),

@@ -20,11 +20,11 @@ from twisted.internet.defer import inlineCallbacks
 
 from .. import logs
 from ..errors import BadRequest, NotFound
-from ..model import JobStatus
-from .helpers import MAX_INT, UUID_RE, Router, arg, find_job, flag_arg, int_arg, stream
+from ..model import JOB_ID_RE, JobStatus
+from .helpers import MAX_INT, Router, arg, find_job, flag_arg, int_arg, stream
 from .services import Services
 
-LOG_NAME_RE = re.compile(rf"({UUID_RE.pattern})\.(out|err)")
+LOG_NAME_RE = re.compile(rf"({JOB_ID_RE.pattern})\.(out|err)")
 
 
 @inlineCallbacks

@@ -8,6 +8,7 @@ from twisted.internet.defer import inlineCallbacks
 from ..errors import BadRequest
 from .helpers import Router, arg
 from .services import Services
+from .views import iso
 
 
 @inlineCallbacks
@@ -30,6 +31,17 @@ def list_spiders(s: Services, request: Any) -> dict[str, Any]:
     return {"project": name, "spiders": list(s.projects.get(name).spiders)}
 
 
+def list_versions(s: Services, request: Any) -> dict[str, Any]:
+    """A project's stored versions in scrapyd's order; the last one runs by default."""
+    name = arg(request, "project")
+    current = s.projects.get(name)
+    found = [s.projects.get_version(name, v) for v in s.projects.version_names(name)]
+    return {"project": name, "versions": [
+        {"name": v.name, "kind": v.kind, "spiders": list(v.spiders),
+         "scripts": list(v.scripts), "pushed": iso(v.pushed, None),
+         "current": v.path == current.path} for v in found]}
+
+
 @inlineCallbacks
 def remove_project(s: Services, request: Any):
     yield s.projects.remove(arg(request, "name"))
@@ -41,4 +53,5 @@ def register(router: Router) -> None:
     router.route("/push-project.json", "POST")(push_project)
     router.route("/list-projects.json", "GET")(list_projects)
     router.route("/list-spiders.json", "GET")(list_spiders)
+    router.route("/list-versions.json", "GET")(list_versions)
     router.route("/remove-project.json", "POST")(remove_project)

@@ -18,9 +18,9 @@ from urllib.parse import parse_qs, urlsplit
 
 from twisted.internet.defer import Deferred, inlineCallbacks
 
-from .. import auth
+from .. import auth, guards
 from ..errors import BadRequest
-from .helpers import Router, arg, identify
+from .helpers import Router, arg
 from .services import Services
 
 
@@ -42,7 +42,7 @@ def whoami(s: Services, request: Any) -> Any:
     if not (headers.hasHeader(b"authorization") or headers.hasHeader(b"x-api-key")
             or b"key" in request.args):
         return _who(s, None)
-    found = identify(s, request)
+    found = guards.identify(s.authenticator, s.web.trusted_proxies, request)
     if isinstance(found, Deferred):
         return found.addCallback(lambda identity: _who(s, identity))
     return _who(s, found)

@@ -15,7 +15,7 @@ from typing import (Any, Callable, Mapping, Optional, Protocol, Sequence, Union,
 from twisted.internet.defer import Deferred
 from twisted.internet.threads import deferToThread
 
-from ..model import Project
+from ..model import Project, Version
 from ..seams import Clock
 
 
@@ -32,12 +32,13 @@ class JobsApi(Protocol):
 
     def schedule(self, project: str, spider: str, when: str, description: str = "",
                  payload: Optional[str] = None, policies: Optional[dict[str, Any]] = None,
-                 kind: str = "spider") -> Deferred: ...
+                 kind: str = "spider", args: Sequence[tuple[str, str]] = (),
+                 settings: Sequence[tuple[str, str]] = (), priority: float = 0.0,
+                 job_id: Optional[str] = None, version: Optional[str] = None
+                 ) -> Deferred: ...
 
     def browse(self, params: dict[str, Any], description: str = "",
                timeout: Optional[float] = None) -> Deferred: ...
-
-    def wait(self, job_id: str, timeout: float) -> Deferred: ...
 
     def get(self, job_id: str) -> Deferred: ...
 
@@ -79,6 +80,30 @@ class ProjectsApi(Protocol):
     def push(self, data: bytes, max_size: Optional[int] = None) -> Deferred: ...
 
     def remove(self, name: str) -> Deferred: ...
+
+    def version_names(self, name: str) -> list[str]: ...
+
+    def get_version(self, name: str, version: str) -> Version: ...
+
+
+@runtime_checkable
+class WaitApi(Protocol):
+    """waits.Wait: one place among the waits, for one job."""
+
+    def until(self, job_id: str, timeout: float) -> Deferred: ...
+
+    def release(self) -> None: ...
+
+
+@runtime_checkable
+class WaitsApi(Protocol):
+    """waits.JobWaits: requests waiting for jobs to end (``wait=``, ``block=1``). ``take``
+    raises TooManyWaits (429) past ``[web] max-waits``; ``until`` fires with the ended Job,
+    or None when the time ran out."""
+
+    def take(self, counted: bool = True) -> WaitApi: ...
+
+    def wait(self, job_id: str, timeout: float, counted: bool = True) -> Deferred: ...
 
 
 @runtime_checkable
@@ -124,6 +149,14 @@ class BrowsersApi(Protocol):
 
 
 @runtime_checkable
+class WebhooksApi(Protocol):
+    """webhooks.Webhooks as the API uses it: a job's deliveries (deliveries.Delivery,
+    each with its attempts), oldest first."""
+
+    def deliveries(self, job_id: str) -> Deferred: ...
+
+
+@runtime_checkable
 class StatusApi(Protocol):
     """status.StatusReport: status.json's whole body, from counts kept in memory."""
 
@@ -150,6 +183,31 @@ class AuthenticatorApi(Protocol):
     def logout(self, headers: Mapping[str, str]) -> bool: ...
 
 
+@runtime_checkable
+class FeedApi(Protocol):
+    """feed.JobFeed: the numbered job events /events streams, and their backlog."""
+
+    last_seq: int
+
+    def event_id(self, seq: int) -> str: ...
+
+    def since(self, last_id: str) -> Optional[list[Any]]: ...
+
+    def after(self, seq: int) -> Optional[list[Any]]: ...
+
+    def keeps(self, seq: int) -> bool: ...
+
+    def listen(self, listener: Callable[[Any], None]) -> Callable[[], None]: ...
+
+
+@runtime_checkable
+class MetricsApi(Protocol):
+    """metrics.Metrics: the Prometheus text of /metrics, made at scrape time."""
+
+    def render(self) -> Deferred:
+        """Fires with (body, content type)."""
+
+
 class StreamGate:
     """The followed logs and file downloads open at once, against ``[web] max-streams``."""
 
@@ -169,6 +227,8 @@ class WebSettings:
     allowed_origins: frozenset[str] = frozenset()  # CORS for a dashboard there
     hostnames: frozenset[str] = frozenset()        # names this server answers to (auth none)
     max_streams: int = 64          # followed logs and downloads at once
+    max_event_streams: int = 32    # /events streams at once ([events] max-streams)
+    keep_alive: float = 15.0       # seconds of silence before an event stream's keep-alive
     max_body: int = 50 * 1024 * 1024   # request body (413 past it)
     max_archive: int = 16 * 1024 * 1024  # a pushed project's zip
     trusted_proxies: tuple[Any, ...] = ()  # auth.TrustedProxies: X-Forwarded-For believed
@@ -178,8 +238,13 @@ class WebSettings:
 class Services:
     """Everything routes use, wired once by the composition root (service.py) or a test.
 
-    ``browsers`` is None in a daemon without browser jobs. ``streams`` is the app's own
-    count of open streams, made from ``web.max_streams``.
+    ``browsers`` is None in a daemon without browser jobs, ``webhooks`` in an app
+    without webhooks (no delivery is ever made there). ``streams`` is the app's own
+    count of open streams, made from ``web.max_streams``; ``event_streams`` the count of
+    /events streams, from ``web.max_event_streams``. ``waits`` (keyword only) must
+    hear the same event list as ``jobs`` publishes to; ``feed`` and ``metrics`` (given
+    by name) serve /events and /metrics. ``items_dir``: where spider jobs' items files
+    are (None: nowhere, every job has none).
     """
 
     reactor: ReactorApi
@@ -191,14 +256,22 @@ class Services:
     log_dir: str
     web: WebSettings = WebSettings()
     browsers: Optional[BrowsersApi] = None
+    webhooks: Optional[WebhooksApi] = None
     to_thread: Callable[..., Deferred] = deferToThread
+    feed: FeedApi = field(kw_only=True)
+    metrics: MetricsApi = field(kw_only=True)
+    items_dir: Optional[str] = None   # spider jobs' items files (items.py)
     streams: StreamGate = field(init=False, repr=False, compare=False)
+    waits: WaitsApi = field(kw_only=True)
+    event_streams: StreamGate = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "streams", StreamGate(self.web.max_streams))
+        object.__setattr__(self, "event_streams", StreamGate(self.web.max_event_streams))
 
 
 #: Every Protocol of this module with what implements it in the daemon, for the test
 #: that keeps the real classes and the unit tests' fakes in step with them.
 PROTOCOLS: Sequence[type] = (ReactorApi, JobsApi, ProjectsApi, SupervisorApi, ChannelApi,
-                             BrowsersApi, StatusApi, AuthenticatorApi)
+                             BrowsersApi, StatusApi, AuthenticatorApi, WebhooksApi,
+                             WaitsApi, WaitApi, FeedApi, MetricsApi)

@@ -9,12 +9,14 @@ the millisecond times of recently listed jobs are kept.
 from __future__ import annotations
 
 import functools
+import json
 from datetime import datetime, timezone, tzinfo
 from typing import Any, Optional
 
 from twisted.logger import Logger
 
-from .. import spec as specs
+from .. import arguments, spec as specs
+from ..hookurls import redact
 from ..model import Job, JobStatus
 from ..process import signal_name
 
@@ -108,6 +110,43 @@ def job_dict(job: Job) -> dict[str, Any]:
         "no-output-timeout": job.no_output_timeout,
         "max-log-size": job.max_log_size,
         "memory-limit": job.memory_limit,
+        # spider arguments (-a) and settings (-s): name -> value, as the spider gets them
+        "args": {} if job.args == "[]" else arguments.as_object(job.args),
+        "settings": {} if job.settings == "[]" else arguments.as_object(job.settings),
         # the process to look for in ps (crawld: job <id> ...) while the job runs
         "pid": job.pid if job.status is JobStatus.RUNNING else None,
+        # its own webhook: scheme, host and port only (the rest may be a token)
+        "webhook": redact(job.webhook) if job.webhook else None,
+        "fail-on": job.fail_on,
+        "stats": stats_object(job.stats),
     }
+
+
+#: Stats texts up to this size are kept parsed (a crawl's are 1-3 KB); a larger one
+#: (at most 64 KiB) is parsed each time, so the cache stays within a few MB.
+CACHED_STATS = 8 * 1024
+
+
+def stats_object(text: Optional[str]) -> Optional[dict[str, Any]]:
+    """A job's stats (``Job.stats``, JSON text) as an object, or None: none yet, or a
+    text that is not an object (never written by crawld)."""
+    if text is None:
+        return None
+    return _parsed_stats(text) if len(text) <= CACHED_STATS else _parse_stats(text)
+
+
+@functools.lru_cache(maxsize=1024)
+def _parsed_stats(text: str) -> Optional[dict[str, Any]]:
+    """Kept: a finished job's stats never change, and a listing shows them again and
+    again (parsing a crawl's stats costs more than the rest of job_dict). The dict is
+    shared: it is only ever encoded, never changed."""
+    return _parse_stats(text)
+
+
+def _parse_stats(text: str) -> Optional[dict[str, Any]]:
+    try:
+        value = json.loads(text)
+    except ValueError:
+        log.warn("a stored stats text is not JSON; shown as null")
+        return None
+    return value if isinstance(value, dict) else None

@@ -14,19 +14,20 @@ from __future__ import annotations
 import os
 import signal as signals
 from dataclasses import dataclass, field
-from typing import Callable, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional
 
 import psutil
 from twisted.internet.defer import Deferred, inlineCallbacks, succeed
 from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
 
-from .. import tree
-from ..commands import RunAs, crawl_command
+from .. import items as item_files, tree
+from ..commands import Command, RunAs, crawl_command, with_reports
 from ..model import Job
 from ..process import Exit
 from ..seams import BrowserRunner, Spawner
 from .protocol import Attempt, Reporter, Started
+from .statspipe import StatsPipe, fifo_path
 
 log = Logger(namespace="crawld.launch")
 
@@ -41,6 +42,11 @@ class LocalSettings:
     script_path: Callable[[str, str], str]             # (project, script) -> file
     base_env: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
     run_as: Optional[RunAs] = None                     # [crawld] run-as
+    #: (project, version name) -> that stored version's dir (jobs pinned to a version)
+    version_dir: Callable[[str, str], Optional[str]] = lambda project, version: None
+    run_dir: Optional[str] = None      # spider jobs' stats FIFOs (None: no stats)
+    stats_interval: float = 5.0        # [crawld] stats-interval
+    items_dir: Optional[str] = None    # spider jobs' items files ([crawld] items = no: None)
 
 
 @dataclass
@@ -51,6 +57,7 @@ class _Local:
     cwd: Optional[str]
     keeper: bool = False  # a spider's keeper (it only waits: its memory is not the job's)
     known: list[psutil.Process] = field(default_factory=list)
+    stats: Optional[StatsPipe] = None  # a spider's stats channel
 
 
 class LocalLauncher:
@@ -58,12 +65,17 @@ class LocalLauncher:
 
     def __init__(self, settings: LocalSettings, spawner: Spawner,
                  browsers: Optional[BrowserRunner] = None,
-                 to_thread: Callable[..., Deferred] = deferToThread) -> None:
+                 to_thread: Callable[..., Deferred] = deferToThread,
+                 reactor: Any = None) -> None:
+        """``reactor`` reads spider jobs' stats channels (with ``settings.run_dir``;
+        without either, jobs report no stats)."""
         self.settings = settings
+        self.reactor = reactor
         self.spawner = spawner
         self.browsers = browsers
         self.to_thread = to_thread
         self.attempts: dict[str, _Local] = {}
+        self.starting: dict[str, Optional[str]] = {}  # attempt -> project dir, spawning
 
     # -- start ------------------------------------------------------------------------
     @inlineCallbacks
@@ -75,9 +87,14 @@ class LocalLauncher:
             cwd = self.browsers.files_dir(job.id) if self.browsers is not None else None
             project_dir = None
         else:
-            cwd = project_dir = self.settings.project_dir(job.project)
+            if job.version is not None:  # pinned (scrapyd's _version, version=)
+                cwd = project_dir = self.settings.version_dir(job.project, job.version)
+            else:
+                cwd = project_dir = self.settings.project_dir(job.project)
             if cwd is None or not os.path.isdir(cwd):
-                raise RuntimeError(f"project {job.project!r} is not available")
+                raise RuntimeError(f"project {job.project!r}"
+                                   + (f" version {job.version!r}" if job.version else "")
+                                   + " is not available")
         if job.is_browser:
             if self.browsers is None:
                 raise RuntimeError("browser jobs are not available in this daemon")
@@ -88,19 +105,53 @@ class LocalLauncher:
         else:
             cmd = crawl_command(job, cwd, self.settings.python, self.settings.base_env,
                                 self.settings.run_as)
-            spawned = yield self.spawner.spawn(cmd, self.settings.log_dir, job.id)
-        self.attempts[attempt.key] = _Local(spawned.pid, project_dir, not job.is_browser)
+            cmd, stats = self._with_reports(cmd, attempt, reporter)
+            # in use from now on, while the zygote forks: a version deleted meanwhile
+            # would leave the job without its project
+            self.starting[attempt.key] = project_dir
+            try:
+                spawned = yield self.spawner.spawn(cmd, self.settings.log_dir, job.id)
+            except BaseException:
+                if stats is not None:
+                    stats.close()
+                raise
+            finally:
+                self.starting.pop(attempt.key, None)
+        self.attempts[attempt.key] = _Local(spawned.pid, project_dir, not job.is_browser,
+                                            stats=None if job.is_browser else stats)
         info = Started(spawned.pid, tree.start_time(spawned.pid), "local", project_dir)
         reporter.started(attempt, info)
         spawned.ended.addCallback(self._ended, attempt, reporter).addErrback(
             lambda f: log.failure("after job {id} ended", f, id=job.id))
         return info
 
+    def _with_reports(self, cmd: Command, attempt: Attempt, reporter: Reporter
+                      ) -> tuple[Command, Optional[StatsPipe]]:
+        """A spider job's command with its stats channel (opened now: it reads from
+        before the job exists) and its items file (created now, empty)."""
+        s, job_id = self.settings, attempt.job.id
+        stats = None
+        if s.run_dir is not None and self.reactor is not None:
+            stats = StatsPipe(self.reactor, fifo_path(s.run_dir, job_id),
+                              lambda found: reporter.stats(attempt, found), job_id)
+            stats.open()
+        try:
+            items = (item_files.create(s.items_dir, job_id, cmd.uid, cmd.gid)
+                     if s.items_dir is not None else None)
+        except BaseException:
+            if stats is not None:
+                stats.close()
+            raise
+        return with_reports(cmd, stats and stats.path, s.stats_interval, items), stats
+
     @inlineCallbacks
     def _ended(self, exit: Exit, attempt: Attempt, reporter: Reporter):
-        """The job's process is reaped: sweep what it left, then report its end."""
+        """The job's process is reaped: read its last stats, sweep what it left, then
+        report its end."""
         job = attempt.job
         local = self.attempts.pop(attempt.key, None)
+        if local is not None and local.stats is not None:
+            local.stats.close()  # reports what the job left in the pipe: its last stats
         if local is not None:
             # whatever the job left in its process group goes with it (the leader is
             # reaped: its pid may be reused, so the group and known processes only)
@@ -143,7 +194,8 @@ class LocalLauncher:
         return channel.count if channel is not None else 0
 
     def in_use(self) -> set[str]:
-        return {local.cwd for local in self.attempts.values() if local.cwd}
+        return ({local.cwd for local in self.attempts.values() if local.cwd}
+                | {cwd for cwd in self.starting.values() if cwd})
 
     # -- restart ----------------------------------------------------------------------
     @inlineCallbacks

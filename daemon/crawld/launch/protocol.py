@@ -3,15 +3,15 @@
 The supervisor says "start this attempt of this job", "signal it", "how much memory does
 it use", "settle this orphan of a previous daemon". A launcher answers through the
 ``Reporter`` it was handed with the attempt: started (pid, start time, where), output at
-an offset (remote launchers; a local job writes its own log files) and ended (exit code
-or signal). A remote launcher may report late, from elsewhere and more than once, so
+an offset (remote launchers; a local job writes its own log files), a spider's stats
+(the latest report wins) and ended (exit code or signal). A remote launcher may report late, from elsewhere and more than once, so
 every report names its attempt and the supervisor ignores what does not match the
 attempt it is running: the reports are idempotent.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Protocol
+from typing import Any, Optional, Protocol
 
 from twisted.internet.defer import Deferred
 
@@ -51,6 +51,10 @@ class Reporter(Protocol):
 
     def output(self, attempt: Attempt, stream: str, offset: int, data: bytes) -> None:
         """Bytes of the job's ``out`` or ``err`` stream at ``offset`` (remote jobs)."""
+
+    def stats(self, attempt: Attempt, stats: dict[str, Any]) -> None:
+        """The crawl's latest stats (a spider job's, JSON-safe), every few seconds while
+        it runs; the last report comes before ``ended``."""
 
     def ended(self, attempt: Attempt, exit: Exit) -> None:
         """The attempt's process tree is gone; how its leader ended."""

@@ -17,7 +17,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from .. import logs, runner, tree
-from ..commands import Command
+from ..commands import STATS_FD, Command
 from ..lines import LineReader
 from ..process import Exit, JobProcessProtocol, Spawned
 
@@ -42,19 +42,28 @@ class DirectSpawner:
 
     def spawn(self, cmd: Command, log_dir: str, job_id: str) -> Deferred:
         out_fd, err_fd = logs.open_for_child(log_dir, job_id)
-        null_fd = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+        fds = [os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC), out_fd, err_fd]
         try:
+            if cmd.stats_fifo is not None:  # the daemon reads it already (statspipe.py)
+                fds.append(os.open(cmd.stats_fifo,
+                                   os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC))
             proto = JobProcessProtocol()
             self.reactor.spawnProcess(proto, cmd.executable, list(cmd.args), env=dict(cmd.env),
                                       path=cmd.cwd, uid=cmd.uid, gid=cmd.gid,
-                                      childFDs={0: null_fd, 1: out_fd, 2: err_fd})
+                                      childFDs={0: fds[0], 1: out_fd, 2: err_fd,
+                                                **({STATS_FD: fds[3]} if len(fds) > 3
+                                                   else {})})
         finally:
-            for fd in (null_fd, out_fd, err_fd):
+            for fd in fds:
                 os.close(fd)
         return succeed(Spawned(proto.transport.pid, proto.ended))
 
     def stop(self) -> Deferred:
         return succeed(None)
+
+    def up(self) -> bool:
+        """No zygote here (crawld_zygote_up is 0)."""
+        return False
 
 
 class _ZygoteProtocol(ProcessProtocol):
@@ -109,7 +118,7 @@ class ZygoteSpawner:
         self.waiting[self.tokens] = (d, cmd, log_dir, job_id)
         request = {"op": "spawn", "token": self.tokens, "args": list(cmd.scrapy_args),
                    "env": dict(cmd.env), "cwd": cmd.cwd, "out": out, "err": err,
-                   "uid": cmd.uid, "gid": cmd.gid}
+                   "uid": cmd.uid, "gid": cmd.gid, "stats": cmd.stats_fifo}
         self.proto.transport.write(json.dumps(request).encode() + b"\n")
         return d
 
@@ -154,6 +163,10 @@ class ZygoteSpawner:
             self.reactor.callLater(LOST_POLL, self._watch, pid, started, ended)
         else:
             ended.callback(Exit(None, None))
+
+    def up(self) -> bool:
+        """Whether the zygote runs and has said it is ready to fork jobs."""
+        return self.alive and self.ready
 
     def stop(self) -> Deferred:
         """Close the zygote's stdin (it exits); fires when it is gone."""

@@ -14,14 +14,20 @@ import sys
 import traceback
 
 from . import keeper, proc
+from .crawl import job_settings
 
 
 def run_scrapy(argv: list[str]) -> int:
     """Run Scrapy's command line ``argv`` in this process; returns the exit code it
-    asked for (Scrapy ends by raising SystemExit)."""
+    asked for (Scrapy ends by raising SystemExit). A crawl gets crawld's additions to
+    its settings (crawl.py: the stats extension, the items feed)."""
     try:
         from scrapy.cmdline import execute
-        execute(argv)
+        settings = job_settings(argv)
+        if settings is None:  # nothing added: Scrapy loads the settings itself
+            execute(argv)
+        else:
+            execute(argv, settings)
         return 0
     except SystemExit as exc:
         if exc.code is None:

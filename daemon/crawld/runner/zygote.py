@@ -32,8 +32,9 @@ import sys
 import traceback
 from typing import NoReturn
 
-from . import keeper, proc
+from . import crawl, keeper, proc
 from .spider import run_scrapy
+from .stats import FD_ENV
 
 #: The daemon creates (and empties) a job's logs before the job is RUNNING, so that
 #: they can be followed from then on; the child appends to those same files.
@@ -62,6 +63,11 @@ def preload() -> int:
             loaded += 1
         except Exception:  # optional components (missing extras) are simply skipped
             pass
+    try:  # crawld's own: the stats extension (stats.py), as the jobs will name it
+        load_object(crawl.EXTENSION)
+        loaded += 1
+    except Exception:  # not loaded as crawld_runner (a test): each job loads it itself
+        pass
     assert "twisted.internet.reactor" not in sys.modules, "preload installed a reactor"
     return loaded
 
@@ -71,6 +77,26 @@ def emit(event: dict) -> None:
     data = (json.dumps(event) + "\n").encode()
     while data:
         data = data[os.write(1, data):]
+
+
+def open_stats_channel(request: dict) -> None:
+    """Open the job's stats FIFO (``request["stats"]``, the daemon reads it) as the fd
+    ``CRAWLD_STATS_FD`` names, where the stats extension writes (stats.py). Without it
+    the job runs, and says why on its stderr, with no stats reported."""
+    path = request.get("stats")
+    env = request["env"]
+    if not path or FD_ENV not in env:
+        return
+    try:
+        target = int(env[FD_ENV])
+        fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)  # ENXIO: nobody reads it
+        if fd != target:
+            os.dup2(fd, target)
+            os.close(fd)
+    except (OSError, ValueError) as exc:
+        print(f"crawld: no stats channel ({exc}); this job reports no stats",
+              file=sys.stderr, flush=True)
+        env.pop(FD_ENV, None)
 
 
 def run_child(request: dict, keep_fds: tuple[int, ...], daemon: int) -> NoReturn:
@@ -91,6 +117,7 @@ def run_child(request: dict, keep_fds: tuple[int, ...], daemon: int) -> NoReturn
             os.close(fd)
         for fd in keep_fds:
             os.close(fd)
+        open_stats_channel(request)  # as crawld's user, before run-as drops it
         if request.get("uid") is not None:  # run-as: drop root for good, groups first
             import pwd
             user = pwd.getpwuid(request["uid"]).pw_name

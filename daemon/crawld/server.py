@@ -1,6 +1,7 @@
 """The HTTP server around the API: the request class (a body size limit enforced while
-the body arrives, form bodies decoded off the reactor thread), the channel (a deadline
-for request headers), the access log line and the Site.
+the body arrives, form bodies decoded off the reactor thread), the access log line and
+the Site, whose channel (channel.py) has the deadlines, the early answers and the caps
+on connections.
 
 Only Twisted's public names are used (no ``_getMultiPartArgs``): multipart bodies are
 decoded by the ``multipart`` package.
@@ -8,9 +9,9 @@ decoded by the ``multipart`` package.
 from __future__ import annotations
 
 import io
-import json
 import re
 import time
+from time import perf_counter
 from typing import Any, Callable, Optional
 from urllib.parse import unquote_plus, unquote_to_bytes
 
@@ -19,11 +20,15 @@ from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.http import HTTPChannel, datetimeToLogString
+from twisted.web.http import datetimeToLogString
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
-from ..errors import BadRequest
+from .channel import (BODY_MIN_RATE, BODY_TIMEOUT, HEADER_TIMEOUT, IDLE_TIMEOUT,
+                      DeadlineChannel, Gate, too_large)
+from .connections import ConnectionLimits
+from .errors import BadRequest
+from .metrics import UNMATCHED
 
 log = Logger(namespace="crawld.web")
 
@@ -105,21 +110,30 @@ class LimitedRequest(Request):
     """A request whose body is dropped, not buffered, once it passes ``max_body`` bytes,
     and whose form body is decoded off the reactor thread when it is large.
 
-    The route then answers 413 (see helpers.Router); the daemon never holds or spools
-    more than the limit, whatever the client announces or sends. Twisted would decode
-    a form body on the reactor thread before routing: a 50 MB url-encoded archive (what
-    scrapy-do-cl sends) would freeze the daemon for tens of seconds.
+    crawld's channel answers 413 as soon as a declared length or the bytes received
+    pass the limit (the route would, see helpers.Router); the daemon never holds or
+    spools more than the limit, whatever the client announces or sends. Twisted would
+    decode a form body on the reactor thread before routing: a 50 MB url-encoded
+    archive (what scrapy-do-cl sends) would freeze the daemon for tens of seconds.
     """
 
     max_body = 50 * 1024 * 1024
     body_too_large = False
     body_received = 0  # bytes of body so far
+    #: the pattern of the route that took the request (helpers.Router sets it), for the
+    #: metrics' route label: never the raw path, so the label's values stay few
+    route = UNMATCHED
+
+    #: authenticated (and authorized) on its headers, before its body was let in (the
+    #: channel's gate): the route does not ask again (a Digest nonce count is single-use)
+    authenticated = False
 
     def __init__(self, channel: Any, *args: Any, **kw: Any) -> None:
         # whatever the Site says: Twisted would decode a form body itself, on the
         # reactor thread, before routing; parse_body does it, in a thread when large
         kw["parsePOSTFormSubmission"] = False
         super().__init__(channel, *args, **kw)
+        self.began = perf_counter()  # for the request's duration (metrics)
 
     def parse_body(self) -> Optional[Deferred]:
         """Decode a form body into ``args``: inline when small, in a thread when large.
@@ -164,9 +178,13 @@ class LimitedRequest(Request):
     def handleContentChunk(self, data: bytes) -> None:  # noqa: N802 (Twisted's names)
         self.body_received += len(data)
         if not self.body_too_large and self.body_received > self.max_body:
+            # a chunked body (no length declared) passing the limit: 413 at once
             self.body_too_large = True
             self.content.close()
             self.content = _Discard()
+            refuse = getattr(self.channel, "refuse", None)  # crawld's channel (not treq's)
+            if refuse is not None:
+                refuse(self, too_large(self.max_body))
         self.content.write(data)
 
 
@@ -287,126 +305,44 @@ def _respond(request: Any, body: Optional[bytes]) -> None:
         request.finish()
 
 
-IDLE_TIMEOUT = 60.0    # an idle keep-alive connection is closed after this
-HEADER_TIMEOUT = 30.0  # a request's line and headers must arrive within this
-
-
-class DeadlineChannel(HTTPChannel):
-    """HTTP with a deadline for each request's headers.
-
-    Twisted's idle timeout restarts with every byte, so a client that trickles its
-    headers one byte at a time (slowloris) would hold a connection for ever. Here the
-    request line and headers must all arrive within ``header_timeout`` of the
-    connection opening, or of the previous response on a kept-alive connection."""
-
-    header_timeout = HEADER_TIMEOUT
-    header_call: Any = None
-    #: A request's headers are all in and its response is not done: no deadline then.
-    in_request = False
-    _addresses: Optional[tuple[Any, Any]] = None
-
-    def getPeer(self) -> Any:  # noqa: N802
-        return self._local_and_peer()[1]
-
-    def getHost(self) -> Any:  # noqa: N802
-        return self._local_and_peer()[0]
-
-    def _local_and_peer(self) -> tuple[Any, Any]:
-        """The connection's two addresses, asked once: every Request asks for both (a
-        getsockname call and two address objects per request otherwise)."""
-        if self._addresses is None:
-            self._addresses = (self.transport.getHost(), self.transport.getPeer())
-        return self._addresses
-
-    #: the current request's line has been read (a longer line is then a header's)
-    line_seen = False
-
-    def connectionMade(self) -> None:  # noqa: N802 (Twisted's names)
-        super().connectionMade()
-        self.arm_headers()
-
-    def lineReceived(self, line: bytes) -> None:  # noqa: N802
-        if line:
-            self.line_seen = True
-        super().lineReceived(line)
-
-    def lineLengthExceeded(self, line: bytes) -> None:  # noqa: N802
-        """A request line or a header line over MAX_LENGTH bytes: Twisted would close
-        the connection without a word. Answer 414 (the line with the URL) or 431 (a
-        header), as JSON, then close."""
-        if self.line_seen:
-            code, phrase, msg = 431, b"Request Header Fields Too Large", "a header line"
-        else:
-            code, phrase, msg = 414, b"URI Too Long", "the request line (method and URL)"
-        body = json.dumps({"status": "error", "msg": f"{msg} is over {self.MAX_LENGTH} "
-                           "bytes"}).encode() + b"\n"
-        self.transport.write(b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\n"
-                             b"Content-Length: %d\r\nConnection: close\r\n\r\n%s"
-                             % (code, phrase, len(body), body))
-        self.transport.loseConnection()
-
-    def allHeadersReceived(self) -> None:  # noqa: N802
-        self.in_request = True  # the deadline's timer stays; it sees this when due
-        super().allHeadersReceived()
-
-    def requestDone(self, request: Any) -> None:  # noqa: N802
-        self.in_request = self.line_seen = False
-        # On a kept-alive connection, Twisted replays what the client pipelined: a next
-        # request whose headers are all in sets in_request again (no deadline then).
-        super().requestDone(request)
-        if self.persistent and not self.in_request:
-            self.arm_headers()
-
-    def connectionLost(self, reason: Any) -> None:  # noqa: N802
-        if self.header_call is not None and self.header_call.active():
-            self.header_call.cancel()
-        self.header_call = None
-        super().connectionLost(reason)
-
-    def arm_headers(self) -> None:
-        """Start the deadline. One timer per connection, moved rather than cancelled and
-        made again for every request on a kept-alive connection (moving it later is
-        O(1) in Twisted; a new timer and a cancelled one cost a heap push each)."""
-        call = self.header_call
-        if call is not None and call.active():
-            call.reset(self.header_timeout)
-        else:
-            self.header_call = self.callLater(self.header_timeout, self.headers_too_slow)
-
-    def headers_too_slow(self) -> None:
-        self.header_call = None
-        if self.in_request:  # they came in time; a response is under way
-            return
-        log.info("closing {peer}: no complete request headers within {t:g} s",
-                 peer=str(self.transport.getPeer()), t=self.header_timeout)
-        self.transport.abortConnection()
-
-
 def request_class(max_body: int) -> type[LimitedRequest]:
     """The request class of a Site whose bodies are limited to ``max_body`` bytes."""
     return type("CrawldRequest", (LimitedRequest,), {"max_body": max_body})
 
 
 class AccessLogSite(Site):
-    """A Site that hands one access line per request (``access_line``) to a callable.
+    """A Site that hands one access line per request (``access_line``) to a callable,
+    and each request's route, code and duration to ``record`` (metrics.Metrics.request).
 
     Twisted's own path sends each line through the legacy log into twisted.logger (an
     event dict, the level filter, a format-string parse, a flush): a third of the
     daemon's time on a status.json request. Here the line goes straight to
     ``access_log`` (``daemonlog.DaemonLog.access``: the daemon's log, in the same
     ``<time> <level> <component>:`` shape as every other line); None: no access lines. The ``[dd/Mon/yyyy:HH:MM:SS
-    +0000]`` stamp is made once per second of ``clock``.
+    +0000]`` stamp is made once per second of ``clock``. Both are called when a
+    response is finished (not for a request whose client went away first).
+
+    Its channels (channel.DeadlineChannel) find here the ``gate`` that decides a request
+    with a body on its headers and the ``limits`` on connections (None: none).
     """
 
+    gate: Optional[Gate] = None
+    limits: Optional[ConnectionLimits] = None
+
     def __init__(self, resource: Any, access_log: Optional[Callable[[str], None]],
-                 clock: Callable[[], float] = time.time, **kwargs: Any) -> None:
+                 clock: Callable[[], float] = time.time,
+                 record: Optional[Callable[[str, int, float], None]] = None,
+                 **kwargs: Any) -> None:
         super().__init__(resource, **kwargs)
         self.access_log = access_log
         self.clock = clock
+        self.record = record
         self._stamp_second = -1
         self._stamp = ""
 
     def log(self, request: Any) -> None:
+        if self.record is not None:
+            self.record(request.route, request.code, perf_counter() - request.began)
         if self.access_log is None:
             return
         second = int(self.clock())
@@ -419,16 +355,26 @@ class AccessLogSite(Site):
 def make_site(resource: Any, max_body: int, header_timeout: float = HEADER_TIMEOUT,
               idle_timeout: float = IDLE_TIMEOUT,
               access_log: Optional[Callable[[str], None]] = None,
-              clock: Callable[[], float] = time.time) -> Site:
-    """A Site serving ``resource`` with bodies limited to ``max_body`` bytes, a deadline
-    for request headers, an idle timeout for connections, and each request's access
-    line handed to ``access_log`` (None: not logged)."""
+              clock: Callable[[], float] = time.time,
+              record: Optional[Callable[[str, int, float], None]] = None,
+              body_timeout: float = BODY_TIMEOUT, body_min_rate: int = BODY_MIN_RATE,
+              gate: Optional[Gate] = None, limits: Optional[ConnectionLimits] = None) -> Site:
+    """A Site serving ``resource`` with bodies limited to ``max_body`` bytes, deadlines
+    for request headers and bodies (``body_timeout`` s plus 1 s per ``body_min_rate``
+    bytes), an idle timeout for connections, each request with a body decided by
+    ``gate`` on its headers (None: only its declared length is), connections counted by
+    ``limits`` (None: no cap), each request's access line handed to ``access_log``
+    (None: not logged) and its route, code and duration to ``record`` (the metrics;
+    None: not recorded). See channel.py."""
     # Twisted would decode form bodies itself, on the reactor thread: parse_body does it.
-    site = AccessLogSite(Utf8Only(resource), access_log, clock,
+    site = AccessLogSite(Utf8Only(resource), access_log, clock, record,
                          requestFactory=request_class(max_body), parsePOSTFormSubmission=False,
                          timeout=idle_timeout)
+    site.gate = gate
+    site.limits = limits
     site.protocol = type("CrawldChannel", (DeadlineChannel,),
-                         {"header_timeout": header_timeout})
+                         {"header_timeout": header_timeout, "body_timeout": body_timeout,
+                          "body_min_rate": body_min_rate})
     site.displayTracebacks = False
     site.noisy = False
     return site

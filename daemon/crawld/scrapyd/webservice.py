@@ -1,0 +1,296 @@
+"""scrapyd 1.6's webservice (``*.json``) over crawld's jobs and projects.
+
+Each endpoint takes the services and the request and returns a dict (or a Deferred of
+one): the answer's keys before ``status`` and ``node_name`` (front.py adds those). A
+refusal is a CrawldError whose message is scrapyd's text: ``project 'x' not found``,
+``'spider' parameter is required``, ``DirectoryTraversalError: ../p``... Parameters
+come from the query string and the form body alike, as in scrapyd. Only spider jobs are
+scrapyd's jobs: browser jobs and schedule templates stay on the native API.
+"""
+from __future__ import annotations
+
+import json
+import uuid
+import zipfile
+from datetime import datetime
+from io import BytesIO
+from typing import Any, Callable, Optional
+
+from twisted.internet.defer import inlineCallbacks
+from twisted.logger import Logger
+
+from .. import archive
+from ..errors import BadRequest, Conflict, NotFound
+from ..model import JOB_ID_RE, Job, JobStatus
+from .services import ScrapydServices
+
+log = Logger(namespace="crawld.scrapyd")
+
+#: schedule.json's own parameters; every other one is a spider argument
+RESERVED = (b"project", b"spider", b"_version", b"jobid", b"priority", b"setting")
+#: what schedule.json adds to a job's arguments, as scrapyd's launcher passes them
+#: (``-a _job=<id>``, ``-a _version=<v>``); listjobs.json leaves them out of ``args``
+HIDDEN_ARGS = ("_job", "_version")
+SIGNALS = {"INT", "TERM", "KILL", "HUP", "QUIT", "USR1", "USR2", "BREAK"}
+
+
+# -- parameters -----------------------------------------------------------------------
+def param(request: Any, name: str, required: bool = True) -> Optional[str]:
+    """A parameter as text, as scrapyd's ``@param`` reads it (the first value)."""
+    values = request.args.get(name.encode())
+    if not values:
+        if required:
+            raise BadRequest(f"'{name}' parameter is required")
+        return None
+    try:
+        return values[0].decode()
+    except UnicodeDecodeError as exc:
+        raise BadRequest(f"{name} is invalid: {exc}") from None
+
+
+def stored_project(request: Any) -> str:
+    """``project`` of an endpoint that reaches the stored eggs: a name that would leave
+    their directory is scrapyd's DirectoryTraversalError."""
+    name = param(request, "project")
+    if "/" in name or "\\" in name or name == "..":
+        raise BadRequest(f"DirectoryTraversalError: {name}")
+    return name
+
+
+def known_project(s: ScrapydServices, name: Optional[str]) -> None:
+    """scrapyd's check that a project exists (it has at least one version)."""
+    if name is not None and name not in s.projects.names():
+        raise BadRequest(f"project '{name}' not found")
+
+
+def spiders_of(s: ScrapydServices, project: str, version: Optional[str]) -> list[str]:
+    """The spiders of a project's version (its current one when None)."""
+    if not version:
+        return list(s.projects.get(project).spiders)
+    try:
+        return list(s.projects.get_version(project, version).spiders)
+    except NotFound:
+        raise BadRequest(f"version '{version}' not found") from None
+
+
+def local_time(ts: Optional[float]) -> Optional[str]:
+    """A time as scrapyd shows one: ``str(datetime)`` in local time."""
+    return None if ts is None else str(datetime.fromtimestamp(ts))
+
+
+def pairs(text: str) -> dict[str, str]:
+    """A Job's ``args``/``settings`` column as scrapyd's dict."""
+    return {str(k): str(v) for k, v in json.loads(text or "[]")}
+
+
+def log_url(job: Job) -> Optional[str]:
+    """Where the job's log is on this listener (once it has started: crawld creates
+    a job's logs before it runs, and removes them with the job)."""
+    if job.started is None:
+        return None
+    return f"/logs/{job.project}/{job.spider}/{job.id}.log"
+
+
+def scrapyd_state(job: Optional[Job], project: Optional[str]) -> Optional[str]:
+    """status.json's ``currstate`` of a job (None: not a scrapyd job, or not there)."""
+    if job is None or job.kind != "spider" or (project is not None and job.project != project):
+        return None
+    if job.status is JobStatus.PENDING:
+        return "pending"
+    if job.status is JobStatus.RUNNING:
+        return "running"
+    if job.status.completed and job.started is not None:
+        return "finished"
+    return None  # a template, or canceled before it ran (scrapyd drops those)
+
+
+@inlineCallbacks
+def find(s: ScrapydServices, job_id: str):
+    """The job ``job_id``, or None."""
+    if not JOB_ID_RE.fullmatch(job_id):
+        return None
+    try:
+        return (yield s.jobs.get(job_id))
+    except NotFound:
+        return None
+
+
+# -- endpoints ------------------------------------------------------------------------
+@inlineCallbacks
+def daemonstatus(s: ScrapydServices, request: Any):
+    counts = yield s.jobs.status_counts()
+    return {"pending": counts.get("PENDING", 0), "running": counts.get("RUNNING", 0),
+            "finished": sum(counts.get(st.value, 0) for st in
+                            (JobStatus.SUCCESSFUL, JobStatus.FAILED, JobStatus.CANCELED))}
+
+
+@inlineCallbacks
+def addversion(s: ScrapydServices, request: Any):
+    project = stored_project(request)
+    version = param(request, "version")
+    eggs = request.args.get(b"egg")
+    if not eggs:
+        raise BadRequest("'egg' parameter is required")
+    egg = eggs[0]
+    if not zipfile.is_zipfile(BytesIO(egg)):
+        raise BadRequest("egg is not a ZIP file (if using curl, use egg=@path not egg=path)")
+    if not archive.valid_name(project):
+        raise BadRequest(f"invalid project name {project!r}: crawld's project names match "
+                         f"{archive.NAME_RE.pattern}")
+    stored = yield s.projects.add_egg(project, version, egg, s.settings.max_archive)
+    return {"project": project, "version": version, "spiders": len(stored.spiders)}
+
+
+@inlineCallbacks
+def schedule(s: ScrapydServices, request: Any):
+    project = param(request, "project")
+    spider = param(request, "spider")
+    version = param(request, "_version", required=False)
+    job_id = param(request, "jobid", required=False)
+    text = param(request, "priority", required=False)
+    settings = []
+    for raw in request.args.get(b"setting", []):
+        try:
+            name, sep, value = raw.decode().partition("=")
+        except UnicodeDecodeError as exc:
+            raise BadRequest(f"setting is invalid: {exc}") from None
+        if not sep or not name:
+            raise BadRequest(f"setting is invalid: expected NAME=VALUE, got {raw.decode()!r}")
+        settings.append((name, value))
+    try:
+        priority = float(text) if text is not None else 0.0
+    except ValueError as exc:
+        raise BadRequest(f"priority is invalid: {exc}") from None
+    known_project(s, project)
+    if spider not in spiders_of(s, project, version):
+        raise BadRequest(f"spider '{spider}' not found")
+    if job_id is None:
+        job_id = uuid.uuid4().hex
+    elif not JOB_ID_RE.fullmatch(job_id):
+        raise BadRequest(f"jobid is invalid: crawld's job identifiers match "
+                         f"{JOB_ID_RE.pattern}")
+    arguments = []
+    for key, values in request.args.items():
+        if key in RESERVED:
+            continue
+        try:
+            arguments.append((key.decode(), values[0].decode()))
+        except UnicodeDecodeError as exc:
+            raise BadRequest(f"a spider argument is invalid: {exc}") from None
+    arguments.append(("_job", job_id))
+    if version:
+        arguments.append(("_version", version))
+    job = yield s.jobs.schedule(project, spider, "now", priority=priority, job_id=job_id,
+                                args=arguments, settings=settings,
+                                version=version or None)
+    return {"jobid": job.id}
+
+
+@inlineCallbacks
+def cancel(s: ScrapydServices, request: Any):
+    project = param(request, "project")
+    job_id = param(request, "job")
+    sig = param(request, "signal", required=False) or "INT"
+    if not (sig.isdigit() or sig.upper().removeprefix("SIG") in SIGNALS):
+        raise BadRequest(f"signal is invalid: {sig!r}")
+    known_project(s, project)
+    job = yield find(s, job_id)
+    state = scrapyd_state(job, project)
+    if state == "pending":
+        try:
+            yield s.jobs.cancel(job.id)
+        except Conflict:  # it started meanwhile: it is being canceled as running
+            s.jobs.cancel(job.id).addErrback(lambda f: None)
+            state = "running"
+    elif state == "running":
+        # crawld's cancel (TERM, then KILL after kill-grace); answered at once, as
+        # scrapyd answers once it has sent its signal
+        s.jobs.cancel(job.id).addErrback(
+            lambda f: log.failure("canceling job {id} failed", f, id=job.id))
+    else:
+        state = None
+    return {"prevstate": state}
+
+
+@inlineCallbacks
+def status(s: ScrapydServices, request: Any):
+    job_id = param(request, "job")
+    project = param(request, "project", required=False)
+    known_project(s, project)
+    job = yield find(s, job_id)
+    return {"currstate": scrapyd_state(job, project)}
+
+
+def listprojects(s: ScrapydServices, request: Any) -> dict[str, Any]:
+    return {"projects": s.projects.names()}
+
+
+def listversions(s: ScrapydServices, request: Any) -> dict[str, Any]:
+    return {"versions": s.projects.version_names(stored_project(request))}
+
+
+def listspiders(s: ScrapydServices, request: Any) -> dict[str, Any]:
+    project = param(request, "project")
+    version = param(request, "_version", required=False)
+    known_project(s, project)
+    return {"spiders": spiders_of(s, project, version)}
+
+
+@inlineCallbacks
+def listjobs(s: ScrapydServices, request: Any):
+    project = param(request, "project", required=False)
+    known_project(s, project)
+    pending = yield s.jobs.pending()
+    running = yield s.jobs.list("RUNNING", project=project)
+    finished = yield s.jobs.list("COMPLETED", project=project)
+
+    def ours(job: Job) -> bool:
+        return job.kind == "spider" and (project is None or job.project == project)
+    return {
+        "pending": [{"id": j.id, "project": j.project, "spider": j.spider,
+                     "version": j.version, "settings": pairs(j.settings),
+                     "args": {k: v for k, v in pairs(j.args).items() if k not in HIDDEN_ARGS}}
+                    for j in pending if ours(j)],
+        "running": [{"id": j.id, "project": j.project, "spider": j.spider, "pid": j.pid,
+                     "start_time": local_time(j.started), "log_url": log_url(j),
+                     "items_url": None} for j in running if ours(j)],
+        "finished": [{"id": j.id, "project": j.project, "spider": j.spider,
+                      "start_time": local_time(j.started), "end_time": local_time(j.finished),
+                      "log_url": log_url(j), "items_url": None}
+                     for j in finished if ours(j) and j.started is not None],
+    }
+
+
+@inlineCallbacks
+def delversion(s: ScrapydServices, request: Any):
+    project = stored_project(request)
+    version = param(request, "version")
+    try:
+        yield s.projects.delete_version(project, version)
+    except NotFound:
+        raise BadRequest(f"version '{version}' not found") from None
+    return {}
+
+
+@inlineCallbacks
+def delproject(s: ScrapydServices, request: Any):
+    project = stored_project(request)
+    known_project(s, project)
+    yield s.projects.remove(project)
+    return {}
+
+
+#: path -> (methods besides OPTIONS and HEAD, endpoint), as scrapyd's [services] lists them
+ENDPOINTS: dict[bytes, tuple[tuple[str, ...], Callable[..., Any]]] = {
+    b"/daemonstatus.json": (("GET",), daemonstatus),
+    b"/addversion.json": (("POST",), addversion),
+    b"/schedule.json": (("POST",), schedule),
+    b"/cancel.json": (("POST",), cancel),
+    b"/status.json": (("GET",), status),
+    b"/listprojects.json": (("GET",), listprojects),
+    b"/listversions.json": (("GET",), listversions),
+    b"/listspiders.json": (("GET",), listspiders),
+    b"/listjobs.json": (("GET",), listjobs),
+    b"/delversion.json": (("POST",), delversion),
+    b"/delproject.json": (("POST",), delproject),
+}

@@ -1,0 +1,54 @@
+"""A crawld with its scrapyd listener on, for the scrapyd tests: scrapyd's test user
+(``hello12345`` / ``67890world``, an operator) and a listener on a free port."""
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from typing import Any
+
+import requests
+
+from tests.conftest import wait_for
+from tests.integration.conftest import DaemonProcess
+
+USER, PASSWORD = "hello12345", "67890world"
+SCRAPYD_RE = re.compile(r"crawld's scrapyd listener on (https?://127\.0\.0\.1:\d+)")
+
+
+class ScrapydDaemon(DaemonProcess):
+    """A DaemonProcess whose scrapyd listener's URL is ``scrapyd_url``; ``sd`` is a
+    requests session logged in as scrapyd's test user."""
+
+    scrapyd_url = ""
+
+    def start(self, *flags: str) -> "ScrapydDaemon":
+        super().start("--scrapyd-listen", "127.0.0.1:0", *flags)
+        self.session.auth = (USER, PASSWORD)
+        self.sd = requests.Session()
+        self.sd.auth = (USER, PASSWORD)
+        self.scrapyd_url = wait_for(
+            lambda: (SCRAPYD_RE.findall(self.log().split(f"---- start {self.starts}\n")[-1])
+                     or [None])[-1], 30, what="the scrapyd listener")
+        return self
+
+    def sd_get(self, path: str, **params: Any) -> dict:
+        """A scrapyd GET: 200 and JSON, whatever its status."""
+        r = self.sd.get(self.scrapyd_url + path, params=params, timeout=30)
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    def sd_post(self, path: str, files: Any = None, **data: Any) -> dict:
+        r = self.sd.post(self.scrapyd_url + path, data=data, files=files, timeout=120)
+        assert r.status_code == 200, r.text
+        return r.json()
+
+
+def scrapyd_daemon(tmp_path: Any, config: str = "") -> ScrapydDaemon:
+    """Started, with scrapyd's test user created first (so auth is required)."""
+    d = ScrapydDaemon(tmp_path, config)
+    r = subprocess.run([sys.executable, "-m", "crawld", "users", "--data-dir", d.data_dir,
+                        "add", USER, "--role", "operator", "--password-stdin"],
+                       input=PASSWORD + "\n", capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    return d.start()
