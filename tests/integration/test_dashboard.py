@@ -9,7 +9,6 @@ deadline.
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import re
@@ -488,11 +487,6 @@ def test_a_browser_job_live_screenshot_progress_and_messages(dash: Dash, page: W
 
 
 # -- what issue 11 adds: the event stream, arguments, stats, items ---------------------
-def has(module: str) -> bool:
-    """Whether this crawld has ``module`` (a part of issue 11 the page uses when there)."""
-    return importlib.util.find_spec(module) is not None
-
-
 HARVEST = '''
 import scrapy
 
@@ -508,7 +502,6 @@ class Harvest(scrapy.Spider):
 '''
 
 
-@pytest.mark.skipif(not has("crawld.http.routes_events"), reason="no /events in this crawld")
 def test_live_updates_come_from_the_event_stream(dash: Dash, page: Watched,
                                                  tmp_path: Path) -> None:
     streams: list[tuple[str, int]] = []
@@ -526,8 +519,6 @@ def test_live_updates_come_from_the_event_stream(dash: Dash, page: Watched,
     assert not_reloaded(page)
 
 
-@pytest.mark.skipif(not (has("crawld.arguments") and has("crawld.http.routes_results")),
-                    reason="no spider arguments or items in this crawld")
 def test_arguments_from_the_form_then_stats_and_items(dash: Dash, page: Watched,
                                                       tmp_path: Path) -> None:
     r = dash.api.post(dash.url + "/push-project.json", timeout=120, files={

@@ -95,6 +95,7 @@ export class LogView {
       // aborted (the view was left) or the connection dropped: the tail stays shown
     } finally {
       this.following = null;
+      this.showInfo(); // no longer "following"
     }
   }
 
