@@ -11,8 +11,11 @@ setup(
     package_dir={"": "daemon"},
     packages=find_packages("daemon"),
     # the API's OpenAPI description, served as /openapi.json (docs/openapi.yaml links here),
-    # and config.example.ini's twin, printed by `crawld config --defaults`
-    package_data={"crawld": ["openapi.yaml", "defaults.ini"]},
+    # and config.example.ini's twin, printed by `crawld config --defaults`; the
+    # dashboard's page, scripts and styles, served at / (nothing to build)
+    package_data={"crawld": ["openapi.yaml", "defaults.ini"],
+                  "crawld.http": ["dashboard/*.html", "dashboard/*.js", "dashboard/*.css",
+                                  "dashboard/*.svg"]},
     # Runtime ranges: from the lowest version the suite has run against (constraints.txt)
     # to the next major. Twisted's versions are calendar ones: it is bounded to the next
     # year's release (crawld uses only its public names); docs/operations.md says how the

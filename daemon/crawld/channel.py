@@ -40,6 +40,7 @@ from twisted.web.http import RESPONSES, HTTPChannel
 from twisted.web.http_headers import Headers
 
 from .errors import CrawldError, TooLarge, TooManyConnections, TooSlow
+from .guards import answer_headers
 
 log = Logger(namespace="crawld.web")
 
@@ -304,8 +305,7 @@ class DeadlineChannel(HTTPChannel):
                            b"Cache-Control": [b"no-store"],
                            b"Content-Length": [b"%d" % len(body)],
                            b"Connection": [b"close"]})
-        extra = getattr(error, "response_headers", None)
-        for name, values in (extra() if extra else {}).items():
+        for name, values in answer_headers(request, error).items():
             headers.setRawHeaders(name, [str(v) for v in values])
         self.writeHeaders(b"HTTP/1.1", b"%d" % error.code, phrase, headers)
         self.transport.write(body)

@@ -79,6 +79,7 @@ class Settings:
     hostnames: tuple[str, ...] = ()  # names of this server accepted in Host (auth = none)
     trusted_proxies: tuple[Network, ...] = ()  # peers whose X-Forwarded-For is believed
     max_password_checks: int = 2    # scrypt derivations at once (Basic); 503 past a queue
+    session_ttl: float = 3600.0     # seconds a dashboard session lives without use
     https: bool = False             # serve the API over TLS (cert and key required)
     tls_cert: str = ""              # PEM certificate (or full chain)
     tls_key: str = ""               # PEM private key
@@ -323,6 +324,7 @@ OPTIONS: dict[tuple[str, str], tuple[str, Callable[[str], Any]]] = {
     ("web", "access-log"): ("access_log", _boolean),
     ("web", "trusted-proxies"): ("trusted_proxies", _networks),
     ("web", "max-password-checks"): ("max_password_checks", _password_checks),
+    ("web", "session-ttl"): ("session_ttl", _positive(float)),
     ("web", "https"): ("https", _boolean),
     ("web", "cert"): ("tls_cert", str),
     ("web", "key"): ("tls_key", str),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sqlite3
 from dataclasses import fields
 from typing import Any, Callable, Iterable, Optional, Sequence
@@ -34,6 +35,7 @@ _COLUMN_LIST = ", ".join(_JOB_COLUMNS)
 _SELECT_JOB = f"SELECT {_COLUMN_LIST} FROM jobs"
 _STATUS_AT, _ACTOR_AT = _JOB_COLUMNS.index("status"), _JOB_COLUMNS.index("actor")
 _STATUSES = {s.value: s for s in JobStatus}
+UUID_TEXT = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _ACTORS = {a.value: a for a in Actor}
 
 
@@ -199,16 +201,26 @@ class Database(DeliveryRows):
         return _row_to_job(row) if row else None
 
     def list_jobs(self, statuses: Sequence[JobStatus], limit: int = -1, offset: int = 0,
-                  project: Optional[str] = None, spider: Optional[str] = None) -> list[Job]:
+                  project: Optional[str] = None, spider: Optional[str] = None,
+                  text: Optional[str] = None) -> list[Job]:
         """Jobs in any of ``statuses``, most recently changed first (as scrapy-do orders).
 
         A page of ACTIVE or COMPLETED is read in order from the group's index, and one
         status in order from ``jobs_by_status``: ``limit + offset`` rows are visited,
         not the whole group sorted (with 10,000 finished jobs, a page was 40x slower).
+
+        ``text``: only jobs whose identifier, description, spider or project contains
+        it (ASCII letters in either case). The same walk in the same order, stopping
+        once the page is full; a text that matches nothing visits the whole group
+        (~1 µs a job). A whole identifier is found by the primary key at once.
         """
         table, args = "jobs", []
         group = _GROUPS.get(frozenset(statuses))
-        if group is not None:
+        if text is not None and UUID_TEXT.fullmatch(text):
+            where = [f"status IN ({_marks(statuses)})", "id = ?"]
+            args = [*(s.value for s in statuses), text]
+            text = None
+        elif group is not None:
             table = f"jobs INDEXED BY {group[0]}"
             where = [group[1]]
         else:
@@ -218,6 +230,11 @@ class Database(DeliveryRows):
             if value is not None:
                 where.append(f"{column} = ?")
                 args.append(value)
+        if text is not None:
+            where.append("(id LIKE ? ESCAPE '\\' OR description LIKE ? ESCAPE '\\' "
+                         "OR spider LIKE ? ESCAPE '\\' OR project LIKE ? ESCAPE '\\')")
+            pattern = "%" + re.sub(r"([\\%_])", r"\\\1", text) + "%"
+            args += [pattern] * 4
         sql = (f"SELECT {_COLUMN_LIST} FROM {table} WHERE {' AND '.join(where)} "
                "ORDER BY updated DESC, seq DESC LIMIT ? OFFSET ?")
         return [_row_to_job(r) for r in self.conn.execute(sql, (*args, limit, offset))]
@@ -239,6 +256,25 @@ class Database(DeliveryRows):
             f"AND {where} {order}", args)
         return ([RanJob(r[0], r[1], r[2], _STATUSES[r[3]], *r[4:]) for r in running],
                 [RanJob(r[0], r[1], r[2], _STATUSES[r[3]], *r[4:]) for r in done])
+
+    def job_history(self, first_hour: int, hours: int) -> list[tuple[int, str, int]]:
+        """How many jobs reached each completed status in each of ``hours`` hours from
+        hour ``first_hour`` (hours since the epoch): (hour, status, count) rows, counts
+        over 0 only (the dashboard's chart).
+
+        One count of a range of ``jobs_status_finished`` per hour and status: ~30 ms
+        for 100,000 jobs in a day, where a GROUP BY of the hour sorted them all (~250
+        ms) on the store thread."""
+        found = []
+        for status in COMPLETED:
+            for hour in range(first_hour, first_hour + hours):
+                count = self.conn.execute(
+                    "SELECT COUNT(*) FROM jobs INDEXED BY jobs_status_finished "
+                    "WHERE status = ? AND finished >= ? AND finished < ?",
+                    (status.value, hour * 3600, (hour + 1) * 3600)).fetchone()[0]
+                if count:
+                    found.append((hour, status.value, count))
+        return found
 
     def schedule_rows(self) -> list[tuple]:
         """What the scheduler keeps of every SCHEDULED template, without whole rows:
@@ -419,7 +455,7 @@ class Database(DeliveryRows):
     def purge(self, cap: int, older_than: float) -> list[str]:
         """Delete completed jobs past the newest ``cap`` or finished before ``older_than``.
 
-        Both are index walks (``jobs_completed`` past the cap, ``jobs_by_finished``
+        Both are index walks (``jobs_completed`` past the cap, ``jobs_status_finished``
         before the cutoff): it runs after every burst of finished jobs, and sorting
         every completed job each time held the store thread for ~50 ms at 10,000."""
         past_cap = self.conn.execute(

@@ -76,6 +76,24 @@ def refuse_cross_site(request: Any) -> None:
                             f"{origin.decode('latin-1')!r} is not this server)")
 
 
+def identify(authenticator: Any, trusted_proxies: tuple[Any, ...], request: Any,
+             query_key: bool = True) -> Any:
+    """Who sent ``request``: the authenticator's answer from the request's credentials
+    (an Identity, or a Deferred of one; it raises or fails with 401, 429 or 503).
+    ``query_key`` as for ``authenticate``."""
+    headers = {}
+    for name in (b"authorization", b"x-api-key"):  # all the authenticator reads
+        values = request.requestHeaders.getRawHeaders(name)
+        if values:
+            headers[name.decode("ascii")] = values[-1].decode("latin-1")
+    uri = request.uri.decode("latin-1")
+    # the URL's key, never the body's
+    query = parse_qs(urlsplit(uri).query).get("key") if query_key and "?" in uri else None
+    return authenticator.authenticate(headers, query[0] if query else None,
+                                      request.method.decode("ascii", "replace"), uri,
+                                      auth.client_address(request, trusted_proxies))
+
+
 def authenticate(authenticator: Any, trusted_proxies: tuple[Any, ...], request: Any,
                  query_key: bool = True) -> Optional[Deferred]:
     """Who is asking, and may they: raises (or fails with) 401 with challenges, 429 or
@@ -91,19 +109,28 @@ def authenticate(authenticator: Any, trusted_proxies: tuple[Any, ...], request: 
     """
     if authenticator.mode == "none":
         return None  # everyone is the anonymous operator, who may do anything
-    headers = {}
-    for name in (b"authorization", b"x-api-key"):  # all the authenticator reads
-        values = request.requestHeaders.getRawHeaders(name)
-        if values:
-            headers[name.decode("ascii")] = values[-1].decode("latin-1")
-    uri = request.uri.decode("latin-1")
-    # the URL's key, never the body's
-    query = parse_qs(urlsplit(uri).query).get("key") if query_key and "?" in uri else None
-    method = request.method.decode("ascii", "replace")
-    role = _required_role(method, request.path.decode("latin-1"))
-    identity = authenticator.authenticate(headers, query[0] if query else None, method,
-                                          uri, auth.client_address(request, trusted_proxies))
+    role = _required_role(request.method.decode("ascii", "replace"),
+                          request.path.decode("latin-1"))
+    identity = identify(authenticator, trusted_proxies, request, query_key)
     if isinstance(identity, Deferred):
         return identity.addCallback(auth.authorize, role)
     auth.authorize(identity, role)
     return None
+
+
+#: A request with this header (any value) gets its 401 without ``WWW-Authenticate``:
+#: the dashboard asks for credentials itself, and a Basic or Digest challenge would
+#: make the browser pop its own login dialog over the page (``X-Crawld-Client:
+#: dashboard``, which the page sends with every call).
+QUIET_HEADER = b"x-crawld-client"
+
+
+def answer_headers(request: Any, error: Any) -> dict[str, list[Any]]:
+    """The headers ``error`` adds to its answer (its ``response_headers``: the
+    challenges of a 401, a 429's Retry-After...), without ``WWW-Authenticate`` for a
+    request with ``QUIET_HEADER``. ``request`` may be None (no request yet)."""
+    extra = getattr(error, "response_headers", None)
+    found = extra() if extra else {}
+    if request is not None and request.requestHeaders.hasHeader(QUIET_HEADER):
+        found = {k: v for k, v in found.items() if k.lower() != "www-authenticate"}
+    return found

@@ -284,14 +284,21 @@ class Jobs:
         return job
 
     def list(self, status: str, limit: int = -1, offset: int = 0,
-             project: Optional[str] = None, spider: Optional[str] = None):
-        """Jobs by status name or group (ACTIVE, COMPLETED), newest change first."""
+             project: Optional[str] = None, spider: Optional[str] = None,
+             text: Optional[str] = None):
+        """Jobs by status name or group (ACTIVE, COMPLETED), newest change first;
+        ``text``: only those whose identifier, description, spider or project has it."""
         try:
             statuses = STATUS_GROUPS[status.upper()]
         except KeyError:
             raise BadRequest(f"unknown status {status!r}; one of "
                              f"{', '.join(STATUS_GROUPS)}") from None
-        return self.store.list_jobs(statuses, limit, offset, project, spider)
+        return self.store.list_jobs(statuses, limit, offset, project, spider, text)
+
+    def history(self, first_hour: int, hours: int) -> Deferred:
+        """How many jobs finished in each of ``hours`` hours from ``first_hour`` (hours
+        since the epoch), by status: (hour, status, count) rows, counts over 0."""
+        return self.store.job_history(first_hour, hours)
 
     def ran_spider_jobs(self, project: Optional[str] = None):
         """(running, completed) spider jobs that started, lean rows (model.RanJob)."""

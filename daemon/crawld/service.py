@@ -24,9 +24,10 @@ from .browser import Browsers, Settings as BrowserSettings, find_browser
 from .config import Listen, Settings
 from .commands import RunAs
 from .errors import ConfigError
-from .http.app import build_app
+from .http.app import app_resource, build_router
 from .connections import ConnectionLimits, ensure_descriptors, open_descriptors
 from .http.helpers import header_gate
+from .http.routes_dashboard import dashboard_files
 from .http.routes_meta import openapi_json
 from .server import make_site
 from .http.services import Services, WebSettings
@@ -145,7 +146,8 @@ class Daemon:
                             trusted_proxies=s.trusted_proxies,
                             max_event_streams=s.event_streams, keep_alive=s.keep_alive),
             feed=self.feed, metrics=self.metrics, items_dir=self.items_dir)
-        self.app = build_app(self.services)
+        self.router = build_router(self.services)
+        self.app = app_resource(self.router)
         web = self.services.web
         self.scrapyd_app = build_scrapyd_app(ScrapydServices(
             self.reactor, self.jobs, self.projects, self.services.authenticator,
@@ -202,7 +204,8 @@ class Daemon:
         log.info("authentication: {mode}", mode=mode)
         return auth.Authenticator(self.credentials, mode=mode, realm=s.auth_realm,
                                   clock=self.reactor.seconds,
-                                  max_password_checks=s.max_password_checks)
+                                  max_password_checks=s.max_password_checks,
+                                  session_ttl=s.session_ttl)
 
     def _project_dir(self, name: str) -> Optional[str]:
         return self.projects.path(name)
@@ -254,6 +257,7 @@ class Daemon:
         # browser jobs of a previous daemon are settled by now: their temp dirs can go
         yield deferToThread(shutil.rmtree, self.browsers.tmp_root, True)
         yield deferToThread(openapi_json)  # parsed once, off the reactor (~75 ms)
+        yield deferToThread(dashboard_files)  # read and gzipped once, off the reactor
         s = self.settings
         raised = ensure_descriptors(open_descriptors(), s.slots, s.max_connections)
         if raised:  # (ConfigError when even the hard limit is too low)
@@ -265,7 +269,8 @@ class Daemon:
                          access_log=self.access_log, clock=self.reactor.seconds,
                          record=self.metrics.request,
                          body_timeout=s.body_timeout, body_min_rate=s.body_min_rate,
-                         gate=header_gate(self.services), limits=limits)
+                         gate=header_gate(self.services, self.router.is_public),
+                         limits=limits)
         scheme = "https" if self.tls is not None else "http"
         for listen in self.settings.listen:
             address = yield self._listen(listen, site)

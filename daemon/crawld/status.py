@@ -54,7 +54,7 @@ class StatusReport:
         return self.sample
 
     def _state(self, counters: dict[str, int], scheduled: int, projects: int,
-               spiders: int) -> tuple[float, tuple[Any, ...]]:
+               spiders: int, load: tuple[int, int, int]) -> tuple[float, tuple[Any, ...]]:
         """(now, every value of the report but the time, in the report's order)."""
         now = self.reactor.seconds()
         memory, cpu = self._process_sample(now)
@@ -63,16 +63,17 @@ class StatusReport:
             self.uptime = (seconds, format_uptime(seconds))
         return now, (memory, cpu, f"{time.tzname[0]}; {time.tzname[1]}", self.hostname,
                      self.uptime[1], *(counters.get(name, 0) for name in _COUNTER_KEYS),
-                     scheduled, projects, spiders, __version__)
+                     scheduled, projects, spiders, __version__, *load)
 
     def build(self, counters: dict[str, int], scheduled: int, projects: int,
-              spiders: int) -> dict[str, Any]:
-        """The report: scrapy-do's keys, in scrapy-do's order."""
-        now, state = self._state(counters, scheduled, projects, spiders)
+              spiders: int, load: tuple[int, int, int] = (0, 0, 0)) -> dict[str, Any]:
+        """The report: scrapy-do's keys, in scrapy-do's order, then crawld's: ``load``
+        is (job slots, jobs running, jobs waiting for a slot)."""
+        now, state = self._state(counters, scheduled, projects, spiders, load)
         return _report(state, str(datetime.fromtimestamp(now)))
 
     def answer(self, counters: dict[str, int], scheduled: int, projects: int,
-               spiders: int) -> bytes:
+               spiders: int, load: tuple[int, int, int] = (0, 0, 0)) -> bytes:
         """status.json's whole body: ``{"status": "ok", **build(...)}`` as JSON and a
         newline, the very bytes ``json.dumps(..., ensure_ascii=False)`` gives.
 
@@ -80,7 +81,7 @@ class StatusReport:
         uptime, the counters), so the JSON around the time is made once per change and
         each answer only puts the time in: building and encoding the report was half
         of the endpoint's own work."""
-        now, state = self._state(counters, scheduled, projects, spiders)
+        now, state = self._state(counters, scheduled, projects, spiders, load)
         if state != self._encoded[0]:
             text = json.dumps({"status": "ok", **_report(state, _MARK)},
                               ensure_ascii=False) + "\n"
@@ -93,7 +94,9 @@ class StatusReport:
 
 _COUNTER_KEYS = ("jobs-run", "jobs-successful", "jobs-failed", "jobs-canceled")
 _AFTER_TIME = ("timezone", "hostname", "uptime", *_COUNTER_KEYS, "jobs-scheduled",
-               "projects", "spiders", "daemon-version")
+               "projects", "spiders", "daemon-version",
+               # crawld's, for the dashboard: the supervisor's slots and queue
+               "job-slots", "jobs-running", "jobs-pending")
 
 
 def _report(state: tuple[Any, ...], when: str) -> dict[str, Any]:

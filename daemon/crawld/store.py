@@ -124,9 +124,13 @@ class Store:
         return self._call("get_job", job_id)
 
     def list_jobs(self, statuses: Sequence[JobStatus], limit: int = -1, offset: int = 0,
-                  project: Optional[str] = None, spider: Optional[str] = None
-                  ) -> "Deferred[list[Job]]":
-        return self._call("list_jobs", statuses, limit, offset, project, spider)
+                  project: Optional[str] = None, spider: Optional[str] = None,
+                  text: Optional[str] = None) -> "Deferred[list[Job]]":
+        return self._call("list_jobs", statuses, limit, offset, project, spider, text)
+
+    def job_history(self, first_hour: int, hours: int
+                    ) -> "Deferred[list[tuple[int, str, int]]]":
+        return self._call("job_history", first_hour, hours)
 
     def schedule_rows(self) -> "Deferred[list[tuple]]":
         return self._call("schedule_rows")

@@ -105,6 +105,12 @@ class Supervisor:
     def is_running(self, job_id: str) -> bool:
         return job_id in self.running
 
+    def load(self) -> tuple[int, int, int]:
+        """(slots, jobs holding one, jobs queued for one) as status.json shows them. A
+        job canceled while queued leaves the queue when its turn comes, so the last
+        figure may count it until then."""
+        return self.slots, len(self.running), len(self.queue)
+
     def pid(self, job_id: str) -> Optional[int]:
         """The pid of a running job's process, once it has one."""
         run = self.running.get(job_id)

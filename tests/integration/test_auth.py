@@ -36,16 +36,18 @@ def add_key(d: Any, role: str, name: str) -> str:
     return crawld_cli(d.data_dir, "keys", "add", "--role", role, "--name", name).strip()
 
 
-def openapi_requests() -> list[tuple[str, str]]:
-    """Every (method, concrete path) that docs/openapi.yaml documents."""
+def openapi_requests(public: bool = False) -> list[tuple[str, str]]:
+    """Every (method, concrete path) that docs/openapi.yaml documents as needing
+    credentials (``public``: as served without them, ``security: [{}]``)."""
     with open(os.path.join(ROOT, "docs", "openapi.yaml")) as fh:
         spec = yaml.safe_load(fh)
     found = []
     for path, item in spec["paths"].items():
         concrete = re.sub(r"\{[^}]+\}", lambda m: ZERO_ID if "id" in m.group(0) else "x.out",
                           path)
-        for method in item:
-            if method.lower() in ("get", "post", "head", "put", "delete", "patch"):
+        for method, operation in item.items():
+            if (method.lower() in ("get", "post", "head", "put", "delete", "patch")
+                    and (operation.get("security") == [{}]) == public):
                 found.append((method.upper(), concrete))
     return found
 
@@ -71,6 +73,16 @@ def test_every_documented_route_needs_credentials(make_daemon: Any) -> None:
     r = requests.get(d.url + "/status.json", headers={"Authorization": f"Bearer {operator}"},
                      timeout=30)
     assert r.status_code == 200 and r.json()["status"] == "ok"
+    # the dashboard's files, login, logout and whoami: served without credentials
+    public = {path for _, path in openapi_requests(public=True)}
+    assert public == {"/", "/dashboard/x.out", "/login.json", "/logout.json",
+                                    "/whoami.json"}
+    for method, path, code in (("GET", "/", 200), ("GET", "/dashboard/app.js", 200),
+                               ("GET", "/dashboard/x.out", 404), ("GET", "/whoami.json", 200),
+                               ("POST", "/logout.json", 200), ("POST", "/login.json", 400)):
+        r = requests.request(method, d.url + path, timeout=30)
+        assert r.status_code == code, (method, path, r.text)
+    assert requests.get(d.url + "/whoami.json", timeout=30).json()["role"] is None
 
 
 def test_keys_roles_and_every_way_of_giving_a_key(make_daemon: Any) -> None:

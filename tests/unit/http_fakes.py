@@ -42,6 +42,9 @@ class FakeSupervisor:
     def is_running(self, job_id: str) -> bool:
         return False
 
+    def load(self) -> tuple[int, int, int]:
+        return 4, 0, len(self.queued)
+
     def cancel(self, job_id: str) -> Optional[Deferred]:
         return None
 
@@ -91,10 +94,17 @@ class NoAuth:
     """The authenticator of mode none (a loopback install without credentials)."""
 
     mode = "none"
+    session_ttl = 3600.0
 
     def authenticate(self, headers: Mapping[str, str], query_key: Optional[str],
                      method: str, uri: str, client_host: str) -> auth.Identity:
         return auth.ANONYMOUS
+
+    def login(self, name: str, password: str, client_host: str) -> Deferred:
+        return fail(AssertionError("routes never log in with auth = none"))
+
+    def logout(self, headers: Mapping[str, str]) -> bool:
+        return False
 
 
 class FakeJobs:
@@ -108,7 +118,11 @@ class FakeJobs:
     schedule = browse = get = cancel = pause = resume = run_now = update = _none
 
     def list(self, status: str, limit: int = -1, offset: int = 0,
-             project: Optional[str] = None, spider: Optional[str] = None) -> Deferred:
+             project: Optional[str] = None, spider: Optional[str] = None,
+             text: Optional[str] = None) -> Deferred:
+        return succeed([])
+
+    def history(self, first_hour: int, hours: int) -> Deferred:
         return succeed([])
 
     def zone(self, name: Optional[str]) -> Any:

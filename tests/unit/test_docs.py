@@ -78,12 +78,25 @@ def test_openapi_is_a_valid_3_1_document_shipped_in_the_package():
     assert re.search(r"package_data=\{\"crawld\": \[[^]]*\"openapi\.yaml\"", setup)
 
 
+#: Served without credentials and never looking at any: no 401, 429 or 503 (the
+#: dashboard's files; login, logout and whoami check credentials and list them).
+NO_CREDENTIALS = {"/", "/dashboard/{name}", "/logout.json"}
+
+
 def test_every_operation_documents_the_answers_every_route_can_give():
     spec = yaml.safe_load(SPEC.read_text())
+    public = {openapi_path(rule) for rule in build_router(services()).public}
+    assert NO_CREDENTIALS <= public
     for path, item in spec["paths"].items():
         for method, operation in item.items():
             codes = set(operation["responses"])
+            if path in NO_CREDENTIALS:
+                assert {"200", "403", "405", "500"} <= codes, (path, method)
+                assert operation["security"] == [{}], (path, method)
+                continue
             assert {"200", "401", "403", "405", "429", "500", "503"} <= codes, (path, method)
+            if path in public:
+                assert operation["security"] == [{}], (path, method)
 
 
 def test_openapi_json_is_the_yaml_spec_served_from_the_package():

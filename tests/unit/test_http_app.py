@@ -58,13 +58,14 @@ def test_each_build_is_a_new_app_with_its_own_settings():
     assert answer.code == 200 and not answer.headers.hasHeader("Access-Control-Allow-Origin")
 
 
-def test_root_points_to_the_docs_in_plain_text():
+def test_root_is_the_dashboards_page():
     client = stub(services())
     response = result(client.get(URL + "/"))
     text = body_of(response).decode("utf-8")
     assert response.code == 200
-    assert response.headers.getRawHeaders("content-type") == ["text/plain; charset=utf-8"]
-    assert "docs/api.md" in text and "/openapi.json" in text
+    assert response.headers.getRawHeaders("content-type") == ["text/html; charset=utf-8"]
+    assert '<script type="module" src="dashboard/app.js">' in text
+    assert "openapi.json" in text  # where the API is described, for a browser without JS
     response = result(client.post(URL + "/"))
     assert response.code == 405 and response.headers.getRawHeaders("allow") == ["GET"]
     assert result(client.get(URL + "/nothing-here.json")).code == 404

@@ -12,7 +12,7 @@ from crawld.status import StatusReport, format_uptime
 
 KEYS = {"memory-usage", "cpu-usage", "time", "timezone", "hostname", "uptime", "jobs-run",
         "jobs-successful", "jobs-failed", "jobs-canceled", "jobs-scheduled", "projects",
-        "spiders", "daemon-version"}
+        "spiders", "daemon-version", "job-slots", "jobs-running", "jobs-pending"}
 
 
 @pytest.mark.parametrize("seconds, text", [

@@ -33,10 +33,12 @@ from .digest import DigestChecker, DigestCredential, parse_digest
 from .limiter import FAILED, PROVEN, VOID, Claim, FailureLimiter, TooManyAttempts
 from .passwords import DEFAULT_KDF, DEFAULT_REALM, KdfParams, valid_realm
 from .roles import ANONYMOUS, MODES, Clock, Identity
+from .sessions import DEFAULT_TTL, TOKEN_PREFIX, SessionCredential, Sessions
 
 log = Logger(namespace="crawld.auth")
 
-Credential = Union[ApiKeyCredential, PasswordCredential, DigestCredential]
+Credential = Union[ApiKeyCredential, PasswordCredential, DigestCredential,
+                   SessionCredential]
 
 _REQUIRED = ("authentication required: an API key (Authorization: Bearer, X-Api-Key or "
              "?key=) or a user (HTTP Basic or Digest)")
@@ -61,11 +63,16 @@ def credential_of(headers: Mapping[str, str], query_key: Optional[str], method: 
                   uri: str) -> Optional[Credential]:
     """The request's credential, from the first present of: ``Authorization`` (Bearer,
     Basic or Digest; another scheme is ignored), ``X-Api-Key``, ``query_key``; None if
-    there is none. Raises BadCredentials when the one found is malformed."""
+    there is none. A Bearer token is a session's when it starts with ``cws_``
+    (sessions.py), else an API key. Raises BadCredentials when the one found is
+    malformed."""
     scheme, _, rest = (headers.get("authorization") or "").strip().partition(" ")
     scheme = scheme.lower()
     if scheme == "bearer":
-        return ApiKeyCredential(rest.strip(), "Bearer")
+        token = rest.strip()
+        if token.startswith(TOKEN_PREFIX):
+            return SessionCredential(token)
+        return ApiKeyCredential(token, "Bearer")
     if scheme == "basic":
         return parse_basic(rest.strip())
     if scheme == "digest":
@@ -112,7 +119,8 @@ class Authenticator:
     Basic users (so that timing does not tell which users exist): set it to the cost
     the users were created with. ``to_thread`` runs password hashing off the reactor,
     at most ``max_password_checks`` at once with ``password_queue`` more waiting (by
-    default 16 per check; a 503 past them).
+    default 16 per check; a 503 past them). ``login`` opens a session (sessions.py)
+    that expires after ``session_ttl`` seconds without use.
     """
 
     def __init__(self, credentials: Credentials, *, mode: str = "required",
@@ -122,7 +130,7 @@ class Authenticator:
                  basic_cache_ttl: float = 300.0, cache_size: int = 1000,
                  max_tracked_nonces: int = 10000, logger: Optional[Logger] = None,
                  to_thread: ToThread = deferToThread, max_password_checks: int = 2,
-                 password_queue: Optional[int] = None) -> None:
+                 password_queue: Optional[int] = None, session_ttl: float = DEFAULT_TTL) -> None:
         if mode not in MODES:
             raise ConfigError(f"auth: expected none or required, got {mode!r}")
         if not valid_realm(realm):
@@ -135,12 +143,13 @@ class Authenticator:
         self.digest = DigestChecker(credentials, realm, secret, clock=clock,
                                     nonce_lifetime=nonce_lifetime,
                                     max_tracked_nonces=max_tracked_nonces)
-        checkers: tuple[Checker, ...] = (
-            KeyChecker(credentials),
-            PasswordChecker(credentials, secret, clock=clock, kdf=kdf, to_thread=to_thread,
-                            cache_ttl=basic_cache_ttl, cache_size=cache_size,
-                            max_checks=max_password_checks, max_waiting=password_queue),
-            self.digest)
+        self.sessions = Sessions(credentials, clock, session_ttl)
+        self.passwords = PasswordChecker(
+            credentials, secret, clock=clock, kdf=kdf, to_thread=to_thread,
+            cache_ttl=basic_cache_ttl, cache_size=cache_size,
+            max_checks=max_password_checks, max_waiting=password_queue)
+        checkers: tuple[Checker, ...] = (KeyChecker(credentials), self.passwords,
+                                         self.digest, self.sessions)
         self._checkers: dict[type, Checker] = {
             kind: checker for checker in checkers for kind in checker.credential_types}
 
@@ -177,6 +186,35 @@ class Authenticator:
         if not checker.guessable:  # checked first: a valid key always gets in
             return checker.check(credential).addErrback(self._refuse, client_host, claim)
         return self._attempt(client_host, claim, checker.check, credential)
+
+    @property
+    def session_ttl(self) -> float:
+        """Seconds a session lives without use."""
+        return self.sessions.ttl
+
+    def login(self, name: str, password: str, client_host: str
+              ) -> Deferred[tuple[str, Identity]]:
+        """Check a user's password once (as Basic is checked: in a thread, bounded,
+        counted by the limiter) and open a session: fires with its token and the
+        session's identity, or fails as ``authenticate`` does (Unauthorized,
+        TooManyAttempts, PasswordChecksBusy)."""
+        credential = PasswordCredential(name, password)
+        d = self._attempt(client_host, claim_of(credential), self.passwords.check,
+                          credential)
+
+        def opened(identity: Identity) -> tuple[str, Identity]:
+            token = self.sessions.open(identity.name)
+            return token, Identity("session", identity.name, identity.role)
+        return d.addCallback(opened)
+
+    def logout(self, headers: Mapping[str, str]) -> bool:
+        """End the session whose token the request carries (Bearer); whether there
+        was one. Anything else in the headers is left alone."""
+        scheme, _, rest = (headers.get("authorization") or "").strip().partition(" ")
+        token = rest.strip()
+        if scheme.lower() != "bearer" or not token.startswith(TOKEN_PREFIX):
+            return False
+        return self.sessions.close(token)
 
     def _attempt(self, client: str, claim: Claim, check: Callable[..., Any], *args: Any
                  ) -> Deferred[Identity]:

@@ -27,7 +27,8 @@ MODES = ("none", "required")
 
 @dataclass(frozen=True)
 class Identity:
-    """Who made a request: ``kind`` is key, basic, digest or none (auth = none)."""
+    """Who made a request: ``kind`` is key, basic, digest, session (a user who logged in
+    with POST /login.json) or none (auth = none)."""
 
     kind: str
     name: str

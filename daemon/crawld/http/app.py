@@ -8,15 +8,17 @@ from __future__ import annotations
 
 from twisted.web.resource import IResource
 
-from . import (routes_browser, routes_events, routes_jobs, routes_logs, routes_meta,
-               routes_metrics, routes_projects, routes_results, routes_webhooks)
+from . import (routes_browser, routes_dashboard, routes_events, routes_jobs, routes_logs,
+               routes_meta, routes_metrics, routes_projects, routes_results, routes_session,
+               routes_webhooks)
 from .helpers import ALL_METHODS, Router, error_response, install_error_handlers
 from ..server import ExactRouter
 from .services import Services
 
 #: The route modules, one per noun; each has ``register(router)``.
 ROUTE_MODULES = (routes_meta, routes_projects, routes_jobs, routes_logs, routes_results,
-                 routes_browser, routes_webhooks, routes_events, routes_metrics)
+                 routes_browser, routes_webhooks, routes_events, routes_metrics, routes_session,
+                 routes_dashboard)
 
 
 def build_router(services: Services) -> Router:
@@ -34,6 +36,11 @@ def build_app(services: Services) -> IResource:
     without variables are found by their exact path and called directly, every other
     request goes through Klein; both run the same endpoints and give the same answers
     (Klein's dispatch cost more than status.json's own work)."""
-    router = build_router(services)
+    return app_resource(build_router(services))
+
+
+def app_resource(router: Router) -> IResource:
+    """``router``'s routes as the root resource (``build_app``): for the daemon, which
+    also gives the header gate ``router.is_public``."""
     return ExactRouter(router.exact, router.klein.resource(), error_response,
                        frozenset(m.encode() for m in ALL_METHODS))

@@ -9,7 +9,9 @@ not take is a 405; a browser's cross-site request that would act is refused; a b
 over the limit is a 413; the form body is decoded; then the route runs, and a dict it
 returns becomes ``{"status": "ok", ...}``. Errors of the CrawldError tree become
 ``{"status": "error", "msg": ...}`` with their code, in ``install_error_handlers``;
-anything else is a 500 whose traceback goes to the daemon's log only.
+anything else is a 500 whose traceback goes to the daemon's log only. A ``public``
+route (the dashboard's files, login, logout, whoami) skips authentication and nothing
+else; a 401 to a request with ``X-Crawld-Client`` carries no challenges.
 
 This module imports no route module: routes import it.
 """
@@ -152,16 +154,21 @@ def authenticate(s: Services, request: Any) -> Optional[Deferred]:
     return guards.authenticate(s.authenticator, s.web.trusted_proxies, request)
 
 
-def header_gate(s: Services) -> Callable[[Any], Optional[Deferred]]:
+def header_gate(s: Services, public: Callable[[bytes], bool] = lambda path: False
+                ) -> Callable[[Any], Optional[Deferred]]:
     """What a request with a body must pass on its headers alone, before the channel
     lets its body in (channel.DeadlineChannel, the site's ``gate``): the Host check
     (authentication off), then authentication and the role, as the endpoint wrapper
     checks them. A refusal (401, 403, 429, 503) is answered at once and the connection
     closed, so no body is read from a client without valid credentials. A request that
     passes is marked ``authenticated``: its route does not ask again (a Digest nonce
-    count is accepted once, and a password need not be checked twice)."""
+    count is accepted once, and a password need not be checked twice). A request to a
+    ``public`` path (``Router.is_public``: login.json, logout.json) passes on the Host
+    check alone: its route looks at its credentials itself."""
     def gate(request: Any) -> Optional[Deferred]:
         check_host(s, request)
+        if public(request.path):
+            return None
         checked = authenticate(s, request)
         if checked is None:
             request.authenticated = True
@@ -231,15 +238,26 @@ class Router:
         #: the wrapped endpoint of each route without variables, by its exact path
         #: (server.ExactRouter serves those without Klein's dispatch)
         self.exact: dict[bytes, RouteFn] = {}
+        #: the rules served without credentials (``route(..., public=True)``)
+        self.public: set[str] = set()
 
-    def route(self, path: str, *methods: str) -> Callable[[RouteFn], RouteFn]:
+    def route(self, path: str, *methods: str, public: bool = False, cors: bool = True
+              ) -> Callable[[RouteFn], RouteFn]:
         """Serve ``fn`` at ``path`` for ``methods`` (GET implies HEAD). Every method
-        reaches the wrapper, so that a wrong one gets the API's JSON 405."""
+        reaches the wrapper, so that a wrong one gets the API's JSON 405.
+
+        ``public``: served without credentials (the dashboard's shell and assets, which
+        hold no data; login, logout and whoami, which look at credentials themselves).
+        Everything else the wrapper does (the Host check, 405, cross-site refusals, the
+        body limit) still applies. ``cors=False``: never CORS headers, whatever
+        ``[web] allowed-origins`` lists (the dashboard's own files)."""
         def decorate(fn: RouteFn) -> RouteFn:
             if path in self.methods:
                 raise ValueError(f"two routes for {path}")
             self.methods[path] = methods
-            wrapped = self._endpoint(fn, methods, path)
+            if public:
+                self.public.add(path)
+            wrapped = self._endpoint(fn, methods, path, public, cors)
             if "<" not in path:
                 self.exact[path.encode()] = wrapped
             # methods=None: every method, known or not (TRACE, PROPFIND...), reaches the
@@ -247,6 +265,16 @@ class Router:
             self.klein.route(path, methods=None, endpoint=path)(wrapped)
             return fn
         return decorate
+
+    def is_public(self, path: bytes) -> bool:
+        """Whether the endpoint at ``path`` (as sent) is served without credentials
+        (the header gate's question for a request with a body)."""
+        try:
+            endpoint, _ = self.klein.url_map.bind("localhost").match(
+                path.decode("latin-1"), method="GET")
+        except HTTPException:
+            return False
+        return endpoint in self.public
 
     def methods_for(self, path: bytes) -> tuple[str, ...]:
         """The methods the endpoint at ``path`` accepts (empty when there is none)."""
@@ -257,7 +285,9 @@ class Router:
             return ()
         return self.methods.get(endpoint, ())
 
-    def _endpoint(self, fn: RouteFn, methods: tuple[str, ...], path: str) -> RouteFn:
+    def _endpoint(self, fn: RouteFn, methods: tuple[str, ...], path: str,
+                  public: bool = False,
+                  cors: bool = True) -> RouteFn:
         """``fn`` wrapped as the module docstring says. Requests are server.LimitedRequest
         (in tests too): ``body_too_large`` and ``parse_body()`` are always there."""
         s = self.services
@@ -269,13 +299,13 @@ class Router:
             method = request.method.decode("ascii", "replace")
             if method == "HEAD" and "GET" in methods:
                 method = "GET"  # Twisted sends the headers and drops the body
-            listed = allow_origin(request, s.web.allowed_origins)
+            listed = cors and allow_origin(request, s.web.allowed_origins)
             if (listed and method == "OPTIONS"
                     and request.getHeader(b"access-control-request-method") is not None):
                 # a preflight carries no credentials: answer it before authentication
                 request.setHeader(b"Access-Control-Allow-Methods", allow)
                 request.setHeader(b"Access-Control-Allow-Headers",
-                                  b"Authorization, X-Api-Key, Content-Type")
+                                  b"Authorization, X-Api-Key, Content-Type, X-Crawld-Client")
                 request.setHeader(b"Access-Control-Max-Age", b"600")
                 request.setResponseCode(204)
                 return b""
@@ -295,7 +325,7 @@ class Router:
                     return ok_body(request, fn(s, request, *args, **kwargs))
                 parsing.addCallback(lambda _: fn(s, request, *args, **kwargs))
                 return ok_body(request, parsing)
-            checked = authenticate(s, request)
+            checked = None if public else authenticate(s, request)
             return serve() if checked is None else ok_body(request, checked.addCallback(serve))
         return endpoint
 
@@ -318,9 +348,8 @@ def ok_body(request: Any, result: Any) -> Any:
 
 def crawld_error(request: Any, failure: Any) -> bytes:
     """A CrawldError as the client's answer: its code, its message, its headers (such
-    as WWW-Authenticate)."""
-    extra = getattr(failure.value, "response_headers", None)
-    for name, values in (extra() if extra else {}).items():
+    as WWW-Authenticate, left out for a request with ``X-Crawld-Client``)."""
+    for name, values in guards.answer_headers(request, failure.value).items():
         request.responseHeaders.setRawHeaders(name, [str(v) for v in values])
     return error_body(request, failure.value.code, failure.value.msg)
 

@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Optional
 
 from twisted.internet.defer import inlineCallbacks
 
 from .. import arguments, spec as specs
 from ..errors import BadRequest
+from ..model import COMPLETED
 from .helpers import Router, arg, find_job, int_arg, policy_args
 from .services import Services
 from .views import display_zone, iso, job_dict
@@ -35,6 +36,11 @@ def text_of(raw: bytes, what: str) -> str:
         return raw.decode("utf-8")
     except UnicodeDecodeError:
         raise BadRequest(f"{what} is not valid UTF-8") from None
+
+#: The longest text list-jobs' ``q`` takes, in characters.
+MAX_TEXT = 200
+#: The most hours job-history.json covers (30 days: completed-max-age-days' default).
+MAX_HOURS = 720
 
 
 @inlineCallbacks
@@ -156,8 +162,34 @@ def list_jobs(s: Services, request: Any):
     jobs = yield s.jobs.list(status, limit=int_arg(request, "limit", -1, 1),
                              offset=int_arg(request, "offset", 0),
                              project=arg(request, "project", required=False),
-                             spider=arg(request, "spider", required=False))
+                             spider=arg(request, "spider", required=False),
+                             text=text_arg(request))
     return {"jobs": [job_dict(job) for job in jobs]}
+
+
+def text_arg(request: Any) -> Optional[str]:
+    """list-jobs' ``q``: text the identifier, description, spider or project must
+    contain (None when absent or empty; 400 past MAX_TEXT characters)."""
+    text = arg(request, "q", required=False)
+    if text is not None and len(text) > MAX_TEXT:
+        raise BadRequest(f"parameter 'q' is longer than {MAX_TEXT} characters")
+    return text or None
+
+
+@inlineCallbacks
+def job_history(s: Services, request: Any):
+    """Jobs finished in each of the last ``hours`` hours (the current one included),
+    by outcome, from the oldest hour: the dashboard's chart."""
+    hours = int_arg(request, "hours", 24, 1, MAX_HOURS)
+    first = int(s.reactor.seconds() // 3600) - hours + 1
+    rows = yield s.jobs.history(first, hours)
+    found: dict[int, dict[str, int]] = {}
+    for hour, status, count in rows:
+        found.setdefault(hour, {})[status] = count
+    return {"hours": hours, "buckets": [
+        {"start": iso(float(hour * 3600)),
+         **{status.value: found.get(hour, {}).get(status.value, 0) for status in COMPLETED}}
+        for hour in range(first, first + hours)]}
 
 
 @inlineCallbacks
@@ -177,3 +209,4 @@ def register(router: Router) -> None:
     router.route("/preview-schedule.json", "GET")(preview_schedule)
     router.route("/list-jobs.json", "GET")(list_jobs)
     router.route("/cancel-job.json", "POST")(cancel_job)
+    router.route("/job-history.json", "GET")(job_history)

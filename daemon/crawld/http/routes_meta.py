@@ -1,4 +1,5 @@
-"""The daemon itself: ``/`` (a pointer to the docs), status.json and openapi.json."""
+"""The daemon itself: status.json and openapi.json (``/`` is the dashboard's page,
+routes_dashboard.py)."""
 from __future__ import annotations
 
 import json
@@ -8,17 +9,8 @@ from typing import Any
 
 import yaml
 
-from .. import __version__
 from .helpers import Router
 from .services import Services
-
-#: What ``GET /`` answers until the dashboard exists: where the API is described.
-INDEX = f"""crawld {__version__}: a crawl daemon. This address serves its HTTP API.
-
-API reference:  docs/api.md in the crawld repository (and docs/openapi.yaml)
-OpenAPI 3.1:    GET /openapi.json   (this daemon's own description of every endpoint)
-Status:         GET /status.json
-""".encode("utf-8")
 
 
 @lru_cache(maxsize=1)
@@ -27,13 +19,6 @@ def openapi_json() -> bytes:
     (the file docs/openapi.yaml links to), parsed once and kept."""
     text = resources.files("crawld").joinpath("openapi.yaml").read_text("utf-8")
     return (json.dumps(yaml.safe_load(text), ensure_ascii=False) + "\n").encode("utf-8")
-
-
-def index(s: Services, request: Any) -> bytes:
-    """A short plain-text pointer to the docs and /openapi.json (no dashboard yet)."""
-    request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
-    request.setHeader(b"Cache-Control", b"no-store")
-    return INDEX
 
 
 def openapi(s: Services, request: Any) -> bytes:
@@ -49,11 +34,10 @@ def status(s: Services, request: Any) -> bytes:
     request.setHeader(b"Content-Type", b"application/json")
     request.setHeader(b"Cache-Control", b"no-store")
     return s.status.answer(s.jobs.counters, s.jobs.schedule_count(), len(s.projects.names()),
-                           s.projects.spider_count())
+                           s.projects.spider_count(), s.supervisor.load())
 
 
 def register(router: Router) -> None:
     """Add this module's routes to ``router``."""
-    router.route("/", "GET")(index)
     router.route("/openapi.json", "GET")(openapi)
     router.route("/status.json", "GET")(status)

@@ -43,7 +43,10 @@ class JobsApi(Protocol):
     def get(self, job_id: str) -> Deferred: ...
 
     def list(self, status: str, limit: int = -1, offset: int = 0,
-             project: Optional[str] = None, spider: Optional[str] = None) -> Deferred: ...
+             project: Optional[str] = None, spider: Optional[str] = None,
+             text: Optional[str] = None) -> Deferred: ...
+
+    def history(self, first_hour: int, hours: int) -> Deferred: ...
 
     def cancel(self, job_id: str) -> Deferred: ...
 
@@ -105,11 +108,14 @@ class WaitsApi(Protocol):
 
 @runtime_checkable
 class SupervisorApi(Protocol):
-    """supervisor.Supervisor as the API uses it: is a job running, and its kill grace."""
+    """supervisor.Supervisor as the API uses it: is a job running, its kill grace, and
+    its load (slots, running, queued) for status.json."""
 
     kill_grace: float
 
     def is_running(self, job_id: str) -> bool: ...
+
+    def load(self) -> tuple[int, int, int]: ...
 
 
 @runtime_checkable
@@ -155,19 +161,26 @@ class StatusApi(Protocol):
     """status.StatusReport: status.json's whole body, from counts kept in memory."""
 
     def answer(self, counters: dict[str, int], scheduled: int, projects: int,
-               spiders: int) -> bytes: ...
+               spiders: int, load: tuple[int, int, int] = (0, 0, 0)) -> bytes: ...
 
 
 @runtime_checkable
 class AuthenticatorApi(Protocol):
     """auth.Authenticator: who sent a request. ``authenticate`` returns an Identity or a
     Deferred firing with one, or raises (fails with) Unauthorized / TooManyAttempts.
-    With ``mode`` "none" it answers ANONYMOUS, and the Host header is checked instead."""
+    With ``mode`` "none" it answers ANONYMOUS, and the Host header is checked instead.
+    ``login`` checks a password once and fires with a session token (sent as Bearer
+    from then on); ``logout`` ends the session a request's headers carry."""
 
     mode: str
+    session_ttl: float
 
     def authenticate(self, headers: Mapping[str, str], query_key: Optional[str],
                      method: str, uri: str, client_host: str) -> Union[Any, Deferred]: ...
+
+    def login(self, name: str, password: str, client_host: str) -> Deferred: ...
+
+    def logout(self, headers: Mapping[str, str]) -> bool: ...
 
 
 @runtime_checkable
