@@ -206,18 +206,19 @@ def stream(s: Services, request: Any, fh: Any, still_running: Callable[[], bool]
     return follower.done.addBoth(closed)
 
 
-def follow_file(s: Services, request: Any, fh: Any, content_type: bytes, job_id: str
-                ) -> Any:
+def follow_file(s: Services, request: Any, fh: Any, content_type: bytes, job_id: str,
+                follow: bool = True) -> Any:
     """A job's file as the answer (a log, its items): ``content_type``, never cached;
-    HEAD gets the headers alone, GET the file, followed while the job runs. Returns b""
-    or a Deferred that fires with None once it is sent (a route returns either)."""
+    HEAD gets the headers alone, GET the file, followed while the job runs (unless
+    ``follow`` is false). Returns b"" or a Deferred that fires with None once it is
+    sent (a route returns either)."""
     request.setHeader(b"Content-Type", content_type)
     request.setHeader(b"Cache-Control", b"no-store")
     if request.method == b"HEAD":
         fh.close()
         return b""
-    return stream(s, request, fh, lambda: s.supervisor.is_running(job_id)).addCallback(
-        lambda _: None)
+    running = (lambda: s.supervisor.is_running(job_id)) if follow else (lambda: False)
+    return stream(s, request, fh, running).addCallback(lambda _: None)
 
 
 # -- the app --------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from twisted.internet.defer import inlineCallbacks
 from .. import logs
 from ..errors import BadRequest, NotFound
 from ..model import JOB_ID_RE, JobStatus
-from .helpers import MAX_INT, Router, arg, find_job, flag_arg, int_arg, stream
+from .helpers import MAX_INT, Router, arg, find_job, flag_arg, follow_file, int_arg
 from .services import Services
 
 LOG_NAME_RE = re.compile(rf"({JOB_ID_RE.pattern})\.(out|err)")
@@ -51,18 +51,11 @@ def get_log(s: Services, request: Any, anything: str, filename: str):
     size = 0 if isinstance(fh, io.BytesIO) else os.fstat(fh.fileno()).st_size
     start = max(0, size + offset) if offset < 0 else min(offset, size)
     fh.seek(start)  # no read: a seek and an fstat do not wait on the disk
-    request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
-    request.setHeader(b"Cache-Control", b"no-store")
     request.setHeader(b"X-Log-Offset", str(start).encode())
     request.setHeader(b"X-Log-Size", str(size).encode())
-    if request.method == b"HEAD":
-        fh.close()
-        return b""
     if limit is not None:
         fh = _Bounded(fh, limit)
-    running = (lambda: s.supervisor.is_running(job.id)) if follow else (lambda: False)
-    yield stream(s, request, fh, running)
-    return None
+    return (yield follow_file(s, request, fh, b"text/plain; charset=utf-8", job.id, follow))
 
 
 def _part(request: Any) -> tuple[int, Optional[int], bool]:

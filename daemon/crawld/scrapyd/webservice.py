@@ -9,7 +9,6 @@ scrapyd's jobs: browser jobs and schedule templates stay on the native API.
 """
 from __future__ import annotations
 
-import json
 import uuid
 import zipfile
 from datetime import datetime
@@ -21,6 +20,7 @@ from twisted.internet.defer import inlineCallbacks, succeed
 from twisted.logger import Logger
 
 from .. import archive, items as item_files
+from ..arguments import as_object
 from ..errors import BadRequest, Conflict, NotFound
 from ..model import JOB_ID_RE, Job, JobStatus, RanJob
 from .services import ScrapydServices
@@ -79,11 +79,6 @@ def local_time(ts: Optional[float]) -> Optional[str]:
     """A time as scrapyd shows one: ``str(datetime)`` in local time (cached: listjobs
     shows the same finished jobs' times on every request)."""
     return None if ts is None else str(datetime.fromtimestamp(ts))
-
-
-def pairs(text: str) -> dict[str, str]:
-    """A Job's ``args``/``settings`` column as scrapyd's dict."""
-    return {str(k): str(v) for k, v in json.loads(text or "[]")}
 
 
 def log_url(job: Union[Job, RanJob]) -> Optional[str]:
@@ -268,8 +263,8 @@ def listjobs(s: ScrapydServices, request: Any):
         return job.kind == "spider" and (project is None or job.project == project)
     return {
         "pending": [{"id": j.id, "project": j.project, "spider": j.spider,
-                     "version": j.version, "settings": pairs(j.settings),
-                     "args": {k: v for k, v in pairs(j.args).items() if k not in HIDDEN_ARGS}}
+                     "version": j.version, "settings": as_object(j.settings),
+                     "args": {k: v for k, v in as_object(j.args).items() if k not in HIDDEN_ARGS}}
                     for j in pending if ours(j)],
         "running": [{"id": j.id, "project": j.project, "spider": j.spider, "pid": j.pid,
                      "start_time": local_time(j.started), "log_url": log_url(j),
