@@ -89,6 +89,15 @@ class FakeProjects:
         return Version(name, version, project.version, project.path, project.spiders,
                        project.pushed, "archive", project.scripts)
 
+    def delete_version(self, name: str, version: str) -> Deferred:
+        """Deleting the only version deletes the project (as Projects does)."""
+        try:
+            self.get_version(name, version)
+        except NotFound as exc:
+            return fail(exc)
+        del self.cache[name]
+        return succeed(None)
+
 
 class NoAuth:
     """The authenticator of mode none (a loopback install without credentials)."""

@@ -452,3 +452,20 @@ def test_bad_log_parts_are_400(client, tmp_path, query):
     job_id = _logged_job(stub, tmp_path, b"0123456789")
     response, body = _read_log(stub, job_id, query)
     assert response.code == 400 and json.loads(body)["status"] == "error"
+
+
+def test_delete_version_answers_the_version_deleted_or_why_not(client):
+    stub, _ = client
+    code, body = call_json(stub, "post", "/delete-version.json",
+                           data={"project": "demo", "version": "9"})
+    assert code == 404 and body["msg"] == "unknown version '9' of project 'demo'"
+    code, body = call_json(stub, "post", "/delete-version.json",
+                           data={"project": "nope", "version": "1"})
+    assert code == 404 and body["msg"] == "unknown project 'nope'"
+    code, body = call_json(stub, "post", "/delete-version.json", data={"project": "demo"})
+    assert code == 400 and "version" in body["msg"]
+    code, body = call_json(stub, "post", "/delete-version.json",
+                           data={"project": "demo", "version": "1"})
+    assert (code, body) == (200, {"status": "ok", "project": "demo", "version": "1",
+                                  "current": None})
+    assert call_json(stub, "get", "/list-projects.json")[1]["projects"] == []

@@ -38,6 +38,7 @@ EXPECTED_ROLES = {  # every route the app serves: a new one must be decided here
     "/remove-project.json": "operator",
     "/list-scripts.json": "reader",
     "/list-versions.json": "reader",
+    "/delete-version.json": "operator",
     "/job-output.json": "reader",
     "/job-screenshot.png": "reader",
     "/job-files.json": "reader",

@@ -85,6 +85,8 @@ class ProjectsApi(Protocol):
 
     def get_version(self, name: str, version: str) -> Version: ...
 
+    def delete_version(self, name: str, version: str) -> Deferred: ...
+
 
 @runtime_checkable
 class WaitApi(Protocol):
