@@ -20,8 +20,10 @@ import requests
 
 from tests.conftest import wait_for
 from tests.integration import project
-from tests.integration.conftest import DaemonProcess
+from tests.integration.scrapyd import PASSWORD as SCRAPYD_PASSWORD, USER as SCRAPYD_USER
+from tests.integration.scrapyd import ScrapydDaemon
 from tests.integration.test_auth import crawld_cli
+from tests.integration.test_scrapyd_eggs import build_egg
 # the browser, found as the browser-job tests find it (a missing one fails the module)
 from tests.integration.test_browser_job import CHROMIUM, browser_available  # noqa: F401
 
@@ -32,7 +34,7 @@ TIMEOUT = 60_000  # ms: a job's start and end on a loaded machine
 class Dash:
     """The module's daemon and what logs in to it."""
 
-    def __init__(self, daemon: DaemonProcess, keys: dict[str, str]) -> None:
+    def __init__(self, daemon: ScrapydDaemon, keys: dict[str, str]) -> None:
         self.daemon = daemon
         self.url = daemon.url
         self.keys = keys
@@ -61,13 +63,16 @@ class Dash:
 
 @pytest.fixture(scope="module")
 def dash(tmp_path_factory: Any) -> Iterator[Dash]:
-    d = DaemonProcess(tmp_path_factory.mktemp("dashboard"), "job-slots = 4\n")
+    """The module's daemon, with its scrapyd listener on (eggs are versions too)."""
+    d = ScrapydDaemon(tmp_path_factory.mktemp("dashboard"), "job-slots = 4\n")
     os.makedirs(d.data_dir, exist_ok=True)
     keys = {role: crawld_cli(d.data_dir, "keys", "add", "--role", role, "--name",
                              f"{role} key").strip() for role in ("operator", "reader")}
-    for name, role in (("alice", "operator"), ("bob", "reader")):
+    for name, role, password in (("alice", "operator", PASSWORDS["alice"]),
+                                 ("bob", "reader", PASSWORDS["bob"]),
+                                 (SCRAPYD_USER, "operator", SCRAPYD_PASSWORD)):
         crawld_cli(d.data_dir, "users", "add", name, "--role", role, "--password-stdin",
-                   stdin=PASSWORDS[name] + "\n")
+                   stdin=password + "\n")
     d.start()
     try:
         yield Dash(d, keys)
@@ -272,6 +277,59 @@ def test_push_an_archive_through_the_upload(dash: Dash, page: Watched,
     assert "other" not in dash.get("/list-projects.json")["projects"]
 
 
+def test_a_projects_versions_newest_first_and_deleting_one(dash: Dash, page: Watched,
+                                                           tmp_path: Path) -> None:
+    for version, tag in (("1.0", "v1"), ("2.0", "v2")):  # two eggs, then a pushed archive
+        added = dash.daemon.sd_post("/addversion.json", project="eggs", version=version,
+                                    files={"egg": ("e.egg", build_egg(tmp_path, tag,
+                                                                      name="eggs"))})
+        assert added["status"] == "ok", added
+    r = dash.api.post(dash.url + "/push-project.json", timeout=120,
+                      files={"archive": ("e.zip", project.build("eggs"))})
+    assert r.status_code == 200, r.text
+    versions = dash.get("/list-versions.json", project="eggs")["versions"]
+    (pushed,) = [v for v in versions if v["kind"] == "archive"]
+    assert pushed["current"] and {v["name"] for v in versions} == {"1_0", "2_0", pushed["name"]}
+    # a job pinned to version 1_0 runs from it: 1_0 cannot go while it runs
+    sleeper = dash.post("/schedule-job.json", project="eggs", spider="sleep", when="now",
+                        version="1_0")["identifier"]
+    wait_for(lambda: dash.job(sleeper)["status"] == "RUNNING", 60, what="the pinned job")
+    p = open_view(page, dash, "projects", "tr[data-versions-of=eggs] tr[data-version='1_0']")
+    rows = "tr[data-versions-of=eggs] tbody tr"
+    shown = p.eval_on_selector_all(rows, "rows => rows.map(r => r.dataset.version)")
+    assert shown == [pushed["name"], "2_0", "1_0"], "newest first"
+    for v in versions:
+        row = f"{rows}[data-version='{v['name']}']"
+        text = p.text_content(row)
+        assert v["kind"] in text and f"{len(v['spiders'])} spiders" in text
+        assert p.get_attribute(f"{row} time", "datetime") == v["pushed"]
+        assert ("current" in text) == v["current"]
+        assert (p.query_selector(f"{row} button") is None) == v["current"], \
+            "every version but the current one can be deleted"
+    shot(page, "versions", tmp_path)
+    p.click(f"{rows}[data-version='1_0'] button")
+    p.click(f"{rows}[data-version='1_0'] button:has-text('Delete 1_0?')")
+    p.wait_for_selector("tr[data-versions-of=eggs] .version-error:not(:empty)")
+    refused = dash.api.post(dash.url + "/delete-version.json", timeout=30,
+                            data={"project": "eggs", "version": "1_0"})
+    assert refused.status_code == 409 and "running job" in refused.json()["msg"]
+    assert refused.json()["msg"] in p.text_content("tr[data-versions-of=eggs] .version-error")
+    reader = requests.post(dash.url + "/delete-version.json", timeout=30,
+                           data={"project": "eggs", "version": "1_0"},
+                           headers={"Authorization": f"Bearer {dash.keys['reader']}"})
+    assert reader.status_code == 403 and "operator role" in reader.json()["msg"]
+    dash.post("/cancel-job.json", id=sleeper)
+    wait_for(lambda: dash.job(sleeper)["finished"], 60, what="the pinned job to end")
+    p.click(f"{rows}[data-version='1_0'] button")
+    p.click(f"{rows}[data-version='1_0'] button:has-text('Delete 1_0?')")
+    p.wait_for_selector(f"{rows}[data-version='1_0']", state="detached")
+    left = dash.get("/list-versions.json", project="eggs")["versions"]
+    assert [v["name"] for v in left] == [v["name"] for v in versions if v["name"] != "1_0"]
+    assert p.eval_on_selector_all(rows, "rows => rows.map(r => r.dataset.version)") == \
+        [pushed["name"], "2_0"]
+    assert not_reloaded(page)
+
+
 # -- scheduling and following jobs ----------------------------------------------------
 def test_schedule_a_job_through_the_form_and_watch_it_finish(dash: Dash, page: Watched,
                                                              tmp_path: Path) -> None:
@@ -406,6 +464,8 @@ def test_a_reader_sees_everything_and_can_change_nothing(dash: Dash, page: Watch
     p.wait_for_selector("tr[data-project=demo]")
     assert p.query_selector("#archive") is None and p.query_selector("#drop-zone") is None
     assert p.query_selector("tr[data-project=demo] button") is None
+    p.wait_for_selector("tr[data-versions-of=demo] tr[data-version]")
+    assert p.query_selector("tr.versions button") is None, "no version can be deleted"
     p.goto(dash.url + "/#/jobs?tab=active")
     p.wait_for_selector(f"tr[data-id='{running}']")
     assert p.query_selector(f"tr[data-id='{running}'] button") is None

@@ -13,14 +13,14 @@ from tests.conftest import wait_for
 from tests.integration import project
 from tests.integration.scrapyd import scrapyd_daemon
 
-#: scrapyd-deploy's setup.py (scrapyd-client's _SETUP_PY_TEMPLATE), for project demo
+#: scrapyd-deploy's setup.py (scrapyd-client's _SETUP_PY_TEMPLATE), for project {name}
 SETUP_PY = """from setuptools import setup, find_packages
 
 setup(
     name         = 'project',
     version      = '1.0',
     packages     = find_packages(),
-    entry_points = {'scrapy': ['settings = demo.settings']},
+    entry_points = {{'scrapy': ['settings = {name}.settings']}},
 )
 """
 
@@ -42,16 +42,16 @@ class Echo(scrapy.Spider):
 '''
 
 
-def build_egg(tmp_path: Any, tag: str, extra: str = "") -> bytes:
-    """The demo project (with ``echo`` and ``extra`` spiders) as an egg."""
+def build_egg(tmp_path: Any, tag: str, extra: str = "", name: str = "demo") -> bytes:
+    """Project ``name`` (with ``echo`` and ``extra`` spiders) as an egg."""
     root = tmp_path / f"src-{tag}"
     root.mkdir()
-    data = project.build("demo", spiders=project.SPIDERS + ECHO + extra)
+    data = project.build(name, spiders=project.SPIDERS + ECHO + extra)
     with zipfile.ZipFile(io.BytesIO(data)) as zf:
         zf.extractall(root)
-    tree = root / "demo"
+    tree = root / name
     os.remove(tree / "scrapy.cfg")  # an egg carries none; its entry point names settings
-    (tree / "setup.py").write_text(SETUP_PY)
+    (tree / "setup.py").write_text(SETUP_PY.format(name=name))
     run = subprocess.run([sys.executable, "setup.py", "bdist_egg", "-d", "dist"], cwd=tree,
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr

@@ -1,16 +1,59 @@
-// Projects: each project with its spiders and scripts; push an archive (drop it on the
-// zone or pick it with the file input), with the API's error shown as it gives it;
-// remove a project (asked twice, in the page: no browser dialog).
+// Projects: each project with its spiders and scripts and its stored versions (pushed
+// archives and scrapyd eggs, newest first); push an archive (drop it on the zone or pick
+// it with the file input), with the API's error shown as it gives it; delete a version
+// that is not the current one, remove a project (each asked twice, in the page: no
+// browser dialog).
 
-import {call} from "./api.js";
-import {fill, h, notice} from "./dom.js";
+import {call, missing} from "./api.js";
+import {fill, h, notice, timeEl} from "./dom.js";
+
+/** A project's versions, newest first (none from a daemon without list-versions). */
+async function versionsOf(name) {
+  try {
+    const {versions} = await call("list-versions.json", {params: {project: name}});
+    return versions.map((v, at) => ({...v, at}))
+      .sort((a, b) => (Date.parse(b.pushed || 0) - Date.parse(a.pushed || 0)) || b.at - a.at);
+  } catch (err) {
+    if (missing(err)) return [];
+    throw err;
+  }
+}
 
 async function describe(name) {
-  const [spiders, scripts] = await Promise.all([
+  const [spiders, scripts, versions] = await Promise.all([
     call("list-spiders.json", {params: {project: name}}).then((a) => a.spiders, () => []),
     call("list-scripts.json", {params: {project: name}}).then((a) => a.scripts, () => []),
+    versionsOf(name).catch(() => []),
   ]);
-  return {name, spiders, scripts};
+  return {name, spiders, scripts, versions};
+}
+
+/** A button that asks "label?" on the first click and acts on the second (within 5 s). */
+function confirmButton(text, label, question, act) {
+  const button = h("button", {type: "button", class: "danger small", "aria-label": label},
+    text);
+  let timer = null;
+  const disarm = () => {
+    clearTimeout(timer);
+    timer = null;
+    button.textContent = text;
+    button.setAttribute("aria-label", label);
+  };
+  button.addEventListener("click", () => {
+    if (timer === null) {
+      button.textContent = question;
+      button.setAttribute("aria-label", `Confirm: ${label.toLowerCase()}`);
+      timer = setTimeout(disarm, 5000);
+      return;
+    }
+    disarm(); // asked again next time, also when this attempt is refused
+    act();
+  });
+  return button;
+}
+
+function count(n, one) {
+  return `${n} ${one}${n === 1 ? "" : "s"}`;
 }
 
 function names(list) {
@@ -67,21 +110,7 @@ export function render(box, {app}) {
   }
 
   function removeButton(name) {
-    const button = h("button", {type: "button", class: "danger small",
-      "aria-label": `Remove project ${name}`}, "Remove");
-    let armed = false;
-    button.addEventListener("click", async () => {
-      if (!armed) {
-        armed = true;
-        button.textContent = `Remove ${name}?`;
-        button.setAttribute("aria-label", `Confirm: remove project ${name}`);
-        setTimeout(() => {
-          armed = false;
-          button.textContent = "Remove";
-          button.setAttribute("aria-label", `Remove project ${name}`);
-        }, 5000);
-        return;
-      }
+    return confirmButton("Remove", `Remove project ${name}`, `Remove ${name}?`, async () => {
       try {
         await call("remove-project.json", {form: {name}});
         notice(`Removed ${name}.`);
@@ -90,7 +119,42 @@ export function render(box, {app}) {
         notice(`Cannot remove ${name}: ${err.message}`, "error");
       }
     });
-    return button;
+  }
+
+  function deleteButton(project, version, error) {
+    return confirmButton("Delete", `Delete version ${version} of ${project}`,
+      `Delete ${version}?`, async () => {
+        fill(error);
+        try {
+          await call("delete-version.json", {form: {project, version}});
+          notice(`Deleted version ${version} of ${project}.`);
+          load();
+        } catch (err) {
+          fill(error, `Version ${version} was not deleted (${err.status}): ${err.message}`);
+        }
+      });
+  }
+
+  /** The versions of project p: a row under the project's row. */
+  function versionsRow(p) {
+    if (!p.versions.length) return null;
+    const error = h("p", {class: "error version-error", role: "alert"});
+    return h("tr", {class: "versions", dataset: {versionsOf: p.name}},
+      h("td", {colspan: 4},
+        h("table", {class: "versions", "aria-label": `Versions of ${p.name}`},
+          h("thead", {}, h("tr", {}, ["Version", "Kind", "Pushed", "Contents", ""].map((t) =>
+            h("th", {scope: "col"}, t)))),
+          h("tbody", {}, p.versions.map((v) => h("tr", {
+            dataset: {version: v.name, current: v.current ? "yes" : "no"}},
+          h("th", {scope: "row"}, v.name, v.current
+            ? [" ", h("span", {class: "badge current"}, "current")] : null),
+          h("td", {}, v.kind),
+          h("td", {}, timeEl(v.pushed)),
+          h("td", {}, count(v.spiders.length, "spider"),
+            v.scripts.length ? `, ${count(v.scripts.length, "script")}` : ""),
+          h("td", {class: "actions"},
+            app.canOperate && !v.current ? deleteButton(p.name, v.name, error) : null))))),
+        error));
   }
 
   async function load() {
@@ -104,7 +168,7 @@ export function render(box, {app}) {
       fill(list, h("table", {class: "projects"},
         h("thead", {}, h("tr", {}, ["Project", "Spiders", "Scripts", ""].map((t) =>
           h("th", {scope: "col"}, t)))),
-        h("tbody", {}, found.map((p) => h("tr", {dataset: {project: p.name}},
+        h("tbody", {}, found.map((p) => [h("tr", {dataset: {project: p.name}},
           h("th", {scope: "row"}, p.name),
           h("td", {}, names(p.spiders)),
           h("td", {}, names(p.scripts)),
@@ -112,7 +176,7 @@ export function render(box, {app}) {
             h("a", {href: `#/jobs?project=${encodeURIComponent(p.name)}`}, "Jobs"),
             app.canOperate ? h("a", {href: `#/schedule?project=${encodeURIComponent(p.name)}`},
               "Schedule") : null,
-            app.canOperate ? removeButton(p.name) : null))))));
+            app.canOperate ? removeButton(p.name) : null)), versionsRow(p)]))));
     } catch (err) {
       fill(list, h("p", {class: "error"}, err.message));
     }
