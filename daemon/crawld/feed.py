@@ -5,7 +5,7 @@ kind, kept in a bounded backlog so that a client that reconnects resumes without
 ``FeedEvent``: ``created`` (a new job or schedule), ``started``, ``stats`` (a running job
 published again, e.g. with new ``stats``), ``ended`` (SUCCESSFUL, FAILED or CANCELED) or
 ``changed`` (any other publication of a job that is not running: a schedule paused,
-resumed or updated, should a service publish those). The kind is inferred from the
+resumed, updated or run now, which jobs.Jobs publishes). The kind is inferred from the
 job's status and what the feed last saw of it, so publishers need not say it.
 
 Stats events of one job are coalesced: at most one per ``stats_interval`` (1 s); a later

@@ -359,6 +359,7 @@ class Jobs:
         yield self._template(job_id, JobStatus.SCHEDULED)
         job = yield self._move(job_id, JobStatus.SCHEDULED, JobStatus.PAUSED, next_fire=None)
         self.scheduler.remove(job_id)
+        self.events.publish(job)  # a "changed" event: lists that show it follow
         return job
 
     @inlineCallbacks
@@ -368,6 +369,7 @@ class Jobs:
         nxt = self.scheduler.first_fire(specs.parse(job.schedule), job.tz)
         job = yield self._move(job_id, JobStatus.PAUSED, JobStatus.SCHEDULED, next_fire=nxt)
         self.scheduler.add(job)
+        self.events.publish(job)
         return job
 
     @inlineCallbacks
@@ -378,6 +380,9 @@ class Jobs:
         child = yield self.store.add_job(self.scheduler.child_of(template, now, Actor.USER))
         yield self.store.update_job(job_id, last_run=now, updated=now)
         self.launch(child)
+        updated = yield self.store.get_job(job_id)
+        if updated is not None:
+            self.events.publish(updated)  # its last run changed
         return child
 
     @inlineCallbacks
@@ -414,6 +419,7 @@ class Jobs:
         job = yield self.get(job_id)
         if job.status is JobStatus.SCHEDULED:
             self.scheduler.add(job)  # replaces the old entry (a new generation)
+        self.events.publish(job)
         return job
 
     # -- counters and retention -------------------------------------------------------

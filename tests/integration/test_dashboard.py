@@ -387,6 +387,80 @@ def test_jobs_appear_and_end_in_the_list_without_a_reload(dash: Dash, page: Watc
     assert not_reloaded(page)
 
 
+def test_a_schedule_paused_resumed_run_now_and_edited(dash: Dash, page: Watched,
+                                                     browser: Any, tmp_path: Path) -> None:
+    dash.ensure_project()
+    template = dash.post("/schedule-job.json", project="demo", spider="ok",
+                         when="every day at 03:00", description="nightly")["identifier"]
+    row = f"tr[data-id='{template}']"
+    # a reader watches the same list in another browser context: it follows the events
+    context = browser.new_context()
+    context.set_default_timeout(TIMEOUT)
+    watcher = Watched(context.new_page())
+    login_key(watcher, dash, "reader")
+    watcher.page.goto(dash.url + "/#/jobs?tab=scheduled")
+    watcher.page.wait_for_selector(f"#jobs-SCHEDULED {row}")
+    mark(watcher)
+    p = open_view(page, dash, "jobs?tab=scheduled", f"#jobs-SCHEDULED {row}")
+
+    def next_run() -> Any:
+        """The next run the row shows (None for its dash)."""
+        found = p.query_selector(f"{row} td:nth-child(4) time")
+        return found and found.get_attribute("datetime")
+
+    assert next_run() == dash.job(template)["next-run"] is not None
+    p.click(f"{row} button:text-is('Pause')")
+    p.wait_for_selector(f"#jobs-PAUSED {row}")
+    job = dash.job(template)
+    assert job["status"] == "PAUSED" and job["next-run"] is None and next_run() is None
+    watcher.page.wait_for_selector(f"#jobs-PAUSED {row}")
+    p.click(f"{row} button:text-is('Resume')")
+    p.wait_for_selector(f"#jobs-SCHEDULED {row}")
+    job = dash.job(template)
+    assert job["status"] == "SCHEDULED" and next_run() == job["next-run"] is not None
+    # run now: a child of the schedule, which runs and ends while the page stays
+    p.click(f"{row} button:text-is('Run now')")
+    link = p.wait_for_selector("#notice a[href^='#/job/']")
+    child = link.get_attribute("href").rsplit("/", 1)[1]
+    assert dash.job(child)["parent"] == template
+    p.wait_for_function("""([sel, want]) => {
+        const t = document.querySelector(sel + ' td:nth-child(5) time');
+        return t && t.dateTime === want; }""",
+                        arg=[row, dash.job(template)["last-run"]])
+    watcher.page.wait_for_function("""([sel, want]) => {
+        const t = document.querySelector(sel + ' td:nth-child(5) time');
+        return t && t.dateTime === want; }""", arg=[row, dash.job(template)["last-run"]])
+    p.click("#tab-completed")
+    p.wait_for_selector(f"#jobs-COMPLETED tr[data-id='{child}'][data-status=SUCCESSFUL]")
+    assert dash.job(child)["status"] == "SUCCESSFUL"
+    assert "nightly" in p.text_content(f"tr[data-id='{child}']")
+    # edit: a when that does not parse is refused with the API's words, then a new when
+    # and description; the next run follows
+    p.click("#tab-scheduled")
+    p.click(f"{row} button:text-is('Edit')")
+    p.fill(f"#edit-when-{template}", "every fortnight")
+    p.click(f"#edit-when-{template} ~ button[type=submit]")
+    said = dash.api.post(dash.url + "/update-job.json", timeout=30,
+                         data={"id": template, "when": "every fortnight"}).json()
+    p.wait_for_selector(f"tr.edit-row .error:text-is({json.dumps(said['msg'])})")
+    before = dash.job(template)["next-run"]
+    p.fill(f"#edit-when-{template}", "every day at 05:30")
+    p.fill(f"#edit-desc-{template}", "nightly, later")
+    p.click(f"#edit-when-{template} ~ button[type=submit]")
+    p.wait_for_selector(f"{row} td.mono:text-is('every day at 05:30')")
+    job = dash.job(template)
+    assert job["schedule"] == "every day at 05:30" and job["description"] == "nightly, later"
+    assert job["next-run"] != before and next_run() == job["next-run"]
+    assert "nightly, later" in p.text_content(row)
+    shot(page, "schedules", tmp_path)
+    assert not_reloaded(page)
+    watcher.page.wait_for_selector(f"{row} td.mono:text-is('every day at 05:30')")
+    assert "nightly, later" in watcher.page.text_content(row)
+    assert not_reloaded(watcher) and not watcher.errors
+    context.close()
+    dash.post("/cancel-job.json", id=template)
+
+
 def test_follow_a_running_job_and_cancel_it(dash: Dash, page: Watched,
                                             tmp_path: Path) -> None:
     p = open_view(page, dash, "jobs?tab=active", "#jobs-RUNNING")

@@ -133,7 +133,8 @@ export function debounce(fn, ms) {
   };
 }
 
-/** A message in the page's status line (polite live region). */
+/** A message in the page's status line (polite live region): text, or an array of
+ * text and elements (a link to what was made). */
 export function notice(text, kind = "info") {
   const box = document.getElementById("notice");
   if (!box) return;

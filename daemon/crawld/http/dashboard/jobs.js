@@ -99,7 +99,9 @@ export function render(box, {app, params}) {
       onclick: async () => {
         try {
           const answer = await call(path, {form: {id: job.identifier}});
-          notice(label === "Run now" ? `Started run ${answer.identifier}.` : `${label}: done.`);
+          notice(label === "Run now"
+            ? ["Started run ", h("a", {href: `#/job/${answer.identifier}`}, answer.identifier), "."]
+            : `${label}: done.`);
           reloadAll();
         } catch (err) {
           notice(`${label} failed: ${err.message}`, "error");
@@ -268,6 +270,11 @@ export function render(box, {app, params}) {
     }
     if (existing && !members(existing.closest("section").dataset.status).includes(job.status)) {
       pending.add(existing.closest("section").dataset.status); // it left this list
+    }
+    const parent = job.parent &&
+      area.querySelector(`tr[data-id="${CSS.escape(job.parent)}"]`);
+    if (event.kind === "created" && parent) {
+      pending.add(parent.closest("section").dataset.status); // a schedule fired: its last run
     }
     if (pending.size) reloadSoon();
   });
