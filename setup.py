@@ -57,6 +57,9 @@ setup(
             # scrapyd's own client (scrapyd-deploy, scrapyd-client) against the listener
             "scrapyd-client>=2.0.3,<2.1",
             "requests>=2.34,<3",
+            # the dashboard's Firefox test speaks WebDriver BiDi to Debian's firefox-esr
+            # over a WebSocket (tests/integration/bidi.py): Playwright cannot drive it
+            "websockets>=17.4,<18",
         ],
     },
     entry_points={"console_scripts": ["crawld = crawld.cli:main"]},
