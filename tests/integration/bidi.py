@@ -177,8 +177,9 @@ class Firefox:
                         what=what or expression)
 
     def screenshot(self, path: str) -> None:
-        """A PNG of the tab's viewport, saved as ``path``."""
-        data = self.send("browsingContext.captureScreenshot", context=self.context)["data"]
+        """A PNG of the tab's whole page (not only the viewport), saved as ``path``."""
+        data = self.send("browsingContext.captureScreenshot", context=self.context,
+                         origin="document")["data"]
         with open(path, "wb") as fh:
             fh.write(base64.b64decode(data))
 
