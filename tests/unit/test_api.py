@@ -469,3 +469,25 @@ def test_delete_version_answers_the_version_deleted_or_why_not(client):
     assert (code, body) == (200, {"status": "ok", "project": "demo", "version": "1",
                                   "current": None})
     assert call_json(stub, "get", "/list-projects.json")[1]["projects"] == []
+
+
+def test_pause_resume_update_and_run_now_publish_the_schedule_as_changed(client):
+    """Each is a job event, so a dashboard's list of schedules follows them live."""
+    from crawld.feed import JobFeed
+    stub, _ = client
+    feed = JobFeed(stub.clock, stub.services.jobs.events)
+    seen: list = []
+    feed.listen(lambda e: seen.append((e.kind, e.job.id, e.job.status.value)))
+    job_id = _template(stub)
+    assert seen == [("created", job_id, "SCHEDULED")]
+    stub.clock.advance(1)  # the feed tells "created" by updated == created
+    call_json(stub, "post", f"/pause-job.json?id={job_id}")
+    call_json(stub, "post", f"/resume-job.json?id={job_id}")
+    call_json(stub, "post", "/update-job.json", data={"id": job_id, "description": "new"})
+    child = call_json(stub, "post", f"/run-job.json?id={job_id}")[1]["identifier"]
+    template_events = [e for e in seen[1:] if e[1] == job_id]
+    assert template_events == [("changed", job_id, "PAUSED"), ("changed", job_id, "SCHEDULED"),
+                               ("changed", job_id, "SCHEDULED"),
+                               ("changed", job_id, "SCHEDULED")]
+    assert ("created", child, "PENDING") in seen
+    feed.stop()
