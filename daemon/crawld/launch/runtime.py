@@ -109,11 +109,11 @@ def job_from_wire(data: dict[str, Any]) -> Job:
 
 class _Reporter:
     """The launcher's Reporter on a worker: stats go to the shipper, the end fires
-    ``ended`` (the daemon hears of the start from the runtime)."""
+    ``done`` (the daemon hears of the start from the runtime)."""
 
     def __init__(self, shipper: Shipper) -> None:
         self.shipper = shipper
-        self.ended: Deferred = Deferred()
+        self.done: Deferred = Deferred()  # fires with the Exit
 
     def started(self, attempt: Attempt, info: Started) -> None:
         pass
@@ -125,8 +125,8 @@ class _Reporter:
         self.shipper.stats(stats)
 
     def ended(self, attempt: Attempt, exit: Exit) -> None:
-        if not self.ended.called:
-            self.ended.callback(exit)
+        if not self.done.called:
+            self.done.callback(exit)
 
 
 @dataclass
@@ -233,7 +233,7 @@ class WorkerRuntime:
         self._report_started(running, info)
         if self.stopping:
             self._end(running)
-        exit = yield reporter.ended
+        exit = yield reporter.done
         accepted = yield shipper.finish(exit.code, exit.signal, exit.reason)
         yield self._forget(job.id, accepted)
         return f"{key}: ended ({exit}); " + {True: "reported", False: "refused by the daemon",

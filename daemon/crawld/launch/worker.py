@@ -184,7 +184,11 @@ class WorkerProcess:
 
         def shutting_down(**kwargs: Any) -> None:
             reactor.callFromThread(self._stop)
+        def ready(**kwargs: Any) -> None:
+            log.info("crawld@{name} ready: consuming {q}", name=self.name,
+                     q=", ".join(QUEUES[q] for q in self.options.queues))
         celery_signals.worker_shutting_down.connect(shutting_down, weak=False)
+        celery_signals.worker_ready.connect(ready, weak=False)
         app = make_app(self.options.broker, run_task)
         worker = app.Worker(
             hostname=f"crawld@{self.name}", pool_cls="threads",
