@@ -15,13 +15,20 @@ from typing import Any, Optional
 from urllib.parse import quote, urlencode
 
 from twisted.internet.defer import inlineCallbacks, succeed
-from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, HTTPConnectionPool, readBody
+from twisted.web.client import (Agent, BrowserLikePolicyForHTTPS, HTTPConnectionPool,
+                                _HTTP11ClientFactory, readBody)
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IBodyProducer
 from zope.interface import implementer
 
 #: Seconds a call may take before it counts as the daemon being unreachable.
 TIMEOUT = 30.0
+
+
+class _QuietFactory(_HTTP11ClientFactory):
+    """The pool's connection factory without a log line per connection."""
+
+    noisy = False
 
 
 class Unreachable(Exception):
@@ -91,6 +98,7 @@ class DaemonClient:
         if agent is None:
             pool = HTTPConnectionPool(reactor, persistent=True)
             pool.maxPersistentPerHost = 8
+            pool._factory = _QuietFactory
             agent = Agent(reactor, contextFactory=tls_policy(ca_file), pool=pool)
         self.agent = agent
 

@@ -230,7 +230,10 @@ class WorkerRuntime:
                              records.AttemptRecord(key, info.pid, info.pid_started))
         log.info("job {key} started (pid {pid})", key=key, pid=info.pid)
         shipper.start(lambda why: self._kill(running))
-        self._report_started(running, info)
+        if shipper.refused is not None:  # refused while it was starting
+            self._kill(running)
+        else:
+            self._report_started(running, info)
         if self.stopping:
             self._end(running)
         exit = yield reporter.done
@@ -287,9 +290,8 @@ class WorkerRuntime:
             self.launcher.signal(running.attempt, sig)
         for key in refuse:
             running = self.running.get(key)
-            if running is not None:
+            if running is not None:  # stops shipping; kills the tree once it runs
                 running.shipper.refuse("refused in a heartbeat answer")
-                self._kill(running)
 
     @inlineCallbacks
     def attempts(self):
