@@ -245,6 +245,7 @@ def test_stop_ends_running_attempts(rig: Rig) -> None:
     rig.settle(done)
     rig.settle(stopped, seconds=1)
     assert rig.state.ends[key]["signal"] == signal.SIGKILL and rig.launcher.stopped
+    assert rig.state.ends[key]["reason"] == "ended by the stop of worker w1"
     assert "stopping" in rig.settle(start(rig, rig.add_job()))
 
 

@@ -237,7 +237,10 @@ class WorkerRuntime:
         if self.stopping:
             self._end(running)
         exit = yield reporter.done
-        accepted = yield shipper.finish(exit.code, exit.signal, exit.reason)
+        reason = exit.reason
+        if reason is None and self.stopping and not exit.ok:
+            reason = f"ended by the stop of worker {self.name}"
+        accepted = yield shipper.finish(exit.code, exit.signal, reason)
         yield self._forget(job.id, accepted)
         return f"{key}: ended ({exit}); " + {True: "reported", False: "refused by the daemon",
                                             None: "left for the next start"}[accepted]
