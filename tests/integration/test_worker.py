@@ -124,10 +124,11 @@ class FakeDaemon:
     def control(self, what: str, **body: Any) -> None:
         self.http.post(f"{self.url}/test/{what}", json=body, timeout=10).raise_for_status()
 
-    def add_job(self, spider: str, attempt: int = 1, code: Optional[str] = "") -> str:
+    def add_job(self, spider: str, attempt: int = 1, code: Optional[str] = "",
+                kind: str = "spider", payload: str = "{}") -> str:
         now = time.time()
         job = Job(str(uuid.uuid4()), JobStatus.RUNNING, Actor.USER, "now", "demo", spider,
-                  now, now, started=now)
+                  now, now, started=now, kind=kind, payload=payload)
         wire = {**dataclasses.asdict(job), "status": job.status.value,
                 "actor": job.actor.value}
         self.control("job", job=wire, attempt=attempt,
@@ -318,3 +319,38 @@ def test_a_killed_worker_sweeps_its_attempt_when_it_restarts(cluster: Any) -> No
     assert all(gone(pid) for pid in pids)
     assert "CRAWLD-TEST" in daemon.held(key, "out")
     wait_for(lambda: not os.path.exists(record), 30, what="the record to go")
+
+
+def test_a_stopped_worker_ends_its_jobs_and_reports_them(cluster: Any) -> None:
+    daemon, worker, sender = cluster
+    worker.start()
+    job = daemon.add_job("sleep")
+    key = f"{job}/1"
+    send(sender, job)
+    out = wait_for(lambda: "CRAWLD-TEST" in daemon.held(key, "out") and
+                   daemon.held(key, "out"), 120, what="the sleep spider's report")
+    report = said(out)
+    pids = [daemon.state()["started"][key]["pid"], report["pid"], report["group_child"],
+            report["session_child"]]
+    worker.proc.send_signal(signal.SIGTERM)    # systemctl stop
+    assert worker.proc.wait(60) == 0
+    end = daemon.state()["ends"].get(key)
+    assert end is not None, worker.log()
+    assert all(gone(pid) for pid in pids)
+    assert end["offsets"]["err"] == len(daemon.held(key, "err").encode("latin-1")) > 0
+    assert not os.listdir(os.path.join(worker.data_dir, "attempts"))
+
+
+@pytest.mark.skipif(not os.access("/usr/lib/chromium/chromium", os.X_OK),
+                    reason="no Chromium")
+def test_a_browse_job_runs_on_the_browser_queue(cluster: Any) -> None:
+    pytest.importorskip("playwright")
+    daemon, worker, sender = cluster
+    worker.start()
+    job = daemon.add_job("browse", code=None, kind="browse",
+                         payload=json.dumps({"html": "<title>from a worker</title>"}))
+    key = f"{job}/1"
+    send(sender, job, kind="browse")
+    end = wait_for(lambda: daemon.state()["ends"].get(key), 120, what="the browse job's end")
+    assert end["code"] == 0, daemon.held(key, "err")
+    assert daemon.state()["fetches"] == {}   # a browse job needs no code
