@@ -210,6 +210,20 @@ def said(text: str) -> dict:
     return json.loads(re.search(r"CRAWLD-TEST (\{.*\})", text).group(1))
 
 
+def sleeping(daemon: FakeDaemon, worker: Worker, sender: Any) -> tuple[str, str, list]:
+    """Start the worker and a ``sleep`` job on it; its id, key and pids once it runs
+    (the keeper, Scrapy, a child in Scrapy's group, one in a session of its own)."""
+    worker.start()
+    job = daemon.add_job("sleep")
+    key = f"{job}/1"
+    send(sender, job)
+    out = wait_for(lambda: "CRAWLD-TEST" in daemon.held(key, "out") and
+                   daemon.held(key, "out"), 120, what="the sleep spider's report")
+    report = said(out)
+    return job, key, [daemon.state()["started"][key]["pid"], report["pid"],
+                      report["group_child"], report["session_child"]]
+
+
 def test_worker_runs_spiders_and_ships_their_output_home(cluster: Any) -> None:
     daemon, worker, sender = cluster
     worker.start()
@@ -256,17 +270,9 @@ def test_worker_runs_spiders_and_ships_their_output_home(cluster: Any) -> None:
 
 def test_a_signal_in_the_heartbeat_answer_ends_the_whole_tree(cluster: Any) -> None:
     daemon, worker, sender = cluster
-    worker.start()
-    zygote = worker.zygote()
-    job = daemon.add_job("sleep")
-    key = f"{job}/1"
-    send(sender, job)
-    out = wait_for(lambda: "CRAWLD-TEST" in daemon.held(key, "out") and
-                   daemon.held(key, "out"), 120, what="the sleep spider's report")
-    report = said(out)
-    leader = daemon.state()["started"][key]["pid"]
-    assert psutil.Process(leader).ppid() == zygote  # the zygote fast path forked it
-    pids = [leader, report["pid"], report["group_child"], report["session_child"]]
+    job, key, pids = sleeping(daemon, worker, sender)
+    leader = pids[0]
+    assert psutil.Process(leader).ppid() == worker.zygote()  # the zygote fast path
     assert not any(gone(pid) for pid in pids)
     # its memory and pid travel with the heartbeats
     wait_for(lambda: any(a["key"] == key and a["pid"] == leader and a["rss"] > 0
@@ -299,15 +305,8 @@ def test_a_refused_attempt_is_killed_at_once(cluster: Any) -> None:
 
 def test_a_killed_worker_sweeps_its_attempt_when_it_restarts(cluster: Any) -> None:
     daemon, worker, sender = cluster
-    worker.start()
-    job = daemon.add_job("sleep")
-    key = f"{job}/1"
-    send(sender, job)
-    out = wait_for(lambda: "CRAWLD-TEST" in daemon.held(key, "out") and
-                   daemon.held(key, "out"), 120, what="the sleep spider's report")
-    report = said(out)
-    leader = daemon.state()["started"][key]["pid"]
-    pids = [leader, report["pid"], report["group_child"], report["session_child"]]
+    job, key, pids = sleeping(daemon, worker, sender)
+    leader = pids[0]
     worker.proc.send_signal(signal.SIGKILL)
     worker.proc.wait(10)
     assert not any(gone(pid) for pid in pids)  # the job outlived its worker
@@ -323,15 +322,7 @@ def test_a_killed_worker_sweeps_its_attempt_when_it_restarts(cluster: Any) -> No
 
 def test_a_stopped_worker_ends_its_jobs_and_reports_them(cluster: Any) -> None:
     daemon, worker, sender = cluster
-    worker.start()
-    job = daemon.add_job("sleep")
-    key = f"{job}/1"
-    send(sender, job)
-    out = wait_for(lambda: "CRAWLD-TEST" in daemon.held(key, "out") and
-                   daemon.held(key, "out"), 120, what="the sleep spider's report")
-    report = said(out)
-    pids = [daemon.state()["started"][key]["pid"], report["pid"], report["group_child"],
-            report["session_child"]]
+    job, key, pids = sleeping(daemon, worker, sender)
     worker.proc.send_signal(signal.SIGTERM)    # systemctl stop
     assert worker.proc.wait(60) == 0
     end = daemon.state()["ends"].get(key)

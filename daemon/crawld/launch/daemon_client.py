@@ -14,12 +14,12 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 from urllib.parse import quote, urlencode
 
-from twisted.internet.defer import inlineCallbacks, succeed
+from twisted.internet.defer import inlineCallbacks
 from twisted.web.client import (Agent, BrowserLikePolicyForHTTPS, HTTPConnectionPool,
                                 _HTTP11ClientFactory, readBody)
 from twisted.web.http_headers import Headers
-from twisted.web.iweb import IBodyProducer
-from zope.interface import implementer
+
+from ..webhook_client import BytesBody
 
 #: Seconds a call may take before it counts as the daemon being unreachable.
 TIMEOUT = 30.0
@@ -45,29 +45,6 @@ class Reply:
     @property
     def ok(self) -> bool:
         return self.code == 200
-
-
-@implementer(IBodyProducer)
-class _Bytes:
-    """A request body known in full (twisted.web.client.FileBodyProducer reads in a
-    cooperator; these bodies are at most 1 MiB and already in memory)."""
-
-    def __init__(self, data: bytes) -> None:
-        self.data = data
-        self.length = len(data)
-
-    def startProducing(self, consumer: Any) -> Any:
-        consumer.write(self.data)
-        return succeed(None)
-
-    def pauseProducing(self) -> None:
-        pass
-
-    def resumeProducing(self) -> None:
-        pass
-
-    def stopProducing(self) -> None:
-        pass
 
 
 def tls_policy(ca_file: Optional[str]) -> Any:
@@ -117,7 +94,7 @@ class DaemonClient:
         url = (self.base + path).encode()
         try:
             d = self.agent.request(method, url, self._headers(content_type),
-                                   _Bytes(body) if body is not None else None)
+                                   BytesBody(body) if body is not None else None)
             d.addTimeout(self.timeout, self.reactor)
             response = yield d
             data = yield readBody(response)
