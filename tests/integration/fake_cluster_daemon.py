@@ -1,7 +1,7 @@
 """A minimal stand-in for the daemon's ``/cluster/*`` routes, for the worker's tests.
 
-Run as ``python fake_cluster_daemon.py CODE_DIR KEY HEARTBEAT`` on a free loopback port
-(it prints ``listening on http://127.0.0.1:PORT``). It implements the contract of
+Run as ``python fake_cluster_daemon.py CODE_DIR KEY HEARTBEAT [CERT KEYFILE]`` on a free
+loopback port (it prints ``listening on http(s)://127.0.0.1:PORT``; https with CERT). It implements the contract of
 docs/cluster.md as the worker sees it: claims (first wins, 409 after), code zips by
 hash from ``CODE_DIR/<hash>.zip``, output held per stream by offset (409 with the held
 offset for a gap), stats, heartbeats answering pending signals and refusals, ends
@@ -185,8 +185,16 @@ def main() -> None:
     code_dir, key, heartbeat = sys.argv[1], sys.argv[2], float(sys.argv[3])
     site = server.Site(Api(State(code_dir, key, heartbeat)))
     site.noisy = False
-    port = reactor.listenTCP(0, site, interface="127.0.0.1")
-    print(f"listening on http://127.0.0.1:{port.getHost().port}", flush=True)
+    if len(sys.argv) > 5:
+        from twisted.internet import ssl
+        with open(sys.argv[4]) as cert, open(sys.argv[5]) as key:
+            options = ssl.PrivateCertificate.loadPEM(key.read() + cert.read()).options()
+        port = reactor.listenSSL(0, site, options, interface="127.0.0.1")
+        scheme = "https"
+    else:
+        port = reactor.listenTCP(0, site, interface="127.0.0.1")
+        scheme = "http"
+    print(f"listening on {scheme}://127.0.0.1:{port.getHost().port}", flush=True)
     reactor.run()
 
 

@@ -103,7 +103,8 @@ def redis_url(tmp_path: Any):
 class FakeDaemon:
     """fake_cluster_daemon.py in a process of its own, and the code it serves."""
 
-    def __init__(self, tmp_path: Any) -> None:
+    def __init__(self, tmp_path: Any, tls: tuple[str, ...] = ()) -> None:
+        """``tls``: (certificate, key) PEM files: serve https."""
         self.code_dir = str(tmp_path / "daemon-code")
         os.makedirs(self.code_dir)
         data = version_zip()
@@ -113,9 +114,9 @@ class FakeDaemon:
         self.log = open(tmp_path / "fake-daemon.log", "w+")
         self.proc = subprocess.Popen(
             [sys.executable, os.path.join(HERE, "fake_cluster_daemon.py"), self.code_dir,
-             KEY, "0.5"], stdout=subprocess.PIPE, stderr=self.log, text=True)
+             KEY, "0.5", *tls], stdout=subprocess.PIPE, stderr=self.log, text=True)
         line = self.proc.stdout.readline()
-        self.url = re.search(r"http://\S+", line).group(0)
+        self.url = re.search(r"https?://\S+", line).group(0)
         self.http = requests.Session()
 
     def state(self) -> dict:
@@ -147,12 +148,12 @@ class FakeDaemon:
 class Worker:
     """``crawld worker`` as a process; restartable on the same data directory."""
 
-    def __init__(self, tmp_path: Any, broker: str, daemon: str) -> None:
+    def __init__(self, tmp_path: Any, broker: str, daemon: str, *extra: str) -> None:
         self.data_dir = str(tmp_path / "worker")
         self.log_path = str(tmp_path / "worker.log")
         self.argv = [sys.executable, "-m", "crawld", "worker", "--broker", broker,
                      "--daemon", daemon, "--data-dir", self.data_dir, "--concurrency", "2",
-                     "--name", "w1", "--kill-grace", "2"]
+                     "--name", "w1", "--kill-grace", "2", *extra]
         self.proc: Optional[subprocess.Popen] = None
 
     def start(self) -> "Worker":
@@ -345,3 +346,23 @@ def test_a_browse_job_runs_on_the_browser_queue(cluster: Any) -> None:
     end = wait_for(lambda: daemon.state()["ends"].get(key), 120, what="the browse job's end")
     assert end["code"] == 0, daemon.held(key, "err")
     assert daemon.state()["fetches"] == {}   # a browse job needs no code
+
+
+def test_an_https_daemon_with_a_private_ca(tmp_path: Any, redis_url: str) -> None:
+    from tests.integration.test_tls import make_cert
+    cert, key = make_cert(tmp_path, "daemon", 1)
+    daemon = FakeDaemon(tmp_path, (cert, key))
+    assert daemon.url.startswith("https://")
+    daemon.http.verify = False  # the test's own control calls; the worker verifies
+    daemon.http.trust_env = False  # (else REQUESTS_CA_BUNDLE would override verify)
+    worker = Worker(tmp_path, redis_url, daemon.url, "--ca-file", cert)
+    try:
+        worker.start()
+        job = daemon.add_job("ok")
+        send(make_app(redis_url), job)
+        end = wait_for(lambda: daemon.state()["ends"].get(f"{job}/1"), 120,
+                       what="the job's end over https")
+        assert end["code"] == 0 and said(daemon.held(f"{job}/1", "out"))["job"] == job
+    finally:
+        worker.stop()
+        daemon.stop()
