@@ -346,6 +346,12 @@ def test_a_browse_job_runs_on_the_browser_queue(cluster: Any) -> None:
     end = wait_for(lambda: daemon.state()["ends"].get(key), 120, what="the browse job's end")
     assert end["code"] == 0, daemon.held(key, "err")
     assert daemon.state()["fetches"] == {}   # a browse job needs no code
+    # the worker keeps nothing of it once its end was accepted
+    wait_for(lambda: not os.listdir(os.path.join(worker.data_dir, "attempts")), 30,
+             what="the record to go")
+    assert not os.path.exists(os.path.join(worker.data_dir, "files", job))
+    assert not [n for n in os.listdir(os.path.join(worker.data_dir, "logs"))
+                if n.startswith(job)]
 
 
 def test_an_https_daemon_with_a_private_ca(tmp_path: Any, redis_url: str) -> None:

@@ -264,3 +264,43 @@ def test_a_job_from_the_wire_ignores_fields_it_does_not_know(rig: Rig) -> None:
     wire = dict(rig.state.jobs[job_id]["job"], future_field=1)
     job = job_from_wire(wire)
     assert job.id == job_id and job.kind == "browse" and job.status.value == "RUNNING"
+
+
+def test_a_start_the_daemon_refuses_kills_the_tree(rig: Rig) -> None:
+    job = rig.add_job()
+    key = f"{job}/1"
+    rig.launcher.hold = Deferred()
+    done = start(rig, job)
+    rig.state.claims[key] = "w2"   # meanwhile another worker holds it (a zombie's claim)
+    rig.launcher.hold.callback(None)
+    rig.flush()
+    assert rig.launcher.signals == [(key, signal.SIGKILL)]
+    attempt, reporter = rig.launcher.started[key]
+    reporter.ended(attempt, Exit(None, signal.SIGKILL))
+    assert rig.settle(done).endswith("refused by the daemon")
+    assert key not in rig.state.ends
+
+
+def test_an_attempt_refused_while_it_starts_is_killed_once_it_runs(rig: Rig) -> None:
+    job = rig.add_job()
+    key = f"{job}/1"
+    rig.launcher.hold = Deferred()
+    start(rig, job)
+    rig.state.refused.add(key)
+    beat = Heartbeat(rig.clock, rig.client, rig.runtime, "w1", 1, ["spider"])
+    rig.settle(beat.beat())
+    assert rig.state.heartbeats[-1]["attempts"] == [{"key": key, "pid": None, "rss": 0}]
+    assert rig.launcher.signals == []          # nothing runs yet
+    rig.launcher.hold.callback(None)
+    rig.flush()
+    assert rig.launcher.signals == [(key, signal.SIGKILL)]
+    assert key not in rig.state.started
+
+
+def test_the_ca_file_must_hold_a_certificate(tmp_path: Any) -> None:
+    from crawld.launch.daemon_client import tls_policy
+    empty = tmp_path / "empty.pem"
+    empty.write_text("not a certificate\n")
+    with pytest.raises(ValueError, match="no PEM certificate"):
+        tls_policy(str(empty))
+    assert tls_policy(None) is not None

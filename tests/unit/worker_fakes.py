@@ -59,10 +59,14 @@ class FakeLauncher:
         self.started: dict[str, tuple[Attempt, Reporter]] = {}
         self.signals: list[tuple[str, int]] = []
         self.stopped = False
+        self.hold: Optional[Deferred] = None  # set: start() fires when the test says
 
     def start(self, attempt: Attempt, reporter: Reporter) -> Deferred:
         self.started[attempt.key] = (attempt, reporter)
-        return succeed(Started(4000 + len(self.started), 123.0, "local"))
+        info = Started(4000 + len(self.started), 123.0, "local")
+        if self.hold is not None:
+            return self.hold.addCallback(lambda _: info)
+        return succeed(info)
 
     def signal(self, attempt: Attempt, sig: int) -> None:
         self.signals.append((attempt.key, sig))

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 import signal as signals
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
@@ -65,6 +66,11 @@ class WorkerDirs:
     @property
     def attempts(self) -> str:
         return os.path.join(self.root, "attempts")
+
+    @property
+    def files(self) -> str:
+        """Browser jobs' artifacts (browser.Browsers.files_dir): not shipped home yet."""
+        return os.path.join(self.root, "files")
 
     def make(self) -> None:
         """Create the folders (blocking)."""
@@ -272,6 +278,9 @@ class WorkerRuntime:
             except FileNotFoundError:
                 pass
         logs.remove(self.dirs.logs, job_id)  # and a browser job's events file
+        # a browser job's artifacts do not come home (yet): the worker keeps only a
+        # cache and a spool, so they go with the spool
+        shutil.rmtree(os.path.join(self.dirs.files, job_id), ignore_errors=True)
         records.remove(self.dirs.attempts, job_id)
 
     def _kill(self, running: Running) -> None:
