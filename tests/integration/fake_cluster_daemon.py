@@ -39,6 +39,7 @@ class State:
         self.refused: set[str] = set()
         self.fetches: dict[str, int] = {}
         self.output_calls = 0
+        self.down = False                      # /test/down: every /cluster call gets 503
 
     def current(self, key: str) -> bool:
         job_id, _, number = key.rpartition("/")
@@ -98,6 +99,8 @@ class Api(resource.Resource):
         raw = request.content.read()
         if path.startswith("/test/"):
             return self.control(request, path, json.loads(raw))
+        if self.s.down:
+            return self.answer(request, 503, {"msg": "down for the test"})
         if not self.authorized(request):
             return self.answer(request, 403, {"msg": "forbidden"})
         if path == "/cluster/output":
@@ -117,6 +120,11 @@ class Api(resource.Resource):
             self.s.signals[body["key"]] = body["sig"]
         elif path == "/test/refuse":
             self.s.refused.add(body["key"])
+        elif path == "/test/down":
+            self.s.down = body["down"]
+        elif path == "/test/forget":  # as a daemon that lost what it held of an attempt
+            for name in [n for n in self.s.held if n.startswith(body["key"] + " ")]:
+                del self.s.held[name]
         return self.answer(request, 200, {})
 
     def claim(self, request: Any, body: dict) -> bytes:

@@ -372,3 +372,48 @@ def test_an_https_daemon_with_a_private_ca(tmp_path: Any, redis_url: str) -> Non
     finally:
         worker.stop()
         daemon.stop()
+
+
+def test_without_the_zygote_jobs_start_directly_and_are_reaped(tmp_path: Any,
+                                                               redis_url: str) -> None:
+    """A direct spawn is the reactor's child: with no SIGCHLD handler in the reactor's
+    thread, the worker's reaping loop is what sees it end."""
+    daemon = FakeDaemon(tmp_path)
+    worker = Worker(tmp_path, redis_url, daemon.url, "--no-preload")
+    try:
+        worker.start()
+        job = daemon.add_job("fail")
+        send(make_app(redis_url), job)
+        end = wait_for(lambda: daemon.state()["ends"].get(f"{job}/1"), 120,
+                       what="the direct job's end")
+        assert end["code"] == 3
+        assert "about to fail" in daemon.held(f"{job}/1", "err")
+        assert "zygote ready" not in worker.log()
+    finally:
+        worker.stop()
+        daemon.stop()
+
+
+def test_output_is_spooled_while_the_daemon_is_down_and_resent_from_its_offset(
+        cluster: Any) -> None:
+    daemon, worker, sender = cluster
+    job, key, pids = sleeping(daemon, worker, sender)
+    first = daemon.held(key, "out")
+    daemon.control("down", down=True)          # every /cluster call: 503
+    calls = daemon.state()["output_calls"]
+    daemon.control("forget", key=key)          # and it comes back without that output
+    wait_for(lambda: worker.log().count("the daemon is unreachable") >= 2, 30,
+             what="the worker to notice")
+    assert not any(gone(pid) for pid in pids)  # the job runs on meanwhile
+    daemon.control("down", down=False)
+    wait_for(lambda: daemon.state()["beats"] and daemon.state()["last_beats"], 30,
+             what="heartbeats again")
+    # the end: the daemon lacks the bytes it forgot, answers 409 with its offsets (0),
+    # and the worker sends them again from its spool before the end is recorded
+    daemon.control("signal", key=key, sig=15)
+    end = wait_for(lambda: daemon.state()["ends"].get(key), 60, what="the job's end")
+    assert daemon.state()["end_calls"][key] >= 2 and daemon.state()["output_calls"] > calls
+    assert daemon.held(key, "out").startswith(first)
+    for stream in ("out", "err"):
+        assert end["offsets"][stream] == len(daemon.held(key, stream).encode("latin-1"))
+    wait_for(lambda: all(gone(pid) for pid in pids), 30, what="the tree to end")
