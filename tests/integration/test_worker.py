@@ -354,21 +354,36 @@ def test_a_browse_job_runs_on_the_browser_queue(cluster: Any) -> None:
                 if n.startswith(job)]
 
 
+def run_one(tmp_path: Any, redis_url: str, spider: str, tls: tuple[str, ...] = (),
+            flags: tuple[str, ...] = ()) -> tuple[FakeDaemon, Worker, str, dict]:
+    """A fake daemon (https with ``tls``) and a worker started with ``flags`` run one
+    ``spider`` job; both, its key and its end (the caller stops both)."""
+    daemon = FakeDaemon(tmp_path, tls)
+    daemon.http.verify = False  # the test's own control calls; the worker verifies
+    daemon.http.trust_env = False  # (else REQUESTS_CA_BUNDLE would override verify)
+    worker = Worker(tmp_path, redis_url, daemon.url, *flags)
+    try:
+        worker.start()
+        job = daemon.add_job(spider)
+        send(make_app(redis_url), job)
+        key = f"{job}/1"
+        return daemon, worker, key, wait_for(lambda: daemon.state()["ends"].get(key), 120,
+                                             what="the job's end")
+    except BaseException:
+        worker.stop()
+        daemon.stop()
+        raise
+
+
 def test_an_https_daemon_with_a_private_ca(tmp_path: Any, redis_url: str) -> None:
     from tests.integration.test_tls import make_cert
     cert, key = make_cert(tmp_path, "daemon", 1)
-    daemon = FakeDaemon(tmp_path, (cert, key))
-    assert daemon.url.startswith("https://")
-    daemon.http.verify = False  # the test's own control calls; the worker verifies
-    daemon.http.trust_env = False  # (else REQUESTS_CA_BUNDLE would override verify)
-    worker = Worker(tmp_path, redis_url, daemon.url, "--ca-file", cert)
+    daemon, worker, job_key, end = run_one(tmp_path, redis_url, "ok", (cert, key),
+                                           ("--ca-file", cert))
     try:
-        worker.start()
-        job = daemon.add_job("ok")
-        send(make_app(redis_url), job)
-        end = wait_for(lambda: daemon.state()["ends"].get(f"{job}/1"), 120,
-                       what="the job's end over https")
-        assert end["code"] == 0 and said(daemon.held(f"{job}/1", "out"))["job"] == job
+        assert daemon.url.startswith("https://")
+        assert end["code"] == 0
+        assert said(daemon.held(job_key, "out"))["job"] == job_key.split("/")[0]
     finally:
         worker.stop()
         daemon.stop()
@@ -378,16 +393,10 @@ def test_without_the_zygote_jobs_start_directly_and_are_reaped(tmp_path: Any,
                                                                redis_url: str) -> None:
     """A direct spawn is the reactor's child: with no SIGCHLD handler in the reactor's
     thread, the worker's reaping loop is what sees it end."""
-    daemon = FakeDaemon(tmp_path)
-    worker = Worker(tmp_path, redis_url, daemon.url, "--no-preload")
+    daemon, worker, key, end = run_one(tmp_path, redis_url, "fail", flags=("--no-preload",))
     try:
-        worker.start()
-        job = daemon.add_job("fail")
-        send(make_app(redis_url), job)
-        end = wait_for(lambda: daemon.state()["ends"].get(f"{job}/1"), 120,
-                       what="the direct job's end")
         assert end["code"] == 3
-        assert "about to fail" in daemon.held(f"{job}/1", "err")
+        assert "about to fail" in daemon.held(key, "err")
         assert "zygote ready" not in worker.log()
     finally:
         worker.stop()
