@@ -222,8 +222,10 @@ class WorkerRuntime:
             attempt = running.attempt = Attempt(job, attempt.number)
             reporter = _Reporter(shipper)
             self.code.starting = code["hash"] if code is not None else None
-            started = self.launcher.start(attempt, reporter)  # resolves its paths at once
-            self.code.starting = None
+            try:
+                started = self.launcher.start(attempt, reporter)  # resolves paths at once
+            finally:
+                self.code.starting = None
             info = yield started
         except Exception as exc:
             log.warn("job {key} could not start: {exc}", key=key, exc=exc)
