@@ -15,6 +15,7 @@ from typing import Any, Optional, Sequence
 
 from . import __version__, clientcli, config, keys
 from .errors import ConfigError
+from .launch import worker
 
 LEVELS = ("debug", "info", "warn", "error")
 
@@ -52,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="print the built-in defaults as an INI file")
     keys.register(sub)  # crawld keys ... / crawld users ...
     clientcli.register(sub)  # crawld status / push / schedule / jobs / logs / cancel / wait
+    worker.register(sub)  # crawld worker: runs a daemon's jobs on this host (Celery)
     return parser
 
 
@@ -119,6 +121,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return keys.run(args)
     if args.command in clientcli.COMMANDS:
         return clientcli.run(args)
+    if args.command == "worker":
+        return worker.run(args)
     try:
         settings = config.load(args.config, _overrides(args))
     except ConfigError as exc:

@@ -51,7 +51,7 @@ class Poster(Protocol):
 
 
 @implementer(IBodyProducer)
-class _Bytes:
+class BytesBody:
     """A request body already in memory, written at once (no cooperator, no thread)."""
 
     def __init__(self, data: bytes) -> None:
@@ -121,7 +121,7 @@ class AgentPoster:
         sent = Headers({b"User-Agent": [USER_AGENT.encode()]})
         for name, value in headers.items():
             sent.setRawHeaders(name.encode("ascii"), [value.encode("latin-1")])
-        d = self.agent.request(b"POST", url.encode("ascii"), sent, _Bytes(body))
+        d = self.agent.request(b"POST", url.encode("ascii"), sent, BytesBody(body))
         d.addCallback(self._answered)
         d.addTimeout(self.timeout, self.reactor)
         return d.addErrback(lambda failure: Outcome(error=describe(failure, self.timeout)))
