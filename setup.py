@@ -41,6 +41,9 @@ setup(
     extras_require={
         # browser jobs: Playwright drives Debian's Chromium (never a downloaded browser)
         "browser": ["playwright>=1.65,<2"],
+        # [cluster] launcher = celery: jobs run by `crawld worker`s on other hosts; Celery
+        # carries only "run attempt N of job J" through a Redis broker (issue 14)
+        "cluster": ["celery>=5.7,<6", "redis>=8.1,<9"],
         # Test tools are bounded to the releases known to work together: pytest 9.2
         # broke schemathesis 4.32's pytest plugin (issue 15). constraints.txt pins the
         # whole test environment exactly; these bounds keep an unpinned install close.
@@ -57,6 +60,9 @@ setup(
             # scrapyd's own client (scrapyd-deploy, scrapyd-client) against the listener
             "scrapyd-client>=2.0.3,<2.1",
             "requests>=2.34,<3",
+            # the cluster tests (issue 14) run the celery launcher against a real Redis
+            "celery>=5.7,<6",
+            "redis>=8.1,<9",
         ],
     },
     entry_points={"console_scripts": ["crawld = crawld.cli:main"]},
