@@ -108,6 +108,8 @@ class Daemon:
         """Wire the services, each given what it uses in its constructor: the event list
         first, then the store, the launcher, the supervisor and the services above it."""
         s = self.settings
+        # launcher = celery: checked first, so that a refusal leaves nothing to stop
+        dispatcher_for = self._celery_dispatcher() if s.launcher == "celery" else None
         self.events = JobEvents()
         self.store = Store(os.path.join(self.root, "crawld.db"), ThreadExecutor(self.reactor))
         # (with launcher = celery, jobs run on workers: no zygote here)
@@ -124,8 +126,8 @@ class Daemon:
                           items_dir=self.items_dir if s.items else None),
             self.spawner, self.browsers, reactor=self.reactor)
         self.remote: Optional[RemoteAttempts] = None
-        if s.launcher == "celery":
-            self.launcher, self.remote = self._celery(self.launcher)
+        if dispatcher_for is not None:
+            self.launcher, self.remote = self._celery(self.launcher, dispatcher_for)
         self.supervisor = Supervisor(
             self.reactor, self.store, self.launcher, self.events, self.log_dir, s.slots,
             s.kill_grace, Defaults(job_timeout=s.job_timeout, browser_timeout=s.browser_timeout,
@@ -182,21 +184,27 @@ class Daemon:
                 trusted_proxies=web.trusted_proxies),
             items_dir=self.items_dir if s.items else None))
 
-    def _celery(self, local: LocalLauncher) -> tuple[Any, RemoteAttempts]:
-        """``[cluster] launcher = celery``: the celery launcher and its attempts' books
-        (jobs a previous daemon ran here are settled by ``local``). Refuses to start
-        without a broker or without Celery installed."""
+    def _celery_dispatcher(self) -> Callable[..., Any]:
+        """``[cluster] launcher = celery``: what sends its messages (celery's
+        ``dispatcher_for``). Refuses to start without a broker or without Celery."""
         s = self.settings
         if not s.broker:
             raise ConfigError("[cluster] launcher = celery needs [cluster] broker = "
                               "redis://HOST:PORT/DB (the Redis that carries the jobs' "
                               "messages to the workers)")
         try:
-            from .launch.celery import CeleryLauncher, celery_dispatcher
-            dispatcher_for = celery_dispatcher(self.reactor, s.broker)
+            from .launch.celery import celery_dispatcher
+            return celery_dispatcher(self.reactor, s.broker)
         except ImportError as exc:
             raise ConfigError("[cluster] launcher = celery needs Celery and redis-py: "
                               f"pip install 'crawld[cluster]' ({exc})") from None
+
+    def _celery(self, local: LocalLauncher, dispatcher_for: Callable[..., Any]
+                ) -> tuple[Any, RemoteAttempts]:
+        """``[cluster] launcher = celery``: the celery launcher and its attempts' books
+        (jobs a previous daemon ran here are settled by ``local``)."""
+        from .launch.celery import CeleryLauncher
+        s = self.settings
         # the supervisor is built after the launcher: asked through it, once it exists
         canceling = lambda job_id: self.supervisor.canceling(job_id)  # noqa: E731
         attempts = RemoteAttempts(

@@ -62,6 +62,7 @@ def celery_app(broker: str) -> Any:
     """A Celery app for ``broker`` with crawld's settings (ImportError without the
     ``cluster`` extra)."""
     from celery import Celery
+    import redis  # noqa: F401  (the broker's client: missing, nothing could be sent)
     app = Celery("crawld", broker=broker, set_as_current=False)
     app.conf.update(CELERY_SETTINGS)
     # a publish fails fast when the broker is down: the dispatcher retries it
