@@ -176,6 +176,8 @@ class Cluster:
         """A worker is alive: its slots count, its attempts are not lost; the answer
         carries the signals to send and the attempts to kill."""
         signals_out, refuse = self.attempts.beat(worker, slots, queues, attempts)
+        for key in [k for k in self.held if self.attempts.current(k[0]) is None]:
+            del self.held[key]  # of attempts lost or refused since
         return {"signal": signals_out, "refuse": refuse}
 
     def ended(self, key: str, code: Optional[int], signal: Optional[int],

@@ -175,6 +175,13 @@ class TestWorker:
         assert r2.status_code == 200, r2.text
         return r.json()
 
+    def take(self, job: str) -> str:
+        """The job's message, claimed and started here; returns the attempt's key."""
+        _, body = self.message()
+        assert body["job"] == job
+        self.run(job, body["attempt"])
+        return f"{job}/{body['attempt']}"
+
     def output(self, key: str, stream: str, offset: int, data: bytes) -> requests.Response:
         return self.session.post(self.daemon.url + "/cluster/output",
                                  params={"key": key, "stream": stream, "offset": offset},
@@ -261,9 +268,7 @@ def test_cancel_goes_to_the_worker_in_the_heartbeat_answer(cluster):
     d, worker = cluster
     worker.start_beating()
     job = d.schedule("ok")
-    _, body = worker.message()
-    worker.run(job, body["attempt"])
-    key = f"{job}/{body['attempt']}"
+    key = worker.take(job)
     answer: dict = {}
     canceling = threading.Thread(
         target=lambda: answer.update(d.ok(d.post("/cancel-job.json", id=job))))
@@ -282,9 +287,7 @@ def test_a_silent_worker_is_lost_and_refused_when_it_comes_back(cluster):
     d, worker = cluster
     worker.beat()
     job = d.schedule("ok")
-    _, body = worker.message()
-    worker.run(job, body["attempt"])
-    key = f"{job}/{body['attempt']}"
+    key = worker.take(job)
     failed = d.wait_status(job, "FAILED", timeout=LOST_AFTER + 20)
     assert failed["reason"].startswith("worker lost: no heartbeat for ")
     assert failed["reason"].endswith(" s from worker w1")
@@ -315,9 +318,7 @@ def test_a_daemon_restart_leaves_the_remote_job_running(cluster):
     d, worker = cluster
     worker.start_beating()
     job = d.schedule("ok")
-    _, body = worker.message()
-    worker.run(job, body["attempt"])
-    key = f"{job}/{body['attempt']}"
+    key = worker.take(job)
     assert worker.output(key, "out", 0, b"before\n").status_code == 200
     assert d.stop() == 0
     d.start()
