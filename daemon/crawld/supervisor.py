@@ -28,7 +28,8 @@ from . import logs, outcomes
 from .launch.protocol import Attempt, Launcher, Started
 from .limits import Defaults, Limits, Watch
 from .model import Job, JobStatus
-from .process import Exit, signal_name
+from .outcomes import describe_exit  # noqa: F401  (where callers found it)
+from .process import Exit
 from .seams import Clock, EventSink, JobStore
 from .stats import JobStats, encode as encode_stats
 
@@ -50,19 +51,6 @@ class Running:
     kill_call: Any = None
     watch: Optional[Watch] = None
     waiters: list[Deferred] = field(default_factory=list)
-
-
-def describe_exit(exit: Exit) -> Optional[str]:
-    """A short reason for a failed exit, or None for success."""
-    if exit.ok:
-        return None
-    if exit.reason:
-        return exit.reason
-    if exit.code is None and exit.signal is None:
-        return "exit status unknown: the zygote that started the job ended before it"
-    if exit.signal is not None:
-        return f"killed by signal {signal_name(exit.signal)}"
-    return f"exit code {exit.code}"
 
 
 class Supervisor:
@@ -242,7 +230,7 @@ class Supervisor:
         elif run.cancel_reason is not None:
             status, reason = JobStatus.CANCELED, run.cancel_reason
         elif exit.ok:
-            reason = self._judge(run.job, stats)
+            reason = outcomes.judge_job(run.job, stats, self.fail_on)
             status = JobStatus.SUCCESSFUL if reason is None else JobStatus.FAILED
         else:
             status, reason = JobStatus.FAILED, describe_exit(exit)
@@ -285,20 +273,6 @@ class Supervisor:
         if again is not None and again.status is JobStatus.PENDING:
             self.events.publish(again)
             self.enqueue(job.id, again.priority)
-
-    def _judge(self, job: Job, stats: Optional[dict[str, Any]]) -> Optional[str]:
-        """Why a spider job that exited 0 failed after all (its fail-on conditions met
-        by its last stats), or None. Browser jobs are judged by their exit alone; a
-        spider that reported no stats (its project switched the extension off) too."""
-        if job.is_browser:
-            return None
-        conditions = outcomes.conditions_of(job.fail_on, self.fail_on)
-        if stats is None:
-            if conditions:
-                log.warn("job {id} exited 0 and reported no stats: fail-on ({what}) not "
-                         "checked", id=job.id, what=",".join(conditions))
-            return None
-        return outcomes.judge(conditions, stats)
 
     @inlineCallbacks
     def _record_later(self, job_id: str, status: JobStatus, now: float,
