@@ -215,8 +215,9 @@ class Daemon:
         launcher = CeleryLauncher(self.reactor, attempts, dispatcher_for,
                                   local.settle_orphan)
         log.info("jobs run on crawld workers through {broker} (heartbeat {hb:g} s, lost "
-                 "after {lost:g} s)", broker=broker_origin(s.broker), hb=s.heartbeat,
-                 lost=s.lost_after)
+                 "after {lost:g} s){url}", broker=broker_origin(s.broker), hb=s.heartbeat,
+                 lost=s.lost_after,
+                 url=f"; workers reach this daemon at {s.daemon_url}" if s.daemon_url else "")
         return launcher, attempts
 
     def _run_as(self) -> Optional[RunAs]:

@@ -21,6 +21,7 @@ from crawld.launch.local import LocalLauncher, LocalSettings
 from crawld.launch.spawner import DirectSpawner
 from crawld.model import Actor, Job, JobStatus
 from crawld.process import Exit
+from crawld.service import broker_origin
 from crawld.store import InlineExecutor, Store
 from crawld.supervisor import Supervisor
 from tests.conftest import wait_for
@@ -121,6 +122,7 @@ def test_cluster_options_are_checked(tmp_path):
     assert (s.launcher, s.broker, s.heartbeat, s.lost_after) == (
         "celery", "redis://10.0.0.5:6379/2", 1.0, 9.0)
     assert config.load().launcher == "local"
+    assert broker_origin("rediss://:secret@redis.example:6380/1") == "rediss://redis.example:6380"
     for bad in ("launcher = kubernetes", "broker = amqp://x", "lost-after = 0"):
         ini.write_text(f"[cluster]\n{bad}\n")
         with pytest.raises(ConfigError, match=r"\[cluster\]"):
