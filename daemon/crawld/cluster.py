@@ -95,9 +95,10 @@ class Cluster:
         self.attempts.claimed(key, worker)
         try:
             code = yield self._code(job)
-        except NotFound as exc:
-            self.attempts.finish(key, Exit(None, None, reason=f"could not start: {exc.msg}"))
-            raise Refused(f"attempt {key}: {exc.msg}") from None
+        except Exception as exc:  # no code to run (gone, unreadable): nothing starts
+            why = exc.msg if isinstance(exc, NotFound) else f"its code bundle failed: {exc}"
+            self.attempts.finish(key, Exit(None, None, reason=f"could not start: {why}"))
+            raise Refused(f"attempt {key}: {why}") from None
         return {"job": job_fields(job), "code": code}
 
     @inlineCallbacks

@@ -358,3 +358,14 @@ def test_routes_check_their_input_and_answer_404_without_a_cluster(world, tmp_pa
                            data=json.dumps({"worker": "w1", "slots": 1}).encode(),
                            headers={"Content-Type": ["application/json"]})
     assert code == 404 and "launcher = local" in body["msg"]
+
+
+def test_a_claim_whose_code_is_gone_ends_the_attempt(world, tmp_path):
+    world.beat()
+    job = world.job()
+    (tmp_path / "code" / "scrapy.cfg").unlink()
+    (tmp_path / "code").rmdir()  # the version was removed before the claim
+    code, body = world.claim(job.id, world.get(job.id).attempt)
+    assert code == 409 and "is not available" in body["msg"]
+    failed = world.get(job.id)
+    assert failed.status is JobStatus.FAILED and failed.reason.startswith("could not start")
