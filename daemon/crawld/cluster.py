@@ -83,7 +83,7 @@ class Cluster:
         """The first claim of the current attempt of a RUNNING job wins: fires with the
         job's fields and its code (project, version, hash; None for a browse)."""
         key = f"{job_id}/{number}"
-        self._remote(key)
+        remote = self._remote(key)
         if self.canceling(job_id):
             raise Refused(f"attempt {key}: the job is canceled")
         won = yield self.store.claim(job_id, number, worker)
@@ -94,7 +94,7 @@ class Cluster:
             raise Refused(f"attempt {key} is not the job's current attempt")
         self.attempts.claimed(key, worker)
         try:
-            code = yield self._code(job)
+            code = yield self._code(job, remote)
         except Exception as exc:  # no code to run (gone, unreadable): nothing starts
             why = exc.msg if isinstance(exc, NotFound) else f"its code bundle failed: {exc}"
             self.attempts.finish(key, Exit(None, None, reason=f"could not start: {why}"))
@@ -102,9 +102,9 @@ class Cluster:
         return {"job": job_fields(job), "code": code}
 
     @inlineCallbacks
-    def _code(self, job: Job):
+    def _code(self, job: Job, remote: Remote):
         """The code the attempt runs: the job's pinned version or the project's current
-        one now, with its bundle's hash (built if needed)."""
+        one now, with its bundle's hash (built if needed). Its dir is in use from now."""
         if job.kind == "browse":
             return None
         if job.version is not None:
@@ -118,6 +118,7 @@ class Cluster:
             version = names[0] if names else str(project.version)
         if directory is None or not os.path.isdir(directory):
             raise NotFound(f"project {job.project!r} version {version!r} is not available")
+        remote.cwd = directory
         digest = yield self.bundles.hash_of(directory)
         return {"project": job.project, "version": version, "hash": digest}
 

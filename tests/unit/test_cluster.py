@@ -194,6 +194,7 @@ def test_the_first_claim_wins_and_others_start_nothing(world):
     assert code == 200 and body["job"]["id"] == job.id and body["job"]["host"] == "w1"
     assert body["job"]["status"] == "RUNNING" and len(body["code"]["hash"]) == 64
     assert body["code"]["project"] == "demo" and body["code"]["version"] == "1"
+    assert world.launcher.in_use() == {str(world.log_dir.parent / "code")}
     zipped = result(world.cluster.code(body["code"]["hash"]))
     assert hashlib.sha256(zipped).hexdigest() == body["code"]["hash"]
     code, again = world.claim(job.id, number, "w2")

@@ -161,7 +161,9 @@ class CeleryLauncher:
         return 0  # a browser job's live events stay on its worker (not sent home)
 
     def in_use(self) -> set[str]:
-        return set()  # workers run from their own copies of the code
+        """The version dirs of claimed attempts' code (kept while they run: a bundle
+        is built from there, and a worker that restarts fetches it again)."""
+        return {r.cwd for r in self.remote.attempts.values() if r.cwd}
 
     def settle_orphan(self, job: Job) -> "Deferred[str]":
         return self.orphans(job)

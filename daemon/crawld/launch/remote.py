@@ -42,6 +42,7 @@ class Remote:
     pid: Optional[int] = None
     rss: int = 0
     signal: Optional[int] = None        # pending: repeated until the attempt ends
+    cwd: Optional[str] = None           # the version dir its code bundle came from
 
 
 @dataclass
