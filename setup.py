@@ -41,6 +41,9 @@ setup(
     extras_require={
         # browser jobs: Playwright drives Debian's Chromium (never a downloaded browser)
         "browser": ["playwright>=1.65,<2"],
+        # [cluster] launcher = celery: jobs run by `crawld worker`s on other hosts; Celery
+        # carries only "run attempt N of job J" through a Redis broker (issue 14)
+        "cluster": ["celery>=5.7,<6", "redis>=8.1,<9"],
         # Test tools are bounded to the releases known to work together: pytest 9.2
         # broke schemathesis 4.32's pytest plugin (issue 15). constraints.txt pins the
         # whole test environment exactly; these bounds keep an unpinned install close.
@@ -60,6 +63,9 @@ setup(
             # the dashboard's Firefox test speaks WebDriver BiDi to Debian's firefox-esr
             # over a WebSocket (tests/integration/bidi.py): Playwright cannot drive it
             "websockets>=17.4,<18",
+            # the cluster tests (issue 14) run the celery launcher against a real Redis
+            "celery>=5.7,<6",
+            "redis>=8.1,<9",
         ],
     },
     entry_points={"console_scripts": ["crawld = crawld.cli:main"]},

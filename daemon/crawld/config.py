@@ -100,6 +100,12 @@ class Settings:
     keep_alive: float = 15.0        # seconds of silence before a stream's keep-alive
     scrapyd_listen: tuple[Listen, ...] = ()  # the scrapyd listener's addresses (): off
     scrapyd_node_name: str = ""     # node_name in scrapyd's answers ("": the host name)
+    # [cluster] (issue 14; docs/cluster.md): jobs run by crawld workers on other hosts
+    launcher: str = "local"         # local | celery
+    broker: str = ""                # redis://HOST:PORT/DB or rediss://...; celery needs it
+    heartbeat: float = 2.0          # seconds between a worker's heartbeats
+    lost_after: float = 15.0        # seconds without a heartbeat before an attempt is lost
+    daemon_url: str = ""            # the URL workers use (informational)
 
     @property
     def slots(self) -> int:
@@ -276,6 +282,20 @@ def _optional_listen_list(text: str) -> tuple[Listen, ...]:
     return _listen_list(text) if text.strip() else ()
 
 
+def _launcher(text: str) -> str:
+    value = text.strip().lower()
+    if value not in ("local", "celery"):
+        raise ValueError("must be local or celery")
+    return value
+
+
+def _broker(text: str) -> str:
+    value = text.strip()
+    if value and not re.fullmatch(r"rediss?://\S+", value):
+        raise ValueError("must be a redis://HOST:PORT/DB or rediss://... URL")
+    return value
+
+
 def _node_name(text: str) -> str:
     name = text.strip()
     if len(name) > 255 or not name.isprintable():
@@ -344,6 +364,11 @@ OPTIONS: dict[tuple[str, str], tuple[str, Callable[[str], Any]]] = {
     ("events", "keep-alive"): ("keep_alive", _positive(float)),
     ("scrapyd", "listen"): ("scrapyd_listen", _optional_listen_list),
     ("scrapyd", "node-name"): ("scrapyd_node_name", _node_name),
+    ("cluster", "launcher"): ("launcher", _launcher),
+    ("cluster", "broker"): ("broker", _broker),
+    ("cluster", "heartbeat"): ("heartbeat", _positive(float)),
+    ("cluster", "lost-after"): ("lost_after", _positive(float)),
+    ("cluster", "daemon-url"): ("daemon_url", str),
 }
 
 

@@ -14,10 +14,9 @@ import sqlite3
 from dataclasses import fields
 from typing import Any, Callable, Iterable, Optional, Sequence
 
-
+from .claims import ClaimRows
 from .deliveries import DeliveryRows
 from .model import ACTIVE, COMPLETED, Actor, Job, JobStatus, Project, RanJob, Version
-
 from .migrations import ACTIVE_SQL, COMPLETED_SQL, MIGRATIONS, SCHEMA_VERSION
 
 COUNTERS = ("jobs-run", "jobs-successful", "jobs-failed", "jobs-canceled")
@@ -33,7 +32,8 @@ _GROUPS = {frozenset(COMPLETED): ("jobs_completed", COMPLETED_SQL),
 _JOB_COLUMNS = tuple(f.name for f in fields(Job))
 _COLUMN_LIST = ", ".join(_JOB_COLUMNS)
 _SELECT_JOB = f"SELECT {_COLUMN_LIST} FROM jobs"
-_STATUS_AT, _ACTOR_AT = _JOB_COLUMNS.index("status"), _JOB_COLUMNS.index("actor")
+_STATUS_AT, _ACTOR_AT, _RETRY_LOST_AT = (_JOB_COLUMNS.index(c) for c in
+                                         ("status", "actor", "retry_lost"))
 _STATUSES = {s.value: s for s in JobStatus}
 UUID_TEXT = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _ACTORS = {a.value: a for a in Actor}
@@ -48,6 +48,7 @@ def _row_to_job(row: Sequence[Any]) -> Job:
     values = list(row)
     values[_STATUS_AT] = _STATUSES[values[_STATUS_AT]]
     values[_ACTOR_AT] = _ACTORS[values[_ACTOR_AT]]
+    values[_RETRY_LOST_AT] = bool(values[_RETRY_LOST_AT])
     return Job(*values)
 
 
@@ -66,9 +67,9 @@ def _marks(values: Iterable[Any]) -> str:
     return ", ".join("?" for _ in values)
 
 
-class Database(DeliveryRows):
+class Database(DeliveryRows, ClaimRows):
     """The synchronous SQL layer. Use it from one thread only (Store sees to that).
-    Webhook deliveries' SQL is in deliveries.DeliveryRows."""
+    Webhook deliveries' SQL is in deliveries.DeliveryRows, claims' in claims.ClaimRows."""
 
     def __init__(self, path: str) -> None:
         self.conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
@@ -357,9 +358,10 @@ class Database(DeliveryRows):
         return totals, {name: found.get(name, 0) for name in ("PENDING", "RUNNING")}
 
     def unstart(self, job_id: str, now: float) -> None:
-        """Undo a RUNNING transition for a job whose process was never spawned."""
+        """Undo a RUNNING transition (a job that never ran, or lost before any item)."""
         with self._transaction():
             cur = self.conn.execute("UPDATE jobs SET status = 'PENDING', started = NULL, "
+                                    "host = NULL, pid = NULL, pid_started = NULL, "
                                     "updated = ? WHERE id = ? AND status = 'RUNNING'",
                                     (now, job_id))
             if cur.rowcount == 1:

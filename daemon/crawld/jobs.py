@@ -39,7 +39,7 @@ PURGE_PERIOD = 3600.0      # and check ages hourly even when nothing finishes
 
 LIMITS = ("timeout", "no_output_timeout", "max_log_size", "memory_limit")
 #: Fields a job keeps whether it runs now or is a template (its runs inherit them).
-PER_JOB = (*LIMITS, "webhook", "fail_on")
+PER_JOB = (*LIMITS, "webhook", "fail_on", "retry_lost")
 MISFIRE = ("once", "skip")
 OVERLAP = ("skip", "queue", "allow")
 MAX_JITTER = 86400.0
@@ -68,14 +68,20 @@ def validate_policies(tz: Optional[str] = None, jitter: Optional[str] = None,
                       no_output_timeout: Optional[str] = None,
                       max_log_size: Optional[str] = None,
                       memory_limit: Optional[str] = None,
-                      webhook: Optional[str] = None, fail_on: Optional[str] = None
-                      ) -> dict[str, Any]:
+                      webhook: Optional[str] = None, fail_on: Optional[str] = None,
+                      retry_lost: Optional[str] = None) -> dict[str, Any]:
     """Check schedule policy, limit, webhook and fail-on parameters (text from a
     request); return Job fields.
 
     ``webhook``: a URL the job's events are POSTed to (``none`` on update: remove it);
-    whether this server allows it is the webhooks service's call (``Jobs.vet_webhook``)."""
+    whether this server allows it is the webhooks service's call (``Jobs.vet_webhook``).
+    ``retry_lost`` (0 or 1): a job whose worker is lost before it wrote items is queued
+    again instead of FAILED ([cluster] launcher = celery)."""
     found: dict[str, Any] = {}
+    if retry_lost is not None and retry_lost != "":
+        if retry_lost not in ("0", "1"):
+            raise BadRequest("parameter 'retry-lost' must be 0 or 1")
+        found["retry_lost"] = retry_lost == "1"
     if webhook:
         try:
             found["webhook"] = None if webhook.lower() == "none" else check_url(webhook)

@@ -46,8 +46,9 @@ def register(sub: Any) -> None:
     ksub = keys.add_subparsers(dest="action", required=True)
     add = ksub.add_parser("add", help="create a key and print it (once)")
     _location(add, leaf=True)
-    add.add_argument("--role", required=True, choices=auth.ROLES,
-                     help="reader: read-only GETs; operator: everything")
+    add.add_argument("--role", required=True, choices=auth.KEY_ROLES,
+                     help="reader: read-only GETs; operator: everything; worker: a worker "
+                     "host's key for /cluster/* only ([cluster] launcher = celery)")
     add.add_argument("--name", default="", help="a label, e.g. who or what uses the key")
     _location(ksub.add_parser("list", help="list keys: id, role, created, name"), leaf=True)
     revoke = ksub.add_parser("revoke", help="delete a key")

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-SCHEMA_VERSION = 9
+SCHEMA_VERSION = 10
 
 #: The status groups of list-jobs.json as SQL, each with a partial index in (updated,
 #: seq) order (migration 4). The index is usable only for this very expression.
@@ -108,5 +108,12 @@ MIGRATIONS: dict[int, Sequence[str]] = {
           # finished before" walks it too, where no plan used the index it replaces.
         "CREATE INDEX jobs_status_finished ON jobs (status, finished)",
         "DROP INDEX jobs_by_finished",
+    ),
+    10: (  # jobs run by workers on other hosts (issue 14): the attempt a RUNNING job is
+           # on (unique across daemon restarts), the worker that claimed it (NULL: not
+           # claimed; the first claim wins) and the job's retry-lost=1
+        "ALTER TABLE jobs ADD COLUMN attempt INTEGER",
+        "ALTER TABLE jobs ADD COLUMN host TEXT",
+        "ALTER TABLE jobs ADD COLUMN retry_lost INTEGER NOT NULL DEFAULT 0",
     ),
 }

@@ -127,6 +127,12 @@ class Job:
     # equals) and the project version a job runs (None: the current one when it starts)
     priority: float = 0.0
     version: Optional[str] = None
+    # issue 14: the current attempt's number (unique across daemon restarts; None: never
+    # started), the worker that claimed it (None: not claimed, or run locally) and
+    # whether a lost attempt that wrote no items is queued again (schedule-job retry-lost)
+    attempt: Optional[int] = None
+    host: Optional[str] = None
+    retry_lost: bool = False
 
     @property
     def is_browser(self) -> bool:

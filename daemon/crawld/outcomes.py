@@ -17,7 +17,13 @@ from __future__ import annotations
 import re
 from typing import Any, Mapping, Optional, Sequence
 
+from twisted.logger import Logger
+
 from .errors import BadRequest
+from .model import Job
+from .process import Exit, signal_name
+
+log = Logger(namespace="crawld.supervisor")
 
 CONDITIONS = ("all-requests-failed", "no-items", "error-log", "unfinished")
 NONE = "none"
@@ -151,3 +157,32 @@ def judge(conditions: Sequence[str], stats: Optional[Mapping[str, Any]]) -> Opti
         if why is not None:
             met.append(f"{why} (fail-on {condition})")
     return "; ".join(met) or None
+
+
+def judge_job(job: Job, stats: Optional[Mapping[str, Any]],
+              default: Sequence[str]) -> Optional[str]:
+    """Why a job that exited 0 failed after all (its fail-on conditions, else
+    ``default``, met by its last stats), or None. Browser jobs are judged by their exit
+    alone; a spider that reported no stats (its project switched the extension off) too."""
+    if job.is_browser:
+        return None
+    conditions = conditions_of(job.fail_on, default)
+    if stats is None:
+        if conditions:
+            log.warn("job {id} exited 0 and reported no stats: fail-on ({what}) not "
+                     "checked", id=job.id, what=",".join(conditions))
+        return None
+    return judge(conditions, stats)
+
+
+def describe_exit(exit: Exit) -> Optional[str]:
+    """A short reason for a failed exit, or None for success."""
+    if exit.ok:
+        return None
+    if exit.reason:
+        return exit.reason
+    if exit.code is None and exit.signal is None:
+        return "exit status unknown: the zygote that started the job ended before it"
+    if exit.signal is not None:
+        return f"killed by signal {signal_name(exit.signal)}"
+    return f"exit code {exit.code}"

@@ -29,11 +29,17 @@ def signal_name(number: Optional[int]) -> Optional[str]:
 @dataclass(frozen=True)
 class Exit:
     """How a process ended: an exit code, or the signal that killed it, and the reason
-    the job itself gave for failing, when it gave one (a browser job's ``error``)."""
+    the job itself gave for failing, when it gave one (a browser job's ``error``).
+
+    ``lost``: a remote attempt whose worker stopped answering (its end is unknown);
+    ``retryable``: ... and it had written no items, so running it again duplicates
+    nothing (the supervisor queues it again when the job asked ``retry-lost=1``)."""
 
     code: Optional[int]
     signal: Optional[int]
     reason: Optional[str] = None
+    lost: bool = False
+    retryable: bool = False
 
     @property
     def ok(self) -> bool:

@@ -215,7 +215,8 @@ class Scheduler:
                    max_log_size=template.max_log_size, memory_limit=template.memory_limit,
                    webhook=template.webhook, args=template.args,
                    settings=template.settings, priority=template.priority,
-                   version=template.version, fail_on=template.fail_on)
+                   version=template.version, fail_on=template.fail_on,
+                   retry_lost=template.retry_lost)
 
     @inlineCallbacks
     def _fire(self, batch: list[tuple[str, float, bool, float]]):

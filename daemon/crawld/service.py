@@ -12,13 +12,17 @@ import pwd
 import shutil
 import socket
 from typing import Any, Callable, Optional
+from urllib.parse import urlsplit
 
 from twisted.internet import endpoints
 from twisted.internet.defer import inlineCallbacks
 from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
 
-from . import archive, auth, datadir
+from . import archive, auth, datadir, items as item_files
+from .bundles import Bundles
+from .cluster import Cluster
+from .launch.remote import RemoteAttempts
 from . import spec as specs
 from .browser import Browsers, Settings as BrowserSettings, find_browser
 from .config import Listen, Settings
@@ -52,6 +56,16 @@ from .webhooks import Webhooks, settings_of as webhook_settings
 from .waits import JobWaits
 
 log = Logger(namespace="crawld")
+
+
+def broker_origin(url: str) -> str:
+    """A broker URL as logs show it: scheme, host and port (never its password)."""
+    parts = urlsplit(url)
+    try:
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        port = ""
+    return f"{parts.scheme}://{parts.hostname or ''}{port}"
 
 
 class Daemon:
@@ -94,10 +108,13 @@ class Daemon:
         """Wire the services, each given what it uses in its constructor: the event list
         first, then the store, the launcher, the supervisor and the services above it."""
         s = self.settings
+        # launcher = celery: checked first, so that a refusal leaves nothing to stop
+        dispatcher_for = self._celery_dispatcher() if s.launcher == "celery" else None
         self.events = JobEvents()
         self.store = Store(os.path.join(self.root, "crawld.db"), ThreadExecutor(self.reactor))
-        self.spawner = (ZygoteSpawner(self.reactor, s.python, self.root) if s.preload
-                        else DirectSpawner(self.reactor))
+        # (with launcher = celery, jobs run on workers: no zygote here)
+        self.spawner = (ZygoteSpawner(self.reactor, s.python, self.root)
+                        if s.preload and s.launcher == "local" else DirectSpawner(self.reactor))
         self.browsers = Browsers(self.reactor, self.root, self.log_dir,
                                  BrowserSettings(find_browser(s.browser_executable),
                                                  s.kill_grace, s.screenshot_timeout),
@@ -108,6 +125,9 @@ class Daemon:
                           run_dir=self.run_dir, stats_interval=s.stats_interval,
                           items_dir=self.items_dir if s.items else None),
             self.spawner, self.browsers, reactor=self.reactor)
+        self.remote: Optional[RemoteAttempts] = None
+        if dispatcher_for is not None:
+            self.launcher, self.remote = self._celery(self.launcher, dispatcher_for)
         self.supervisor = Supervisor(
             self.reactor, self.store, self.launcher, self.events, self.log_dir, s.slots,
             s.kill_grace, Defaults(job_timeout=s.job_timeout, browser_timeout=s.browser_timeout,
@@ -117,11 +137,16 @@ class Daemon:
                                  s.python, archive.Limits(s.max_archive_files,
                                                           s.max_unpacked_size),
                                  s.list_timeout, self.launcher.in_use, run_as=run_as)
+        self.cluster = (Cluster(self.store, self.remote, self.projects,
+                                Bundles(os.path.join(self.root, "bundles")), self.log_dir,
+                                self.items_dir if s.items else None,
+                                self.supervisor.canceling)
+                        if self.remote is not None else None)
         self.webhooks = Webhooks(self.reactor, self.store, self.events, webhook_settings(s),
                                  view=job_dict)
         # the event stream's feed and the metrics observe the event list from the start
         self.feed = JobFeed(self.reactor, self.events, backlog=s.event_backlog)
-        self.metrics = Metrics(self.store, self.events, lambda: self.supervisor.slots,
+        self.metrics = Metrics(self.store, self.events, lambda: self.supervisor.capacity(),
                                self.spawner.up)
         zone = specs.zone(s.timezone) if s.timezone else None
         self.scheduler = Scheduler(self.reactor, self.store, self.supervisor.enqueue,
@@ -145,7 +170,8 @@ class Daemon:
                             max_archive=s.max_archive_size,
                             trusted_proxies=s.trusted_proxies,
                             max_event_streams=s.event_streams, keep_alive=s.keep_alive),
-            feed=self.feed, metrics=self.metrics, items_dir=self.items_dir)
+            feed=self.feed, metrics=self.metrics, items_dir=self.items_dir,
+            cluster=self.cluster)
         self.router = build_router(self.services)
         self.app = app_resource(self.router)
         web = self.services.web
@@ -157,6 +183,42 @@ class Daemon:
                 allowed_origins=web.allowed_origins, hostnames=web.hostnames,
                 trusted_proxies=web.trusted_proxies),
             items_dir=self.items_dir if s.items else None))
+
+    def _celery_dispatcher(self) -> Callable[..., Any]:
+        """``[cluster] launcher = celery``: what sends its messages (celery's
+        ``dispatcher_for``). Refuses to start without a broker or without Celery."""
+        s = self.settings
+        if not s.broker:
+            raise ConfigError("[cluster] launcher = celery needs [cluster] broker = "
+                              "redis://HOST:PORT/DB (the Redis that carries the jobs' "
+                              "messages to the workers)")
+        try:
+            from .launch.celery import celery_dispatcher
+            return celery_dispatcher(self.reactor, s.broker)
+        except ImportError as exc:
+            raise ConfigError("[cluster] launcher = celery needs Celery and redis-py: "
+                              f"pip install 'crawld[cluster]' ({exc})") from None
+
+    def _celery(self, local: LocalLauncher, dispatcher_for: Callable[..., Any]
+                ) -> tuple[Any, RemoteAttempts]:
+        """``[cluster] launcher = celery``: the celery launcher and its attempts' books
+        (jobs a previous daemon ran here are settled by ``local``)."""
+        from .launch.celery import CeleryLauncher
+        s = self.settings
+        # the supervisor is built after the launcher: asked through it, once it exists
+        canceling = lambda job_id: self.supervisor.canceling(job_id)  # noqa: E731
+        attempts = RemoteAttempts(
+            self.reactor, s.heartbeat, s.lost_after,
+            items_held=lambda job_id: (item_files.size(self.items_dir, job_id)
+                                       if s.items else 0),
+            canceling=canceling)
+        launcher = CeleryLauncher(self.reactor, attempts, dispatcher_for,
+                                  local.settle_orphan)
+        log.info("jobs run on crawld workers through {broker} (heartbeat {hb:g} s, lost "
+                 "after {lost:g} s){url}", broker=broker_origin(s.broker), hb=s.heartbeat,
+                 lost=s.lost_after,
+                 url=f"; workers reach this daemon at {s.daemon_url}" if s.daemon_url else "")
+        return launcher, attempts
 
     def _run_as(self) -> Optional[RunAs]:
         """``[crawld] run-as``: jobs (and ``scrapy list``) run as that user. crawld must
@@ -330,3 +392,4 @@ class Daemon:
         yield self.webhooks.stop()  # attempts in flight are recorded; the rest wait
         yield self.store.close()
         log.info("crawld stopped")
+

@@ -158,6 +158,11 @@ class Store:
     def set_stats(self, job_id: str, stats: str) -> "Deferred[Optional[Job]]":
         return self._call("set_stats", job_id, stats)
 
+    def claim(self, job_id: str, number: int, host: str) -> "Deferred[bool]":
+        """A worker claims attempt ``number`` of a RUNNING job: True for the first claim
+        (one UPDATE: atomic, and it holds across daemon restarts), False otherwise."""
+        return self._call("claim", job_id, number, host)
+
     def fire_templates(self, firings: Sequence[tuple[str, float, bool]],
                        make_child: Callable[[Job, float], Job],
                        clock: Callable[[], float]) -> "Deferred[list[Fired]]":

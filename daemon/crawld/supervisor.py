@@ -6,6 +6,11 @@ attempt ends (no polling loop). Every change of a job is published to the event 
 Reports from the launcher name their attempt, and one that does not match the attempt
 running (late, or a second time) is ignored: a remote launcher may report from elsewhere
 and more than once.
+
+A remote launcher (launch/celery.py) sets the number of slots (the capacity its live
+workers offer), keeps its attempts running across a daemon restart (detached at stop,
+adopted at start) and may report an attempt ``lost``: FAILED, or queued again when the
+job asked ``retry-lost`` and the attempt wrote no items.
 """
 from __future__ import annotations
 
@@ -23,7 +28,8 @@ from . import logs, outcomes
 from .launch.protocol import Attempt, Launcher, Started
 from .limits import Defaults, Limits, Watch
 from .model import Job, JobStatus
-from .process import Exit, signal_name
+from .outcomes import describe_exit  # noqa: F401  (where callers found it)
+from .process import Exit
 from .seams import Clock, EventSink, JobStore
 from .stats import JobStats, encode as encode_stats
 
@@ -45,19 +51,6 @@ class Running:
     kill_call: Any = None
     watch: Optional[Watch] = None
     waiters: list[Deferred] = field(default_factory=list)
-
-
-def describe_exit(exit: Exit) -> Optional[str]:
-    """A short reason for a failed exit, or None for success."""
-    if exit.ok:
-        return None
-    if exit.reason:
-        return exit.reason
-    if exit.code is None and exit.signal is None:
-        return "exit status unknown: the zygote that started the job ended before it"
-    if exit.signal is not None:
-        return f"killed by signal {signal_name(exit.signal)}"
-    return f"exit code {exit.code}"
 
 
 class Supervisor:
@@ -88,7 +81,10 @@ class Supervisor:
         self._arrivals = itertools.count()
         self.running: dict[str, Running] = {}
         self.stopping = False
-        self._numbers = itertools.count(1)
+        # attempt numbers are unique across daemon restarts (a worker's claim names one):
+        # milliseconds of the clock at start, so a later daemon's numbers are higher
+        self._numbers = itertools.count(max(1, int(reactor.seconds() * 1000)))
+        launcher.watch_capacity(self.pump)
 
     # -- queue ------------------------------------------------------------------------
     def enqueue(self, job_id: str, priority: float = 0.0) -> None:
@@ -99,8 +95,14 @@ class Supervisor:
 
     def pump(self) -> None:
         """Start queued jobs while slots are free."""
-        while self.queue and not self.stopping and len(self.running) < self.slots:
+        while self.queue and not self.stopping and len(self.running) < self.capacity():
             self._start(heapq.heappop(self.queue)[2])
+
+    def capacity(self) -> int:
+        """How many jobs may run now: the launcher's capacity (a remote launcher's live
+        workers' slots), or ``[crawld] slots``."""
+        offered = self.launcher.capacity()
+        return self.slots if offered is None else offered
 
     def is_running(self, job_id: str) -> bool:
         return job_id in self.running
@@ -109,7 +111,7 @@ class Supervisor:
         """(slots, jobs holding one, jobs queued for one) as status.json shows them. A
         job canceled while queued leaves the queue when its turn comes, so the last
         figure may count it until then."""
-        return self.slots, len(self.running), len(self.queue)
+        return self.capacity(), len(self.running), len(self.queue)
 
     def pid(self, job_id: str) -> Optional[int]:
         """The pid of a running job's process, once it has one."""
@@ -132,8 +134,9 @@ class Supervisor:
         except OSError as exc:
             no_logs = exc
         now = self.reactor.seconds()
+        number = next(self._numbers)
         job = yield self.store.transition(job_id, [JobStatus.PENDING], JobStatus.RUNNING,
-                                          now, started=now)
+                                          now, started=now, attempt=number, host=None)
         if job is None:  # canceled (or removed) while it waited
             self._release(job_id, run, None)
             return
@@ -150,7 +153,7 @@ class Supervisor:
                     reason=run.cancel_reason)
             self._release(job_id, run, final)
             return
-        run.attempt = Attempt(job, next(self._numbers))
+        run.attempt = Attempt(job, number)
         try:
             if no_logs is not None:
                 raise RuntimeError(f"cannot create its log files: {no_logs}")
@@ -212,12 +215,13 @@ class Supervisor:
     def _ended(self, exit: Exit, run: Running):
         job_id = run.job.id
         now = self.reactor.seconds()  # the end, before the freed slot starts another job
-        self.running.pop(job_id, None)
-        if run.kill_call is not None and run.kill_call.active():
-            run.kill_call.cancel()
-        if run.watch is not None:
-            run.watch.cancel()
+        self._forget(job_id, run)
         self.pump()
+        if exit.lost and run.cancel_reason is None:
+            if run.job.retry_lost and exit.retryable and not self.stopping:
+                yield self._retry(run)
+                return
+            run.fail_reason = exit.reason or "worker lost"
         if run.fail_reason is None and run.cancel_reason is None:
             run.fail_reason = self.limits.at_end(job_id, run.watch)
         stats = self.job_stats.finish(job_id)
@@ -226,7 +230,7 @@ class Supervisor:
         elif run.cancel_reason is not None:
             status, reason = JobStatus.CANCELED, run.cancel_reason
         elif exit.ok:
-            reason = self._judge(run.job, stats)
+            reason = outcomes.judge_job(run.job, stats, self.fail_on)
             status = JobStatus.SUCCESSFUL if reason is None else JobStatus.FAILED
         else:
             status, reason = JobStatus.FAILED, describe_exit(exit)
@@ -246,19 +250,29 @@ class Supervisor:
                  how=reason or "exit code 0")
         self._notify(run, job or run.job.evolve(status=status, updated=now, **fields))
 
-    def _judge(self, job: Job, stats: Optional[dict[str, Any]]) -> Optional[str]:
-        """Why a spider job that exited 0 failed after all (its fail-on conditions met
-        by its last stats), or None. Browser jobs are judged by their exit alone; a
-        spider that reported no stats (its project switched the extension off) too."""
-        if job.is_browser:
-            return None
-        conditions = outcomes.conditions_of(job.fail_on, self.fail_on)
-        if stats is None:
-            if conditions:
-                log.warn("job {id} exited 0 and reported no stats: fail-on ({what}) not "
-                         "checked", id=job.id, what=",".join(conditions))
-            return None
-        return outcomes.judge(conditions, stats)
+    def _forget(self, job_id: str, run: Running) -> None:
+        """The run holds no slot nor timer any more."""
+        if self.running.get(job_id) is run:
+            del self.running[job_id]
+        if run.kill_call is not None and run.kill_call.active():
+            run.kill_call.cancel()
+        if run.watch is not None:
+            run.watch.cancel()
+
+    @inlineCallbacks
+    def _retry(self, run: Running):
+        """A lost attempt that wrote no items, of a job that asked retry-lost: back to
+        PENDING and into the queue (its priority), to run as a new attempt."""
+        job = run.job
+        self.job_stats.finish(job.id)
+        yield self.store.unstart(job.id, self.reactor.seconds())
+        log.warn("job {id}: attempt {n} was lost before it wrote items; queued again "
+                 "(retry-lost)", id=job.id, n=run.attempt.number if run.attempt else "?")
+        again = yield self.store.get_job(job.id)
+        self._notify(run, None)
+        if again is not None and again.status is JobStatus.PENDING:
+            self.events.publish(again)
+            self.enqueue(job.id, again.priority)
 
     @inlineCallbacks
     def _record_later(self, job_id: str, status: JobStatus, now: float,
@@ -346,17 +360,39 @@ class Supervisor:
                                                    signals.SIGKILL)
 
     def stop(self) -> Deferred:
-        """Shutdown: start nothing more, end every running job, fire when all are recorded."""
+        """Shutdown: start nothing more, end every running job, fire when all are
+        recorded. Attempts the launcher detaches (remote ones) are left RUNNING: they go
+        on, and the next daemon adopts them."""
         self.stopping = True
-        waits = [self.cancel(job_id, SHUTDOWN_REASON) for job_id in list(self.running)]
+        waits = []
+        for job_id, run in list(self.running.items()):
+            if run.attempt is not None and self.launcher.detach(run.attempt):
+                log.info("job {id} goes on without the daemon (attempt {key})", id=job_id,
+                         key=run.attempt.key)
+                self._forget(job_id, run)
+                self._notify(run, None)
+                continue
+            waits.append(self.cancel(job_id, SHUTDOWN_REASON))
         return DeferredList([d for d in waits if d is not None], consumeErrors=True)
+
+    def canceling(self, job_id: str) -> bool:
+        """Whether a running job is being ended (canceled, expired, the daemon stops):
+        a worker that has not started it yet must not (launch/cluster)."""
+        run = self.running.get(job_id)
+        return run is not None and run.cancel_reason is not None
 
     # -- restart ----------------------------------------------------------------------
     @inlineCallbacks
     def recover(self, running: list[Job]):
-        """Settle jobs a previous daemon left RUNNING: the launcher ends whatever of
-        them still runs; each ends FAILED with the reason recorded, never re-run."""
+        """Jobs a previous daemon left RUNNING: the launcher adopts those that still run
+        elsewhere (remote attempts: they hold a slot and their reports resume); it ends
+        whatever of the others still runs, and each ends FAILED with the reason
+        recorded, never re-run."""
         for job in running:
+            attempt = yield self.launcher.adopt(job, self)
+            if attempt is not None:
+                self._adopt(job, attempt)
+                continue
             reason = yield self.launcher.settle_orphan(job)
             now = self.reactor.seconds()
             ended = yield self.store.transition(job.id, [JobStatus.RUNNING],
@@ -365,3 +401,14 @@ class Supervisor:
             log.warn("job {id}: {reason}", id=job.id, reason=reason)
             if ended is not None:
                 self.events.publish(ended)
+
+    def _adopt(self, job: Job, attempt: Attempt) -> None:
+        """A remote attempt of a previous daemon runs on: it holds a slot, and once a
+        worker has claimed it, its limits are armed as at its start."""
+        run = Running(job=job, attempt=attempt)
+        self.running[job.id] = run
+        log.info("job {id}: attempt {key} adopted", id=job.id, key=attempt.key)
+        if job.host is not None:
+            run.started = Started(job.pid, job.pid_started, job.host)
+            run.watch = self.limits.arm(job)
+            self.limits.watch_disk(self._running_ids)

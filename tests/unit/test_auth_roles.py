@@ -50,6 +50,14 @@ EXPECTED_ROLES = {  # every route the app serves: a new one must be decided here
     "/webhook-deliveries.json": "reader",  # attempts, codes and redacted URLs only
     "/events": "reader",   # job objects as list-jobs.json shows them, as they change
     "/metrics": "reader",  # counts and durations by project and spider
+    # issue 14: what crawld workers call, with worker keys only (and nothing else)
+    "/cluster/claim": "worker",
+    "/cluster/started": "worker",
+    "/cluster/output": "worker",
+    "/cluster/stats": "worker",
+    "/cluster/heartbeat": "worker",
+    "/cluster/ended": "worker",
+    "/cluster/code/<string:digest>.zip": "worker",
 }
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from twisted.internet.task import Clock
 
-from crawld import (auth, browser, feed, jobs, metrics, projects, status, supervisor, waits,
+from crawld import (auth, browser, cluster, feed, jobs, metrics, projects, status, supervisor, waits,
                     webhooks)
 from crawld.http import services as http_services
 from tests.unit import http_fakes
@@ -26,6 +26,7 @@ REAL = {
     http_services.WaitApi: waits.Wait,
     http_services.FeedApi: feed.JobFeed,
     http_services.MetricsApi: metrics.Metrics,
+    http_services.ClusterApi: cluster.Cluster,
 }
 FAKES = {
     http_services.JobsApi: http_fakes.FakeJobs,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import signal
 import uuid
-from typing import Optional
+from typing import Callable, Optional
 
 import pytest
 from twisted.internet.defer import Deferred, succeed
@@ -50,6 +50,18 @@ class FakeLauncher:
 
     def stop(self) -> "Deferred[None]":
         return succeed(None)
+
+    def capacity(self) -> Optional[int]:
+        return None
+
+    def watch_capacity(self, wake: Callable[[], None]) -> None:
+        pass
+
+    def adopt(self, job: Job, reporter: Reporter) -> "Deferred[Optional[Attempt]]":
+        return succeed(None)
+
+    def detach(self, attempt: Attempt) -> bool:
+        return False
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ import pytest
 
 from crawld.browser import Browsers
 from crawld.events import JobEvents
+from crawld.launch.celery import CeleryLauncher
 from crawld.launch.local import LocalLauncher
 from crawld.launch.protocol import Launcher, Reporter
 from crawld.projects import Projects
@@ -33,7 +34,7 @@ IMPLEMENTATIONS = [
     (ProjectCatalog, [Projects]),
     (BrowserRunner, [Browsers]),
     (Spawner, [DirectSpawner, ZygoteSpawner]),
-    (Launcher, [LocalLauncher, FakeLauncher]),
+    (Launcher, [LocalLauncher, CeleryLauncher, FakeLauncher]),
     (Reporter, [Supervisor]),
     (Poster, [AgentPoster, FakePoster]),
 ]

@@ -26,13 +26,13 @@ from .kdfpool import PasswordChecksBusy
 from .limiter import FAILED, PROVEN, VOID, FailureLimiter, TooManyAttempts
 from .passwords import DEFAULT_KDF, DEFAULT_REALM, KdfParams
 from .portal import Authenticator, Unauthorized
-from .roles import (ANONYMOUS, OPERATOR, READER, ROLES, Identity, authorize, is_loopback, must_refuse_start,
+from .roles import (ANONYMOUS, KEY_ROLES, OPERATOR, READER, ROLES, WORKER, Identity, authorize, is_loopback, must_refuse_start,
                     path_forms, required_role, resolve_mode, start_warning)
 
 __all__ = [
     "ANONYMOUS", "FAILED", "OPERATOR", "PROVEN", "READER", "VOID", "Authenticator", "Credentials",
     "CredentialsError", "DEFAULT_KDF", "DEFAULT_REALM", "FailureLimiter", "Identity", "KdfParams",
-    "PasswordChecksBusy", "ROLES", "TooManyAttempts", "TrustedProxies", "Unauthorized",
+    "PasswordChecksBusy", "ROLES", "KEY_ROLES", "WORKER", "TooManyAttempts", "TrustedProxies", "Unauthorized",
     "add_key", "add_user", "authorize", "client_address", "credentials_path", "is_loopback",
     "must_refuse_start", "path_forms", "read_credentials", "remove_user", "required_role",
     "resolve_mode", "revoke_key", "start_warning",

@@ -28,7 +28,7 @@ from twisted.logger import Logger
 from ..errors import ConfigError
 from .passwords import (DEFAULT_KDF, DEFAULT_REALM, KdfParams, digest_ha1, hash_password,
                         key_sha256, unb64, valid_realm)
-from .roles import ROLES, Clock
+from .roles import KEY_ROLES, ROLES, Clock
 
 log = Logger(namespace="crawld.auth")
 
@@ -118,7 +118,8 @@ def parse_credentials(data: Any) -> CredentialSet:
         _check(isinstance(k, dict), f"{who}: not an object")
         _check(isinstance(k.get("id"), str) and k["id"].startswith(KEY_PREFIX),
                f"{who}: bad id")
-        _check(k.get("role") in ROLES, f"{who}: role must be reader or operator")
+        _check(k.get("role") in KEY_ROLES,
+               f"{who}: role must be reader, operator or worker")
         _check(isinstance(k.get("sha256"), str) and len(k["sha256"]) == 64
                and bool(_HEX_RE.fullmatch(k["sha256"])), f"{who}: sha256 must be 64 hex")
         keys.append(ApiKey(k["id"], str(k.get("name") or ""), k["role"], k["sha256"],
@@ -227,15 +228,17 @@ def update_credentials(path: str, change: Callable[[CredentialSet], CredentialSe
         return new
 
 
-def _check_role(role: str) -> None:
-    if role not in ROLES:
-        raise CredentialsError(f"role must be reader or operator, not {role!r}")
+def _check_role(role: str, roles: tuple[str, ...] = ROLES) -> None:
+    if role not in roles:
+        raise CredentialsError(f"role must be {', '.join(roles[:-1])} or {roles[-1]}, "
+                               f"not {role!r}")
 
 
 def add_key(path: str, role: str, name: str = "", clock: Clock = time.time
             ) -> tuple[str, ApiKey]:
-    """Create an API key; returns (the key, to show once; its stored record)."""
-    _check_role(role)
+    """Create an API key; returns (the key, to show once; its stored record). Keys may
+    also have the worker role (a worker host's key, issue 14); users may not."""
+    _check_role(role, KEY_ROLES)
     if len(name) > 64 or any(not ch.isprintable() for ch in name):
         raise CredentialsError("key names are at most 64 printable characters")
     made: list[tuple[str, ApiKey]] = []

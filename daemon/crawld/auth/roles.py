@@ -19,8 +19,14 @@ Clock = Callable[[], float]
 
 READER = "reader"
 OPERATOR = "operator"
-ROLES = (READER, OPERATOR)
+#: A worker host's key (``crawld keys add --role worker``, issue 14): it may call the
+#: cluster's routes (/cluster/*) and nothing else, and only it may call them.
+WORKER = "worker"
+ROLES = (READER, OPERATOR)            # users' roles (people log in; workers do not)
+KEY_ROLES = (READER, OPERATOR, WORKER)
 _RANK = {READER: 1, OPERATOR: 2}
+#: The paths of the cluster's routes (every form of a request path is checked).
+CLUSTER_PREFIX = "/cluster/"
 
 MODES = ("none", "required")
 
@@ -87,19 +93,30 @@ def path_forms(path: str) -> set[str]:
 
 
 def required_role(method: str, path: str) -> str:
-    """The role a request needs: reader for GET and HEAD except ``OPERATOR_READS``,
-    operator for every other method (POST changes state; OPTIONS and unknown methods
-    are not reads crawld offers, so they get the strict answer)."""
+    """The role a request needs: worker for the cluster's routes (/cluster/*, however
+    the path is spelled), reader for GET and HEAD except ``OPERATOR_READS``, operator
+    for every other method (POST changes state; OPTIONS and unknown methods are not
+    reads crawld offers, so they get the strict answer)."""
+    forms = path_forms(path)
+    if any(p.lower().startswith(CLUSTER_PREFIX) or p.lower() == CLUSTER_PREFIX[:-1]
+           for p in forms):
+        return WORKER
     if method.upper() not in ("GET", "HEAD"):
         return OPERATOR
-    forms = path_forms(path)
     if any(rx.fullmatch(p) for rx in _OPERATOR_READS for p in forms):
         return OPERATOR
     return READER
 
 
 def authorize(identity: Identity, role_needed: str) -> None:
-    """Raise Forbidden (403) unless ``identity``'s role includes ``role_needed``."""
+    """Raise Forbidden (403) unless ``identity``'s role includes ``role_needed``. The
+    worker role is apart: it is needed for /cluster/* and gives nothing else."""
+    if role_needed == WORKER or identity.role == WORKER:
+        if identity.role != role_needed:
+            raise Forbidden(
+                "only worker keys may call /cluster/*" if role_needed == WORKER else
+                f"{identity.describe()} has the worker role: it may call /cluster/* only")
+        return
     if _RANK.get(identity.role, 0) < _RANK[role_needed]:
         raise Forbidden(f"this needs the {role_needed} role; {identity.describe()} has "
                         f"the {identity.role} role")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from twisted.web.resource import IResource
 
-from . import (routes_browser, routes_dashboard, routes_events, routes_jobs, routes_logs,
+from . import (routes_browser, routes_cluster, routes_dashboard, routes_events, routes_jobs, routes_logs,
                routes_meta, routes_metrics, routes_projects, routes_results, routes_session,
                routes_webhooks)
 from .helpers import ALL_METHODS, Router, error_response, install_error_handlers
@@ -18,7 +18,7 @@ from .services import Services
 #: The route modules, one per noun; each has ``register(router)``.
 ROUTE_MODULES = (routes_meta, routes_projects, routes_jobs, routes_logs, routes_results,
                  routes_browser, routes_webhooks, routes_events, routes_metrics, routes_session,
-                 routes_dashboard)
+                 routes_dashboard, routes_cluster)
 
 
 def build_router(services: Services) -> Router:

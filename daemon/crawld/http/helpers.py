@@ -43,7 +43,8 @@ log = Logger(namespace="crawld.api")
 
 ALL_METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")
 POLICY_PARAMS = ("tz", "jitter", "misfire", "misfire-grace", "overlap", "timeout",
-                 "no-output-timeout", "max-log-size", "memory-limit", "webhook", "fail-on")
+                 "no-output-timeout", "max-log-size", "memory-limit", "webhook", "fail-on",
+                 "retry-lost")
 #: GETs that make something happen (a post handed out, a screenshot taken): a page on
 #: another site must not trigger them with an <img> either.
 ACTING_GETS = {"/job-posts.json", "/job-screenshot.png"}

@@ -159,6 +159,31 @@ class WebhooksApi(Protocol):
 
 
 @runtime_checkable
+class ClusterApi(Protocol):
+    """cluster.Cluster: what workers ask (/cluster/*). Each call returns a dict (the
+    answer's fields) or a Deferred of one; a 409 is cluster.Refused (with ``extra``)."""
+
+    def timings(self) -> dict[str, float]: ...
+
+    def claim(self, worker: str, job_id: str, number: int) -> Deferred: ...
+
+    def started(self, worker: str, key: str, pid: Optional[int],
+                pid_started: Optional[float]) -> dict[str, Any]: ...
+
+    def output(self, key: str, stream: str, offset: int, data: bytes) -> dict[str, Any]: ...
+
+    def stats(self, key: str, stats: dict[str, Any]) -> dict[str, Any]: ...
+
+    def heartbeat(self, worker: str, slots: int, queues: list[str],
+                  attempts: list[dict[str, Any]]) -> dict[str, Any]: ...
+
+    def ended(self, key: str, code: Optional[int], signal: Optional[int],
+              reason: Optional[str], offsets: dict[str, int]) -> dict[str, Any]: ...
+
+    def code(self, digest: str) -> Deferred: ...
+
+
+@runtime_checkable
 class StatusApi(Protocol):
     """status.StatusReport: status.json's whole body, from counts kept in memory."""
 
@@ -266,6 +291,7 @@ class Services:
     streams: StreamGate = field(init=False, repr=False, compare=False)
     waits: WaitsApi = field(kw_only=True)
     event_streams: StreamGate = field(init=False, repr=False, compare=False)
+    cluster: Optional[ClusterApi] = field(default=None, kw_only=True)  # launcher = celery
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "streams", StreamGate(self.web.max_streams))
@@ -276,4 +302,4 @@ class Services:
 #: that keeps the real classes and the unit tests' fakes in step with them.
 PROTOCOLS: Sequence[type] = (ReactorApi, JobsApi, ProjectsApi, SupervisorApi, ChannelApi,
                              BrowsersApi, StatusApi, AuthenticatorApi, WebhooksApi,
-                             WaitsApi, WaitApi, FeedApi, MetricsApi)
+                             WaitsApi, WaitApi, FeedApi, MetricsApi, ClusterApi)

@@ -226,3 +226,19 @@ class LocalLauncher:
 
     def stop(self) -> "Deferred[None]":
         return self.spawner.stop()
+
+    # -- what remote launchers do, trivially (one machine) -----------------------------
+    def capacity(self) -> Optional[int]:
+        """None: the supervisor's ``[crawld] slots`` are this machine's."""
+        return None
+
+    def watch_capacity(self, wake: Callable[[], None]) -> None:
+        """This machine's capacity never changes while the daemon runs."""
+
+    def adopt(self, job: Job, reporter: Reporter) -> "Deferred[Optional[Attempt]]":
+        """None: a local job of a previous daemon is an orphan (settle_orphan)."""
+        return succeed(None)
+
+    def detach(self, attempt: Attempt) -> bool:
+        """False: a local job never outlives the daemon."""
+        return False

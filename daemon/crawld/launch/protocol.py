@@ -11,7 +11,7 @@ attempt it is running: the reports are idempotent.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Optional, Protocol
+from typing import Any, Callable, Optional, Protocol
 
 from twisted.internet.defer import Deferred
 
@@ -85,4 +85,19 @@ class Launcher(Protocol):
         with the reason to record (the job then ends FAILED; it is never re-run)."""
 
     def stop(self) -> "Deferred[None]":
-        """The daemon is stopping and every attempt has ended: release resources."""
+        """The daemon is stopping and every attempt has ended (or was detached): release
+        resources."""
+
+    def capacity(self) -> Optional[int]:
+        """Slots this launcher offers now; None: the supervisor's own ([crawld] slots)."""
+
+    def watch_capacity(self, wake: Callable[[], None]) -> None:
+        """Call ``wake`` whenever capacity may have grown (the supervisor pumps its queue)."""
+
+    def adopt(self, job: Job, reporter: Reporter) -> "Deferred[Optional[Attempt]]":
+        """A job a previous daemon left RUNNING that may still run elsewhere: its Attempt
+        (its reports resume through ``reporter``), or None: settle it with settle_orphan."""
+
+    def detach(self, attempt: Attempt) -> bool:
+        """At daemon stop: True when the attempt goes on without the daemon (remote); the
+        supervisor then leaves it RUNNING instead of ending it."""
