@@ -175,7 +175,7 @@ def test_jobs_wait_for_worker_slots_and_attempt_numbers_come_from_the_clock(worl
     assert world.messages == [(attempt.key, f"{first.id}.{running.attempt}", "crawld.spider",
                                {"job": first.id, "attempt": running.attempt,
                                 "kind": "spider"})]
-    assert task_id(attempt) == f"{first.id}.{running.attempt}"
+    assert task_id(attempt.job.id, attempt.number) == f"{first.id}.{running.attempt}"
     second = world.job(kind="browse")
     assert world.get(second.id).status is JobStatus.PENDING
     assert world.sup.load() == (1, 1, 1)

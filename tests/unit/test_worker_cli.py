@@ -71,6 +71,6 @@ def test_the_celery_contract() -> None:
     pytest.importorskip("celery")
     received = []
     app = worker.make_app("redis://127.0.0.1:1/0", received.append)
-    assert worker.TASK in app.tasks
-    app.tasks[worker.TASK]({"job": "j", "attempt": 1, "kind": "spider"})
+    assert worker.TASK_NAME in app.tasks
+    app.tasks[worker.TASK_NAME]({"job": "j", "attempt": 1, "kind": "spider"})
     assert received == [{"job": "j", "attempt": 1, "kind": "spider"}]

@@ -33,8 +33,9 @@ from .remote import RemoteAttempts
 log = Logger(namespace="crawld.cluster")
 
 TASK_NAME = "crawld.run"
-QUEUES = {"spider": "crawld.spider", "script": "crawld.browser", "browse": "crawld.browser"}
-#: The Celery settings both sides use (the worker adds ``worker_pool = "threads"``).
+#: ``crawld worker --queues`` names -> Celery queues; a job's kind picks one (queue_for).
+QUEUES = {"spider": "crawld.spider", "browser": "crawld.browser"}
+#: The Celery settings both sides use (the worker adds its own, worker.py).
 CELERY_SETTINGS: dict[str, Any] = {
     "task_acks_late": False,
     "worker_prefetch_multiplier": 1,
@@ -44,13 +45,20 @@ CELERY_SETTINGS: dict[str, Any] = {
     "accept_content": ["json"],
     "result_backend": None,
     "task_ignore_result": True,
+    "task_default_queue": QUEUES["spider"],
 }
 MAX_BACKOFF = 5.0
 
 
-def task_id(attempt: Attempt) -> str:
-    """``<job id>.<number>``: derived, so a duplicate send is one task."""
-    return f"{attempt.job.id}.{attempt.number}"
+def queue_for(kind: str) -> str:
+    """The Celery queue of a job kind: spiders on ``crawld.spider``, browser jobs
+    (script, browse) on ``crawld.browser``."""
+    return QUEUES["spider"] if kind == "spider" else QUEUES["browser"]
+
+
+def task_id(job_id: str, number: int) -> str:
+    """``<job id>.<number>``: derived, so a duplicate send of an attempt is one task."""
+    return f"{job_id}.{number}"
 
 
 def message(attempt: Attempt) -> dict[str, Any]:
@@ -148,7 +156,8 @@ class CeleryLauncher:
         return succeed(Started(None, None, "dispatched"))
 
     def _dispatch(self, attempt: Attempt) -> None:
-        self.dispatcher.submit(attempt.key, task_id(attempt), QUEUES[attempt.job.kind],
+        self.dispatcher.submit(attempt.key, task_id(attempt.job.id, attempt.number),
+                                   queue_for(attempt.job.kind),
                                message(attempt))
 
     def signal(self, attempt: Attempt, sig: int) -> None:

@@ -30,47 +30,25 @@ from typing import Any, Callable, Optional
 from twisted.logger import (FilteringLogObserver, LogLevel, LogLevelFilterPredicate, Logger,
                             globalLogBeginner, textFileLogObserver)
 
+from .celery import CELERY_SETTINGS, QUEUES, TASK_NAME, celery_app, queue_for, task_id  # noqa: F401  (the shared contract, re-exported)
+
 log = Logger(namespace="crawld.worker")
 
-TASK = "crawld.run"
-#: ``--queues`` names -> Celery queues; a job's kind picks its queue (queue_for).
-QUEUES = {"spider": "crawld.spider", "browser": "crawld.browser"}
 REAP_INTERVAL = 0.25
-#: Celery settings shared by the daemon (which sends) and the worker (which consumes).
-CELERY_SETTINGS: dict[str, Any] = {
-    "task_acks_late": False,            # early ack: a running task is never redelivered
-    "worker_prefetch_multiplier": 1,
-    "task_reject_on_worker_lost": False,
-    "broker_connection_retry_on_startup": True,
-    "task_serializer": "json",
-    "accept_content": ["json"],
-    "result_backend": None,             # no results: the daemon's store is the truth
-    "task_ignore_result": True,
-    "task_default_queue": QUEUES["spider"],
+#: What only the consuming side sets: crawld's log observer keeps the worker's output.
+WORKER_SETTINGS: dict[str, Any] = {
     "worker_hijack_root_logger": False,
     "worker_redirect_stdouts": False,
 }
 
 
-def queue_for(kind: str) -> str:
-    """The Celery queue of a job kind: spiders on ``crawld.spider``, browser jobs
-    (script, browse) on ``crawld.browser``."""
-    return QUEUES["spider"] if kind == "spider" else QUEUES["browser"]
-
-
-def task_id(job_id: str, number: int) -> str:
-    """``<job id>.<number>``: a duplicate send of one attempt is one task."""
-    return f"{job_id}.{number}"
-
-
 def make_app(broker: str, run: Optional[Callable[[dict], str]] = None) -> Any:
-    """The Celery app on ``broker``; with ``run``, the task ``crawld.run`` calls it with
-    the message (the worker side); without, the app only sends (the daemon side)."""
-    from celery import Celery
-    app = Celery("crawld", broker=broker, set_as_current=False)
-    app.conf.update(CELERY_SETTINGS)
+    """The Celery app on ``broker`` (celery.celery_app, the daemon's settings); with
+    ``run``, the task ``crawld.run`` calls it with the message (the worker side)."""
+    app = celery_app(broker)
+    app.conf.update(WORKER_SETTINGS)
     if run is not None:
-        @app.task(name=TASK, ignore_result=True)
+        @app.task(name=TASK_NAME, ignore_result=True)
         def crawld_run(message: dict) -> str:
             return run(message)
     return app
