@@ -56,6 +56,8 @@ setup(
             "scrapy-do==0.5.0",
             # scrapyd's own client (scrapyd-deploy, scrapyd-client) against the listener
             "scrapyd-client>=2.0.3,<2.1",
+            # python-scrapyd-api (what Gerapy drives scrapyd with) against the listener
+            "python-scrapyd-api>=2.1.2,<2.2",
             "requests>=2.34,<3",
         ],
     },

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-from typing import Any
+from typing import Any, Optional
 
 import requests
 
@@ -44,9 +44,10 @@ class ScrapydDaemon(DaemonProcess):
         return r.json()
 
 
-def scrapyd_daemon(tmp_path: Any, config: str = "") -> ScrapydDaemon:
+def scrapyd_daemon(tmp_path: Any, config: str = "", env: Optional[dict] = None
+                   ) -> ScrapydDaemon:
     """Started, with scrapyd's test user created first (so auth is required)."""
-    d = ScrapydDaemon(tmp_path, config)
+    d = ScrapydDaemon(tmp_path, config, env)
     r = subprocess.run([sys.executable, "-m", "crawld", "users", "--data-dir", d.data_dir,
                         "add", USER, "--role", "operator", "--password-stdin"],
                        input=PASSWORD + "\n", capture_output=True, text=True, timeout=60)
