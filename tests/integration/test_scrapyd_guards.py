@@ -5,18 +5,15 @@ streams, and ``schedule.json``'s settings meet the native API's refusals."""
 from __future__ import annotations
 
 import os
-from typing import Any
+import socket
 
 import psutil
-import requests
 
 from tests.conftest import wait_for
+from tests.integration.conftest import read_answer
 from tests.integration.scrapyd import scrapyd_daemon
 from tests.integration.test_early_answers import (GIB, MIB, pushed_until_refused,
                                                   spool_files)
-from tests.integration.conftest import read_answer
-
-import socket
 
 
 def connect(url: str) -> socket.socket:
@@ -38,8 +35,10 @@ def test_unauthenticated_gigabyte_eggs_get_scrapyds_401_before_their_body(tmp_pa
         daemon = psutil.Process(d.proc.pid)
         rss_before = daemon.memory_info().rss
         socks = [connect(d.scrapyd_url) for _ in range(5)]
-        for sock in socks[:4]:  # no credentials
-            sock.sendall(post_head("/addversion.json", GIB))
+        # no credentials: bodies under the limit (else the length alone is refused)
+        # and over it; no body byte sent yet
+        for sock, length in zip(socks[:4], (100 * MIB, 100 * MIB, GIB, GIB)):
+            sock.sendall(post_head("/addversion.json", length))
         # wrong ones (a Basic password checked in a thread, the body still not read)
         socks[4].sendall(post_head("/addversion.json", GIB,
                                    "Authorization: Basic aGVsbG8xMjM0NTpub3Bl"))
