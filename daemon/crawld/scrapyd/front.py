@@ -13,6 +13,7 @@ text, as scrapyd's do.
 """
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any, Callable, Optional
 
 from twisted.internet.defer import Deferred
@@ -63,7 +64,7 @@ def ok_answer(request: Any, s: ScrapydServices, data: Any) -> bytes:
     """An endpoint's answer (a dict, or its keys Encoded) with ``status: ok`` and
     ``node_name`` after its keys, as one encoding of the whole would write it."""
     if isinstance(data, Encoded):
-        return _send_json(request, b"{" + data + _tail(s.settings.node_name), 200)
+        return _send_json(request, b"".join((b"{", data, _tail(s.settings.node_name))), 200)
     data["status"] = "ok"
     return scrapyd_json(request, s, data)
 
@@ -131,6 +132,12 @@ NOT_THIS_HOST = ("this server is not known by the name in the Host header; add i
                  "[web] hostnames (a guard against DNS rebinding)")
 
 
+@lru_cache(maxsize=None)
+def _allow(methods: tuple[str, ...]) -> bytes:
+    """The ``Allow`` header of an endpoint taking ``methods``."""
+    return ", ".join(("OPTIONS", "HEAD") + methods).encode()
+
+
 class ScrapydRoot(Resource):
     """Serves every path of the listener (see the module docstring)."""
 
@@ -192,8 +199,10 @@ class ScrapydRoot(Resource):
                 return self.missing.render(request)
             return page(self.s, request)
         methods, fn = endpoint
+        if request.method == b"GET" and "GET" in methods and not request.body_too_large:
+            return self._answer(request, fn)  # polled (status, listjobs): nothing to check
         method = request.method.decode("ascii", "replace")
-        allow = ", ".join(("OPTIONS", "HEAD") + methods).encode()
+        allow = _allow(methods)
         if method == "OPTIONS":
             request.setHeader(b"Allow", allow)
             request.setResponseCode(204)

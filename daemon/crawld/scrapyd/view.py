@@ -160,7 +160,8 @@ class JobsView:
             self.running.pop(job_id, None)
             self.items.pop(job_id, None)
             self.entries.pop(job_id, None)
-        if any(self.finished.pop(job_id, None) is not None for job_id in list(gone)):
+        dropped = [job_id for job_id in gone if self.finished.pop(job_id, None) is not None]
+        if dropped:
             self._order = [key for key in self._order if key[2] not in gone]
             self.memo.clear()
 

@@ -245,12 +245,18 @@ def cancel(s: ScrapydServices, request: Any):
     return {"prevstate": state}
 
 
-def status(s: ScrapydServices, request: Any) -> dict[str, Any]:
-    """scrapyd's job state, from the view (no store round trip: status.json is polled)."""
+def status(s: ScrapydServices, request: Any) -> Encoded:
+    """scrapyd's job state, from the view (no store round trip: status.json is polled),
+    its answer encoded once per state."""
     job_id = param(request, "job")
     project = param(request, "project", required=False)
     known_project(s, project)
-    return {"currstate": s.view.state(job_id, project)}
+    return _CURRSTATE[s.view.state(job_id, project)]
+
+
+#: status.json's key, encoded, for each state
+_CURRSTATE = {state: Encoded(JSON.encode({"currstate": state})[1:-1].encode())
+              for state in ("pending", "running", "finished", None)}
 
 
 def listprojects(s: ScrapydServices, request: Any) -> dict[str, Any]:
@@ -314,11 +320,12 @@ def _listing(view: JobsView, project: Optional[str], listed: Optional[set[str]]
                 if j.id in view.items or view.items_dir is None:
                     view.entries[j.id] = entry  # its items answer is settled
             entries.append(entry)
-        finished = ", ".join(entries)
+        finished = ", ".join(entries).encode("ascii")  # (scrapyd's encoding is ASCII)
         if view.settled(ended):
             view.memo[key] = finished
-    return Encoded(f'"pending": [{", ".join(pending)}], "running": [{", ".join(running)}], '
-                   f'"finished": [{finished}]'.encode("ascii"))
+    return Encoded(b"".join((b'"pending": [', ", ".join(pending).encode("ascii"),
+                             b'], "running": [', ", ".join(running).encode("ascii"),
+                             b'], "finished": [', finished, b"]")))
 
 
 @inlineCallbacks
