@@ -250,3 +250,48 @@ def test_an_unknown_project_is_refused_before_the_view():
     from crawld.errors import BadRequest
     with pytest.raises(BadRequest, match="project 'zz' not found"):
         status(services(view), Request(job="a", project="zz"))
+
+
+class Counts:
+    """jobs.Jobs's status_counts (the store's), answered when the test says."""
+
+    def __init__(self) -> None:
+        from twisted.internet.defer import Deferred
+        self.asked: list[Deferred] = []
+        self.make = Deferred
+
+    def status_counts(self) -> Any:
+        d = self.make()
+        self.asked.append(d)
+        return d
+
+
+def test_daemonstatus_counts_are_kept_until_the_next_job_event():
+    from crawld.scrapyd.webservice import daemonstatus
+    view, events, _, _ = made()
+    jobs = Counts()
+    s = ScrapydServices(Clock(), jobs, Projects(), None, "/nowhere",
+                        ScrapydSettings(node_name="node-ü"), view=view,
+                        streams=StreamGate(4))
+
+    def ask() -> Any:
+        request = Request()
+        data = daemonstatus(s, request)
+        return request, data
+    request, data = ask()
+    jobs.asked[-1].callback({"PENDING": 2, "RUNNING": 1, "SUCCESSFUL": 3, "CANCELED": 1,
+                             "SCHEDULED": 9})
+    first = ok_answer(request, s, result(data))
+    assert first == whole({"pending": 2, "running": 1, "finished": 4})
+    for _ in range(3):  # from memory: the store is not asked again
+        request, data = ask()
+        assert ok_answer(request, s, data) == first
+    assert len(jobs.asked) == 1
+    events.publish(job("x", S.RUNNING, kind="browse", started=1.0))  # any job's event
+    request, data = ask()
+    assert len(jobs.asked) == 2
+    events.removed(["old"])  # an event while the store answers: not kept
+    jobs.asked[-1].callback({"RUNNING": 2})
+    assert json.loads(ok_answer(request, s, result(data)))["running"] == 2
+    ask()
+    assert len(jobs.asked) == 3

@@ -17,7 +17,9 @@ spider jobs that have started) and then kept by the job events (events.JobEvents
 - retention's removals (``JobEvents.removed``) drop finished ones with the store's rows.
 
 So the view holds exactly the spider jobs the store keeps, and the answers are those
-the store gave. Whether a job has an items file is known once it has started (the
+the store gave. daemonstatus.json counts every job (of every kind) in the store: its
+answer is kept from one event to the next (the counts move only with job events), and
+read again after. Whether a job has an items file is known once it has started (the
 launcher makes the file before the process) and holds until retention removes both: a
 listing of the items folder, in a thread, settles the jobs not known yet, once each.
 """
@@ -90,6 +92,10 @@ class JobsView:
         self.items: dict[str, bool] = {}   # settled: has the job an items file?
         self.memo: dict[Any, Any] = {}
         self.entries: dict[str, Any] = {}
+        #: daemonstatus.json's answer (the store's counts of every job), kept until the
+        #: next event of any job; ``generation`` counts the events
+        self.counts: Any = None
+        self.generation = 0
         self._early: Optional[list[tuple[str, Any]]] = []  # events before load(); then None
         events.subscribe(self.job_changed)
         events.subscribe_removed(self.jobs_removed)
@@ -121,6 +127,7 @@ class JobsView:
         if self._early is not None:
             self._early.append(("job", job))
             return
+        self.changed()
         if job.kind != "spider" or job.id in self.finished:
             return  # not scrapyd's, or over (a late report changes nothing)
         status, job_id = job.status, job.id
@@ -141,6 +148,11 @@ class JobsView:
             if job.started is not None:
                 self._finish(ran(job, job.pid or (before.pid if before else None)))
 
+    def changed(self) -> None:
+        """Some job changed, or went: the kept counts no longer hold."""
+        self.generation += 1
+        self.counts = None
+
     def _finish(self, row: RanJob) -> None:
         old = self.finished.get(row.id)
         if old is not None:
@@ -154,6 +166,7 @@ class JobsView:
         if self._early is not None:
             self._early.append(("removed", job_ids))
             return
+        self.changed()
         gone = set(job_ids)
         for job_id in gone:
             self.pending.pop(job_id, None)

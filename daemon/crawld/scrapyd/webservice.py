@@ -147,12 +147,24 @@ def find(s: ScrapydServices, job_id: str):
 
 
 # -- endpoints ------------------------------------------------------------------------
-@inlineCallbacks
-def daemonstatus(s: ScrapydServices, request: Any):
-    counts = yield s.jobs.status_counts()
-    return {"pending": counts.get("PENDING", 0), "running": counts.get("RUNNING", 0),
+def daemonstatus(s: ScrapydServices, request: Any) -> Union[Encoded, Deferred]:
+    """The store's counts of every job, kept in the view until the next job event
+    (only events move them), so that a poller does not wait on the store each time."""
+    view = s.view
+    if view.counts is not None:
+        return view.counts
+    generation = view.generation
+
+    def got(counts: dict[str, int]) -> Encoded:
+        answer = Encoded(JSON.encode({
+            "pending": counts.get("PENDING", 0), "running": counts.get("RUNNING", 0),
             "finished": sum(counts.get(st.value, 0) for st in
-                            (JobStatus.SUCCESSFUL, JobStatus.FAILED, JobStatus.CANCELED))}
+                            (JobStatus.SUCCESSFUL, JobStatus.FAILED, JobStatus.CANCELED)),
+        })[1:-1].encode())
+        if view.generation == generation:  # no event meanwhile: the counts still hold
+            view.counts = answer
+        return answer
+    return s.jobs.status_counts().addCallback(got)
 
 
 @inlineCallbacks
