@@ -12,8 +12,7 @@ import psutil
 from tests.conftest import wait_for
 from tests.integration.conftest import read_answer
 from tests.integration.scrapyd import scrapyd_daemon
-from tests.integration.test_early_answers import (GIB, MIB, pushed_until_refused,
-                                                  spool_files)
+from tests.integration.test_early_answers import GIB, MIB, bodies_not_read
 
 
 def connect(url: str) -> socket.socket:
@@ -32,8 +31,7 @@ def test_unauthenticated_gigabyte_eggs_get_scrapyds_401_before_their_body(tmp_pa
     os.makedirs(spool)
     d = scrapyd_daemon(tmp_path, env={"TMPDIR": spool})
     try:
-        daemon = psutil.Process(d.proc.pid)
-        rss_before = daemon.memory_info().rss
+        rss_before = psutil.Process(d.proc.pid).memory_info().rss
         socks = [connect(d.scrapyd_url) for _ in range(5)]
         # no credentials: bodies under the limit (else the length alone is refused)
         # and over it; no body byte sent yet
@@ -49,13 +47,7 @@ def test_unauthenticated_gigabyte_eggs_get_scrapyds_401_before_their_body(tmp_pa
             assert b'WWW-Authenticate: Basic realm="Scrapyd"' in head
             assert b"Connection: close" in head
             assert body == b"Unauthorized"
-        for sock in socks:
-            assert pushed_until_refused(sock, 256 * MIB) < 64 * MIB
-            sock.close()
-        assert spool_files(d.proc.pid, spool) == [] and os.listdir(spool) == []
-        assert daemon.memory_info().rss - rss_before < 32 * MIB
-        wait_for(lambda: d.log().count('"POST /addversion.json HTTP/1.1" 401 ') >= 5, 15,
-                 what="an access line for each refused upload")
+        bodies_not_read(d, socks, spool, rss_before, "/addversion.json")
         # with credentials, a length over the limit is 413 on the headers, scrapyd-shaped
         sock = connect(d.scrapyd_url)
         sock.sendall(post_head("/addversion.json", GIB,

@@ -169,14 +169,7 @@ def header_gate(s: Services, public: Callable[[bytes], bool] = lambda path: Fals
         check_host(s, request)
         if public(request.path):
             return None
-        checked = authenticate(s, request)
-        if checked is None:
-            request.authenticated = True
-            return None
-
-        def passed(_: Any) -> None:
-            request.authenticated = True
-        return checked.addCallback(passed)
+        return guards.let_in(request, authenticate(s, request))
     return gate
 
 

@@ -116,15 +116,8 @@ def header_gate(s: ScrapydServices) -> Callable[[Any], Optional[Deferred]]:
         if s.authenticator.mode == "none" and not guards.host_allowed(request,
                                                                       settings.hostnames):
             raise Forbidden(NOT_THIS_HOST)
-        checked = guards.authenticate(s.authenticator, settings.trusted_proxies, request,
-                                      query_key=False)
-        if checked is None:
-            request.authenticated = True
-            return None
-
-        def passed(_: Any) -> None:
-            request.authenticated = True
-        return checked.addCallback(passed)
+        return guards.let_in(request, guards.authenticate(
+            s.authenticator, settings.trusted_proxies, request, query_key=False))
     return gate
 
 
