@@ -295,3 +295,16 @@ def test_daemonstatus_counts_are_kept_until_the_next_job_event():
     assert json.loads(ok_answer(request, s, result(data)))["running"] == 2
     ask()
     assert len(jobs.asked) == 3
+
+
+def test_the_daemons_services_and_these_fakes_implement_the_protocols():
+    from crawld import auth, events as job_events, jobs, projects, supervisor
+    from crawld.scrapyd import services as sd, view as sd_view
+    from tests.unit.protocol_check import problems
+    real = {sd.ScrapydJobs: jobs.Jobs, sd.ScrapydProjects: projects.Projects,
+            sd.ScrapydAuthenticator: auth.Authenticator, sd_view.Holder: supervisor.Supervisor,
+            sd_view.Events: job_events.JobEvents, sd_view.Source: jobs.Jobs}
+    assert set(sd.PROTOCOLS) <= set(real)
+    fakes = {sd_view.Holder: Holder, sd_view.Source: Source}
+    for proto, cls in [*real.items(), *fakes.items()]:
+        assert problems(proto, cls) == [], (proto, cls)
