@@ -59,6 +59,8 @@ setup(
             "scrapy-do==0.5.0",
             # scrapyd's own client (scrapyd-deploy, scrapyd-client) against the listener
             "scrapyd-client>=2.0.3,<2.1",
+            # python-scrapyd-api (what Gerapy drives scrapyd with) against the listener
+            "python-scrapyd-api>=2.1.2,<2.2",
             "requests>=2.34,<3",
             # the dashboard's Firefox test speaks WebDriver BiDi to Debian's firefox-esr
             # over a WebSocket (tests/integration/bidi.py): Playwright cannot drive it

@@ -781,11 +781,20 @@ def _rps_worker(port: int, path: str, count: int, end: float,
 
 def measure_rps(d: Daemon, path: str, total: int, threads: int, max_s: float) -> float:
     """Successful requests per second on ``GET path`` (bounded count and time)."""
+    return measure_load(d, path, total, threads, max_s)[0]
+
+
+def measure_load(d: Daemon, path: str, total: int, threads: int, max_s: float
+                 ) -> tuple[float, float]:
+    """(successful requests per second, the daemon's CPU seconds per request) on
+    ``GET path`` (bounded count and time). The CPU is the daemon process's own over
+    the timed part: on a shared machine it moves far less than the rate does."""
     warm = [0]
     _rps_worker(d.port, path, 20, time.perf_counter() + 5, warm, [], 0)
     done = [0] * threads
     errors: list[str] = []
     per_thread = total // threads
+    cpu0 = d.cpu_s()[0]
     t0 = time.perf_counter()
     end = t0 + min(max_s, max(1.0, GLOBAL_DEADLINE.remaining() - 30))
     workers = [threading.Thread(target=_rps_worker,
@@ -796,10 +805,11 @@ def measure_rps(d: Daemon, path: str, total: int, threads: int, max_s: float) ->
     for w in workers:
         w.join()
     elapsed = time.perf_counter() - t0
+    cpu = d.cpu_s()[0] - cpu0
     if errors:
         raise RuntimeError(f"{d.name}: {len(errors)} failed requests on {path}, "
                            f"first: {errors[0]}")
-    return sum(done) / elapsed
+    return sum(done) / elapsed, cpu / max(1, sum(done))
 
 
 @dataclass

@@ -18,6 +18,9 @@ Measured per daemon:
 * ``status_rps``       - requests/s on ``status.json?job=<a finished job>``;
 * ``listjobs_rps``     - requests/s on ``listjobs.json?project=...`` (the finished
                          jobs of the run so far, the same number on both);
+* ``*_cpu_us``         - the daemon process's CPU per request during each of those
+                         loads (microseconds; steadier than req/s on a shared machine,
+                         where the client threads compete with the daemons for cores);
 * ``rss_idle_mib`` / ``rss_after_burst_mib`` - the daemon's RSS.
 
 Usage::
@@ -44,6 +47,9 @@ METRICS: dict[str, tuple[str, bool]] = {
     "daemonstatus_rps": ("req/s", True),
     "status_rps": ("req/s", True),
     "listjobs_rps": ("req/s", True),
+    "daemonstatus_cpu_us": ("us", False),
+    "status_cpu_us": ("us", False),
+    "listjobs_cpu_us": ("us", False),
     "rss_idle_mib": ("MiB", False),
     "rss_after_burst_mib": ("MiB", False),
 }
@@ -108,8 +114,10 @@ def repetition(daemons: list[core.Daemon], res: core.Results, broken: set[str],
     for d in core.interleaved(daemons, rep):
         for metric, path in rps_paths(last.get(d.name, "none")):
             def rps(d: core.Daemon = d, metric: str = metric, path: str = path) -> None:
-                res.add(d.name, metric, core.measure_rps(
-                    d, path, args.rps_requests, args.rps_threads, args.rps_seconds))
+                rate, cpu = core.measure_load(d, path, args.rps_requests, args.rps_threads,
+                                              args.rps_seconds)
+                res.add(d.name, metric, rate)
+                res.add(d.name, metric.replace("_rps", "_cpu_us"), cpu * 1e6)
             core.guarded(d, res, broken, f"{metric} {tag}", rps)
     for d in daemons:
         if d.name not in broken:

@@ -19,6 +19,9 @@ So, on every connection:
   nothing more read from it, until it answers; ``Expect: 100-continue`` is answered only
   once the request is let in. A chunked body (no length declared) gets its 413 the
   moment it passes ``max_body``.
+- **The answer's shape** is the native API's JSON error, or what the site's
+  ``refusal(request, error)`` makes (the scrapyd listener's: scrapyd's 401 and its
+  error JSON), with ``Connection: close`` added.
 - **Connections** past the site's ``limits`` (connections.ConnectionLimits) get 503
   and are closed at once.
 
@@ -58,6 +61,9 @@ PHRASES = {408: b"Request Timeout", 414: b"URI Too Long", 429: b"Too Many Reques
 #: headers are set): returns None to let the body in, or a Deferred that fires to let it
 #: in later; raising, or failing, with a CrawldError refuses it with that error's answer.
 Gate = Callable[[Any], Optional[Deferred]]
+#: Makes the answer to a refusal in a site's own shape: (request or None, the error)
+#: -> (HTTP code, headers as name -> values, body).
+Refusal = Callable[[Any, CrawldError], tuple[int, dict[bytes, list[bytes]], bytes]]
 
 
 def too_large(max_body: int) -> TooLarge:
@@ -298,21 +304,28 @@ class DeadlineChannel(HTTPChannel):
                 error.code = 500
         self.closing, self.persistent, self.in_body, self.paused = True, False, False, False
         self.dataReceived = self.rawDataReceived = self.lineReceived = _ignore  # type: ignore
-        phrase = PHRASES.get(error.code) or RESPONSES.get(error.code, b"Error")
-        body = json.dumps({"status": "error", "msg": error.msg},
-                          ensure_ascii=False).encode("utf-8") + b"\n"
-        headers = Headers({b"Content-Type": [b"application/json"],
-                           b"Cache-Control": [b"no-store"],
-                           b"Content-Length": [b"%d" % len(body)],
-                           b"Connection": [b"close"]})
-        for name, values in answer_headers(request, error).items():
-            headers.setRawHeaders(name, [str(v) for v in values])
-        self.writeHeaders(b"HTTP/1.1", b"%d" % error.code, phrase, headers)
-        self.transport.write(body)
         site = getattr(self, "site", None)
+        answer = getattr(site, "refusal", None)
+        if answer is not None:  # the site's own shape (the scrapyd listener's)
+            code, raw, body = answer(request, error)
+            headers = Headers(raw)
+            headers.setRawHeaders(b"Connection", [b"close"])
+        else:
+            code = error.code
+            body = json.dumps({"status": "error", "msg": error.msg},
+                              ensure_ascii=False).encode("utf-8") + b"\n"
+            headers = Headers({b"Content-Type": [b"application/json"],
+                               b"Cache-Control": [b"no-store"],
+                               b"Content-Length": [b"%d" % len(body)],
+                               b"Connection": [b"close"]})
+            for name, values in answer_headers(request, error).items():
+                headers.setRawHeaders(name, [str(v) for v in values])
+        phrase = PHRASES.get(code) or RESPONSES.get(code, b"Error")
+        self.writeHeaders(b"HTTP/1.1", b"%d" % code, phrase, headers)
+        self.transport.write(body)
         if request is not None and site is not None:
             request.code, request.code_message, request.sentLength = (
-                error.code, phrase, len(body))
+                code, phrase, len(body))
             site.log(request)
         self.loseConnection()
         self.arm(CLOSE_GRACE)

@@ -248,7 +248,7 @@ class Database(DeliveryRows, ClaimRows):
         where, args = "kind = 'spider' AND started IS NOT NULL", []
         if project is not None:
             where, args = where + " AND project = ?", [project]
-        columns = "id, project, spider, status, pid, started, finished, updated"
+        columns = "id, project, spider, status, pid, started, finished, updated, seq"
         order = "ORDER BY updated DESC, seq DESC"
         running = self.conn.execute(
             f"SELECT {columns} FROM jobs WHERE status = 'RUNNING' AND {where} {order}", args)

@@ -5,10 +5,14 @@ publishes a job as it starts and ends, the jobs service as a user creates, pause
 cancels it, the scheduler as it fires; counters, retention, overlap queues and project
 clean-up subscribe (and the event stream, metrics and webhooks of later issues will).
 An observer that raises is logged and the others still run.
+
+Removal is a change too: retention deletes completed jobs in batches and tells the
+observers of removals their identifiers (``removed``), so that a view of the jobs kept
+in memory (the scrapyd listener's) drops them when the store does.
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Sequence
 
 from twisted.logger import Logger
 
@@ -17,6 +21,8 @@ from .model import Job
 log = Logger(namespace="crawld.events")
 
 Observer = Callable[[Job], None]
+#: Told the identifiers of jobs the store no longer has (retention removed them).
+RemovalObserver = Callable[[Sequence[str]], None]
 
 
 class JobEvents:
@@ -24,6 +30,7 @@ class JobEvents:
 
     def __init__(self) -> None:
         self._observers: list[Observer] = []
+        self._removal_observers: list[RemovalObserver] = []
 
     def subscribe(self, observer: Observer) -> Callable[[], None]:
         """Call ``observer(job)`` at every change from now on; returns an unsubscribe."""
@@ -37,3 +44,20 @@ class JobEvents:
                 observer(job)
             except Exception:
                 log.failure("an observer of job {id} failed", id=job.id)
+
+    def subscribe_removed(self, observer: RemovalObserver) -> Callable[[], None]:
+        """Call ``observer(job_ids)`` whenever jobs are removed from the store from now
+        on; returns an unsubscribe."""
+        self._removal_observers.append(observer)
+        return lambda: (self._removal_observers.remove(observer)
+                        if observer in self._removal_observers else None)
+
+    def removed(self, job_ids: Sequence[str]) -> None:
+        """Tell every removal observer that the jobs ``job_ids`` are gone."""
+        if not job_ids:
+            return
+        for observer in list(self._removal_observers):
+            try:
+                observer(job_ids)
+            except Exception:
+                log.failure("an observer of {n} removed job(s) failed", n=len(job_ids))

@@ -118,6 +118,20 @@ def authenticate(authenticator: Any, trusted_proxies: tuple[Any, ...], request: 
     return None
 
 
+def let_in(request: Any, checked: Optional[Deferred]) -> Optional[Deferred]:
+    """Mark ``request`` ``authenticated`` once ``checked`` (``authenticate``'s answer:
+    None, or a Deferred) passes: a channel's gate decided it on its headers, and its
+    route need not ask again (a Digest nonce count is accepted once, and a password
+    need not be checked twice). Returns what the gate returns."""
+    if checked is None:
+        request.authenticated = True
+        return None
+
+    def passed(_: Any) -> None:
+        request.authenticated = True
+    return checked.addCallback(passed)
+
+
 #: A request with this header (any value) gets its 401 without ``WWW-Authenticate``:
 #: the dashboard asks for credentials itself, and a Basic or Digest challenge would
 #: make the browser pop its own login dialog over the page (``X-Crawld-Client:

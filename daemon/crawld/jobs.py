@@ -466,6 +466,7 @@ class Jobs:
         self.purge_periodic = self.reactor.callLater(PURGE_PERIOD, self._purge_logged)
         cutoff = self.reactor.seconds() - self.max_age
         removed = yield self.store.purge(self.completed_cap, cutoff)
+        self.events.removed(removed)
         if removed:
             yield self.to_thread(self._remove_files, removed)
             log.info("retention: removed {n} completed job(s) and their logs", n=len(removed))

@@ -11,6 +11,8 @@ from typing import Any, Callable, Optional
 
 from twisted.internet.defer import Deferred
 
+from .errors import TooManyStreams
+
 EXTENSIONS = ("out", "err")
 CHUNK = 64 * 1024
 FOLLOW_INTERVAL = 0.2
@@ -148,3 +150,35 @@ class Follower:
 
     def stopProducing(self) -> None:
         self._gone(None)
+
+
+class StreamGate:
+    """The followed logs and file downloads open at once, against ``[web] max-streams``:
+    one count for both listeners (the native API's get-log and downloads, the scrapyd
+    listener's ``/logs/`` and ``/items/`` files)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.open = 0
+
+    @property
+    def full(self) -> bool:
+        return self.open >= self.limit
+
+
+def stream(gate: StreamGate, reactor: Any, request: Any, fh: Any,
+           still_running: Callable[[], bool]) -> Deferred:
+    """Stream a file to the client (following it while ``still_running()``) within
+    ``gate``: past ``[web] max-streams`` the file is closed and TooManyStreams (429)
+    raised. Fires once the file is sent (or the client went away)."""
+    if gate.full:
+        fh.close()
+        raise TooManyStreams(f"{gate.open} log and file streams are open, the most "
+                             f"[web] max-streams allows; retry later")
+    gate.open += 1
+    follower = Follower(reactor, request, fh, still_running)
+
+    def closed(result: Any) -> Any:
+        gate.open -= 1
+        return result
+    return follower.done.addBoth(closed)

@@ -71,6 +71,7 @@ class RanJob(NamedTuple):
     started: float
     finished: Optional[float]
     updated: float
+    seq: int = 0           # the row's insertion order: listings order equal times by it
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
 from .channel import (BODY_MIN_RATE, BODY_TIMEOUT, HEADER_TIMEOUT, IDLE_TIMEOUT,
-                      DeadlineChannel, Gate, too_large)
+                      DeadlineChannel, Gate, Refusal, too_large)
 from .connections import ConnectionLimits
 from .errors import BadRequest
 from .metrics import UNMATCHED
@@ -194,8 +194,8 @@ def redact_query(uri: str) -> str:
     Names are compared as the API reads them (percent-decoded), so ``k%65y=`` is
     redacted too."""
     path, sep, query = uri.partition("?")
-    if not sep:
-        return uri
+    if not sep or not ("k" in query or "K" in query or "%" in query):
+        return uri  # no name can be ``key`` (status.json?job=<id> is polled hard)
     pieces = []
     for piece in re.split(r"([&;])", query):
         name = piece.split("=", 1)[0]
@@ -328,6 +328,9 @@ class AccessLogSite(Site):
 
     gate: Optional[Gate] = None
     limits: Optional[ConnectionLimits] = None
+    #: (request or None, CrawldError) -> (code, headers, body) of an early refusal in
+    #: this site's shape; None: the native API's JSON error (channel.DeadlineChannel)
+    refusal: Optional[Refusal] = None
 
     def __init__(self, resource: Any, access_log: Optional[Callable[[str], None]],
                  clock: Callable[[], float] = time.time,
@@ -358,12 +361,14 @@ def make_site(resource: Any, max_body: int, header_timeout: float = HEADER_TIMEO
               clock: Callable[[], float] = time.time,
               record: Optional[Callable[[str, int, float], None]] = None,
               body_timeout: float = BODY_TIMEOUT, body_min_rate: int = BODY_MIN_RATE,
-              gate: Optional[Gate] = None, limits: Optional[ConnectionLimits] = None) -> Site:
+              gate: Optional[Gate] = None, limits: Optional[ConnectionLimits] = None,
+              refusal: Optional[Refusal] = None) -> Site:
     """A Site serving ``resource`` with bodies limited to ``max_body`` bytes, deadlines
     for request headers and bodies (``body_timeout`` s plus 1 s per ``body_min_rate``
     bytes), an idle timeout for connections, each request with a body decided by
     ``gate`` on its headers (None: only its declared length is), connections counted by
-    ``limits`` (None: no cap), each request's access line handed to ``access_log``
+    ``limits`` (None: no cap), early refusals shaped by ``refusal`` (None: the native
+    API's JSON errors), each request's access line handed to ``access_log``
     (None: not logged) and its route, code and duration to ``record`` (the metrics;
     None: not recorded). See channel.py."""
     # Twisted would decode form bodies itself, on the reactor thread: parse_body does it.
@@ -372,6 +377,7 @@ def make_site(resource: Any, max_body: int, header_timeout: float = HEADER_TIMEO
                          timeout=idle_timeout)
     site.gate = gate
     site.limits = limits
+    site.refusal = refusal
     site.protocol = type("CrawldChannel", (DeadlineChannel,),
                          {"header_timeout": header_timeout, "body_timeout": body_timeout,
                           "body_min_rate": body_min_rate})

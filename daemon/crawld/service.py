@@ -35,7 +35,8 @@ from .http.routes_dashboard import dashboard_files
 from .http.routes_meta import openapi_json
 from .server import make_site
 from .http.services import Services, WebSettings
-from .scrapyd import ScrapydServices, ScrapydSettings, build_scrapyd_app
+from .scrapyd import (JobsView, ScrapydServices, ScrapydSettings, build_scrapyd_app,
+                      error_answer, scrapyd_gate)
 from .jobs import Jobs
 from .projects import Projects
 from .scheduler import Scheduler
@@ -175,14 +176,21 @@ class Daemon:
         self.router = build_router(self.services)
         self.app = app_resource(self.router)
         web = self.services.web
-        self.scrapyd_app = build_scrapyd_app(ScrapydServices(
-            self.reactor, self.jobs, self.projects, self.services.authenticator,
-            self.log_dir, ScrapydSettings(
-                node_name=s.scrapyd_node_name or socket.gethostname(),
-                max_body=web.max_body, max_archive=web.max_archive,
-                allowed_origins=web.allowed_origins, hostnames=web.hostnames,
-                trusted_proxies=web.trusted_proxies),
-            items_dir=self.items_dir if s.items else None))
+        self.scrapyd_view: Optional[JobsView] = None
+        self.scrapyd_services: Optional[ScrapydServices] = None
+        if s.scrapyd_listen:
+            # subscribed now, before jobs.start() publishes orphans' ends; loaded in start()
+            items_dir = self.items_dir if s.items else None
+            self.scrapyd_view = JobsView(self.events, self.supervisor, items_dir,
+                                         deferToThread)
+            self.scrapyd_services = ScrapydServices(
+                self.reactor, self.jobs, self.projects, self.services.authenticator,
+                self.log_dir, ScrapydSettings(
+                    node_name=s.scrapyd_node_name or socket.gethostname(),
+                    max_body=web.max_body, max_archive=web.max_archive,
+                    allowed_origins=web.allowed_origins, hostnames=web.hostnames,
+                    trusted_proxies=web.trusted_proxies),
+                items_dir=items_dir, view=self.scrapyd_view, streams=self.services.streams)
 
     def _celery_dispatcher(self) -> Callable[..., Any]:
         """``[cluster] launcher = celery``: what sends its messages (celery's
@@ -339,16 +347,21 @@ class Daemon:
             self.addresses.append(address)
             log.info("crawld listening on {scheme}://{address}", address=address,
                      scheme=scheme)
-        if self.settings.scrapyd_listen:
-            # the same deadlines and connection caps (shared with the native listener);
-            # a body's declared length is checked on its headers, its credentials when
-            # scrapyd's routes read it (no header gate: scrapyd's auth is its own face's)
-            scrapyd_site = make_site(self.scrapyd_app, self.services.web.max_body,
+        if self.scrapyd_services is not None and self.scrapyd_view is not None:
+            yield self.scrapyd_view.load(self.jobs)  # scrapyd's jobs, in memory from now
+            # the same deadlines, connection caps (shared with the native listener) and
+            # decision on a body's headers (Host, credentials, role, declared length),
+            # refusals in scrapyd's shape (its 401 Unauthorized)
+            sd = self.scrapyd_services
+            scrapyd_site = make_site(build_scrapyd_app(sd), self.services.web.max_body,
                                      header_timeout=s.header_timeout,
                                      idle_timeout=s.idle_timeout,
                                      access_log=self.access_log, clock=self.reactor.seconds,
                                      body_timeout=s.body_timeout,
-                                     body_min_rate=s.body_min_rate, limits=limits)
+                                     body_min_rate=s.body_min_rate, limits=limits,
+                                     gate=scrapyd_gate(sd),
+                                     refusal=lambda request, error: error_answer(
+                                         sd, error, transport=True))
             for listen in self.settings.scrapyd_listen:
                 address = yield self._listen(listen, scrapyd_site)
                 self.scrapyd_addresses.append(address)

@@ -113,6 +113,13 @@ class Supervisor:
         figure may count it until then."""
         return self.capacity(), len(self.running), len(self.queue)
 
+    def holding(self, job_id: str) -> Optional[Job]:
+        """The job, as the store has it RUNNING, while it holds a slot: from its move to
+        RUNNING, before its process is reported started (when it is published), until
+        its end. None when the supervisor holds no slot for it, or has not moved it."""
+        run = self.running.get(job_id)
+        return run.job if run is not None else None
+
     def pid(self, job_id: str) -> Optional[int]:
         """The pid of a running job's process, once it has one."""
         run = self.running.get(job_id)

@@ -2,10 +2,15 @@
 (``hello12345`` / ``67890world``, an operator) and a listener on a free port."""
 from __future__ import annotations
 
+import fcntl
+import os
 import re
+import shutil
+import socket
 import subprocess
 import sys
-from typing import Any
+from pathlib import Path
+from typing import Any, Optional
 
 import requests
 
@@ -44,11 +49,56 @@ class ScrapydDaemon(DaemonProcess):
         return r.json()
 
 
-def scrapyd_daemon(tmp_path: Any, config: str = "") -> ScrapydDaemon:
+def scrapyd_daemon(tmp_path: Any, config: str = "", env: Optional[dict] = None
+                   ) -> ScrapydDaemon:
     """Started, with scrapyd's test user created first (so auth is required)."""
-    d = ScrapydDaemon(tmp_path, config)
+    d = ScrapydDaemon(tmp_path, config, env)
     r = subprocess.run([sys.executable, "-m", "crawld", "users", "--data-dir", d.data_dir,
                         "add", USER, "--role", "operator", "--password-stdin"],
                        input=PASSWORD + "\n", capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     return d.start()
+
+
+def tool_venv(name: str, requirements: list[str]) -> Path:
+    """A virtualenv of its own for a tool of the scrapyd world (ScrapydWeb, Gerapy:
+    their pins clash with crawld's test environment) with ``requirements`` installed,
+    made the first time under a cache folder (``CRAWLD_TEST_CACHE``, else
+    ``~/.cache/crawld-tests``), under a lock: test runs on one machine share it."""
+    cache = Path(os.environ.get("CRAWLD_TEST_CACHE")
+                 or Path.home() / ".cache" / "crawld-tests")
+    cache.mkdir(parents=True, exist_ok=True)
+    venv = cache / name
+    marker = venv / ".requirements"
+    wanted = "\n".join(requirements) + "\n"
+    with open(cache / f".{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if marker.exists() and marker.read_text() == wanted:
+            return venv
+        shutil.rmtree(venv, ignore_errors=True)
+        for argv in ([sys.executable, "-m", "venv", str(venv)],
+                     [str(venv / "bin" / "python"), "-m", "pip", "install", "-q",
+                      "--disable-pip-version-check", *requirements]):
+            done = subprocess.run(argv, capture_output=True, text=True, timeout=900)
+            assert done.returncode == 0, (argv, done.stdout, done.stderr)
+        marker.write_text(wanted)
+    return venv
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def stop_process(proc: Optional[subprocess.Popen]) -> None:
+    """End a tool's server this test started (SIGTERM, SIGKILL after 30 s), if any."""
+    if proc is None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()

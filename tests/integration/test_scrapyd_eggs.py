@@ -86,8 +86,18 @@ def test_eggs_are_versions_that_run_with_arguments_settings_and_logs(tmp_path):
         assert d.sd_get("/listversions.json", project="demo")["versions"] == ["1_0"]
         assert "echo" in d.sd_get("/listspiders.json", project="demo")["spiders"]
 
+        # a setting no job may set is refused, as the native API refuses it (scrapyd's
+        # shape: 200, status error, the message), and nothing is scheduled
+        refused = d.sd_post("/schedule.json", project="demo", spider="echo", jobid="echo-1",
+                            color="blue", setting=["CRAWLD_ECHO=x", "TELNETCONSOLE_ENABLED=1"])
+        assert refused["status"] == "error" and refused["message"].startswith(
+            "setting TELNETCONSOLE_ENABLED may not be set on a job: Scrapy's telnet console")
+        assert d.sd_get("/status.json", job="echo-1")["currstate"] is None
+        native = d.post("/schedule-job.json", project="demo", spider="echo", when="now",
+                        setting="TELNETCONSOLE_ENABLED=1").json()
+        assert native["msg"] == refused["message"]
         sent = d.sd_post("/schedule.json", project="demo", spider="echo", jobid="echo-1",
-                         color="blue", setting=["CRAWLD_ECHO=x", "TELNETCONSOLE_ENABLED=1"])
+                         color="blue", setting=["CRAWLD_ECHO=x"])
         assert sent["jobid"] == "echo-1" and sent["status"] == "ok"
         said = d.said("echo-1")
         assert said["job"] == "echo-1" and said["color"] == "blue" and said["setting"] == "x"

@@ -7,19 +7,15 @@ own, made once under a cache folder (``CRAWLD_TEST_CACHE``, else
 ``~/.cache/crawld-tests``), as bench/ makes scrapyd's."""
 from __future__ import annotations
 
-import fcntl
-import os
-import shutil
-import socket
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import requests
 
 from tests.conftest import wait_for
-from tests.integration.scrapyd import PASSWORD, USER, scrapyd_daemon
+from tests.integration.scrapyd import (PASSWORD, USER, free_port, scrapyd_daemon,
+                                      stop_process, tool_venv)
 from tests.integration.test_scrapyd_eggs import build_egg, finished
 
 #: ScrapydWeb 1.6.0 and every package it resolved to on Python 3.11, pinned (in a venv
@@ -43,32 +39,8 @@ ENABLE_MONITOR = False
 
 
 def scrapydweb_venv() -> Path:
-    """The virtualenv with ScrapydWeb, made the first time (under a lock: test runs on
-    one machine share it)."""
-    cache = Path(os.environ.get("CRAWLD_TEST_CACHE")
-                 or Path.home() / ".cache" / "crawld-tests")
-    cache.mkdir(parents=True, exist_ok=True)
-    venv = cache / "scrapydweb-1.6.0"
-    marker = venv / ".requirements"
-    wanted = "\n".join(REQUIREMENTS) + "\n"
-    with open(cache / ".scrapydweb.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if marker.exists() and marker.read_text() == wanted:
-            return venv
-        shutil.rmtree(venv, ignore_errors=True)
-        for argv in ([sys.executable, "-m", "venv", str(venv)],
-                     [str(venv / "bin" / "python"), "-m", "pip", "install", "-q",
-                      "--disable-pip-version-check", *REQUIREMENTS]):
-            done = subprocess.run(argv, capture_output=True, text=True, timeout=600)
-            assert done.returncode == 0, (argv, done.stdout, done.stderr)
-        marker.write_text(wanted)
-    return venv
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """The virtualenv with ScrapydWeb, made the first time."""
+    return tool_venv("scrapydweb-1.6.0", REQUIREMENTS)
 
 
 def page(base: str, path: str) -> str:
@@ -129,11 +101,5 @@ def test_scrapydweb_lists_the_node_projects_jobs_and_shows_log_and_stats(tmp_pat
         assert '<td id="finish_reason">finished</td>' in stats
         assert "job-1" in page(base, "/1/logs/demo/ok/")
     finally:
-        if web is not None:
-            web.terminate()
-            try:
-                web.wait(30)
-            except subprocess.TimeoutExpired:
-                web.kill()
-                web.wait()
+        stop_process(web)
         d.stop()

@@ -127,3 +127,30 @@ def test_configuration_reference_documents_every_option():
     doc = (ROOT / "docs" / "configuration.md").read_text()
     rows = set(re.findall(r"^\| `(\w+)` \| `([a-z-]+)` \|", doc, re.M))
     assert rows == set(config.OPTIONS)
+
+
+def test_job_identifiers_in_openapi_are_crawlds_not_uuids():
+    """A job's identifier matches model.JOB_ID_RE (scrapyd's ``jobid`` may name it):
+    every schema of one says so; only webhook deliveries' identifiers are UUIDs."""
+    from crawld.model import JOB_ID_RE
+    spec = yaml.safe_load(SPEC.read_text())
+    uuids, job_ids = [], 0
+
+    def walk(node, where):
+        nonlocal job_ids
+        if isinstance(node, dict):
+            if node.get("format") == "uuid":
+                uuids.append(where)
+            if node.get("pattern") == f"^{JOB_ID_RE.pattern}$":
+                job_ids += 1
+            for key, value in node.items():
+                walk(value, f"{where}/{key}")
+        elif isinstance(node, list):
+            for i, value in enumerate(node):
+                walk(value, f"{where}/{i}")
+    walk(spec, "")
+    assert uuids == ["/webhooks/jobEvent/post/parameters/1/schema",  # X-Crawld-Delivery
+                     "/webhooks/jobEvent/post/requestBody/content/application/json/schema"
+                     "/allOf/1/properties/delivery",
+                     "/components/schemas/Delivery/properties/delivery"]
+    assert job_ids >= 30

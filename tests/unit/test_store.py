@@ -562,7 +562,7 @@ def test_ran_spider_jobs_are_the_started_spider_jobs_newest_change_first(db):
                    kind="browser"))
     running, done = db.ran_spider_jobs()
     assert [tuple(r) for r in running] == [
-        ("run", "p", "s", S.RUNNING, 42, 4.0, None, 5.0)]
+        ("run", "p", "s", S.RUNNING, 42, 4.0, None, 5.0, 1)]  # seq: the first row
     assert [r.id for r in done] == ["new", "old"]
     assert done[1].status is S.SUCCESSFUL and done[1].finished == 2.0
     running, done = db.ran_spider_jobs("q")

@@ -32,7 +32,7 @@ from werkzeug.routing import RequestRedirect
 
 from .. import auth, guards, logs
 from ..guards import allow_origin, host_allowed, refuse_cross_site
-from ..errors import (BadRequest, CrawldError, Forbidden, NotFound, TooLarge, TooManyStreams,
+from ..errors import (BadRequest, CrawldError, Forbidden, NotFound, TooLarge,
                       is_disk_full)
 from ..channel import PHRASES, too_large
 from ..jobs import parse_seconds, validate_policies
@@ -170,14 +170,7 @@ def header_gate(s: Services, public: Callable[[bytes], bool] = lambda path: Fals
         check_host(s, request)
         if public(request.path):
             return None
-        checked = authenticate(s, request)
-        if checked is None:
-            request.authenticated = True
-            return None
-
-        def passed(_: Any) -> None:
-            request.authenticated = True
-        return checked.addCallback(passed)
+        return guards.let_in(request, authenticate(s, request))
     return gate
 
 
@@ -193,18 +186,7 @@ def stream(s: Services, request: Any, fh: Any, still_running: Callable[[], bool]
            ) -> Deferred:
     """Stream a file to the client (following it while ``still_running()``), within
     the cap on concurrent streams: past ``[web] max-streams`` the client gets 429."""
-    gate = s.streams
-    if gate.full:
-        fh.close()
-        raise TooManyStreams(f"{gate.open} log and file streams are open, the most "
-                             f"[web] max-streams allows; retry later")
-    gate.open += 1
-    follower = logs.Follower(s.reactor, request, fh, still_running)
-
-    def closed(result: Any) -> Any:
-        gate.open -= 1
-        return result
-    return follower.done.addBoth(closed)
+    return logs.stream(s.streams, s.reactor, request, fh, still_running)
 
 
 def follow_file(s: Services, request: Any, fh: Any, content_type: bytes, job_id: str,

@@ -15,6 +15,7 @@ from typing import (Any, Callable, Mapping, Optional, Protocol, Sequence, Union,
 from twisted.internet.defer import Deferred
 from twisted.internet.threads import deferToThread
 
+from ..logs import StreamGate
 from ..model import Project, Version
 from ..seams import Clock
 
@@ -233,18 +234,6 @@ class MetricsApi(Protocol):
 
     def render(self) -> Deferred:
         """Fires with (body, content type)."""
-
-
-class StreamGate:
-    """The followed logs and file downloads open at once, against ``[web] max-streams``."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.open = 0
-
-    @property
-    def full(self) -> bool:
-        return self.open >= self.limit
 
 
 @dataclass(frozen=True)

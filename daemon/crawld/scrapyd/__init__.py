@@ -9,10 +9,14 @@ both need is below them (``guards``, ``server``, ``auth``).
   the services as it uses them;
 - ``front``: the root resource: authentication (Basic, scrapyd's ``Unauthorized``),
   the guards, body limits, OPTIONS, errors as scrapyd gives them;
+- ``view``: ``JobsView``, scrapyd's jobs in memory, kept by the job events (what
+  status.json, listjobs.json and the pages show, without a store round trip);
 - ``webservice``: the ``*.json`` endpoints;
 - ``pages``: the HTML pages (``/``, ``/jobs``) and ``/logs/...``.
 """
-from .front import build_scrapyd_app
+from .front import build_scrapyd_app, error_answer, header_gate as scrapyd_gate
 from .services import ScrapydServices, ScrapydSettings
+from .view import JobsView
 
-__all__ = ["ScrapydServices", "ScrapydSettings", "build_scrapyd_app"]
+__all__ = ["JobsView", "ScrapydServices", "ScrapydSettings", "build_scrapyd_app",
+           "error_answer", "scrapyd_gate"]

@@ -25,7 +25,7 @@ from twisted.web.util import redirectTo
 from .. import items as item_files, logs
 from ..model import JOB_ID_RE, Job, RanJob
 from .services import ScrapydServices
-from .webservice import items_url, jobs_with_items
+from .webservice import item_ids, items_url
 
 #: the jobs table's columns; "Items" only when crawld keeps items, as scrapyd shows it
 #: only with a local items_dir
@@ -88,9 +88,9 @@ def _row(headers: tuple[str, ...], cells: dict[str, Any]) -> str:
 def jobs_page(s: ScrapydServices, request: Any):
     base = base_path(request)
     now = s.reactor.seconds()
-    pending = [j for j in (yield s.jobs.pending()) if j.kind == "spider"]
-    running, finished = yield s.jobs.ran_spider_jobs()
-    with_items = yield jobs_with_items(s)
+    view = s.view
+    pending, running, finished = view.queued(), view.started(), view.ended()
+    with_items = yield item_ids(s, running + finished)
     headers = tuple(h for h in HEADERS if h != "Items" or s.items_dir)
 
     def cancel(job: Listed) -> str:
@@ -206,10 +206,9 @@ def _not_found(request: Any) -> bytes:
 @inlineCallbacks
 def _jobs_with_files(s: ScrapydServices, folder: Folder):
     """The spider jobs that have run and have a file in ``folder``."""
-    running, finished = yield s.jobs.ran_spider_jobs()
-    ran = running + finished
+    ran = s.view.started() + s.view.ended()
     if folder is ITEMS:
-        with_items = yield jobs_with_items(s)
+        with_items = yield item_ids(s, ran)
         ran = [j for j in ran if j.id in with_items]
     return ran
 
@@ -276,8 +275,9 @@ def _job_file(s: ScrapydServices, request: Any, folder: Folder, ran: list[RanJob
         fh.close()
         return b""
     # streamed in chunks, paused when the client reads slowly; not followed: scrapyd
-    # serves the file as it is (get-log on the native API follows a running job's)
-    yield logs.Follower(s.reactor, request, fh, lambda: False).done
+    # serves the file as it is (get-log on the native API follows a running job's).
+    # It counts against [web] max-streams with the native API's streams (429 past it)
+    yield logs.stream(s.streams, s.reactor, request, fh, lambda: False)
     return None
 
 

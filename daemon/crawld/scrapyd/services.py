@@ -10,8 +10,10 @@ from typing import Any, Callable, Mapping, Optional, Protocol, Sequence, Union
 from twisted.internet.defer import Deferred
 from twisted.internet.threads import deferToThread
 
+from ..logs import StreamGate
 from ..model import Project, Version
 from ..seams import Clock
+from .view import JobsView
 
 
 class ScrapydJobs(Protocol):
@@ -93,6 +95,12 @@ class ScrapydServices:
     to_thread: Callable[..., Deferred] = deferToThread
     #: spider jobs' items files (items.py); None when crawld keeps none ([crawld] items)
     items_dir: Optional[str] = None
+    #: scrapyd's jobs in memory, kept by the job events (status.json, listjobs.json,
+    #: the pages): loaded by the composition root before the listener listens
+    view: JobsView = field(kw_only=True)
+    #: the count of open log and file streams, shared with the native API ([web]
+    #: max-streams): a /logs/ or /items/ download counts as a get-log does
+    streams: StreamGate = field(kw_only=True)
 
 
 PROTOCOLS: Sequence[type] = (ScrapydJobs, ScrapydProjects, ScrapydAuthenticator)

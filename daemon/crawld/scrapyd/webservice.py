@@ -9,6 +9,7 @@ scrapyd's jobs: browser jobs and schedule templates stay on the native API.
 """
 from __future__ import annotations
 
+import json
 import uuid
 import zipfile
 from datetime import datetime
@@ -16,14 +17,15 @@ from functools import lru_cache
 from io import BytesIO
 from typing import Any, Callable, Optional, Union
 
-from twisted.internet.defer import inlineCallbacks, succeed
+from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.logger import Logger
 
-from .. import archive, items as item_files
+from .. import archive, arguments as job_arguments, items as item_files
 from ..arguments import as_object
 from ..errors import BadRequest, Conflict, NotFound
 from ..model import JOB_ID_RE, Job, JobStatus, RanJob
 from .services import ScrapydServices
+from .view import JobsView
 
 log = Logger(namespace="crawld.scrapyd")
 
@@ -89,21 +91,35 @@ def log_url(job: Union[Job, RanJob]) -> Optional[str]:
     return f"/logs/{job.project}/{job.spider}/{job.id}.log"
 
 
-def items_url(job: Union[Job, RanJob], with_items: set[str]) -> Optional[str]:
-    """Where the job's items are on this listener, when it has an items file
-    (``with_items``, items.present), as scrapyd gives ``items_url`` when the feed's
-    file exists."""
-    if job.id not in with_items:
+def items_url(job: Union[Job, RanJob], with_items: Union[set[str], bool]) -> Optional[str]:
+    """Where the job's items are on this listener, when it has an items file (its id
+    in ``with_items``, or ``with_items`` true), as scrapyd gives ``items_url`` when the
+    feed's file exists."""
+    if not (with_items is True or (with_items is not False and job.id in with_items)):
         return None
     return f"/items/{job.project}/{job.spider}/{job.id}.{item_files.EXT}"
 
 
-def jobs_with_items(s: ScrapydServices) -> Any:
-    """A Deferred of the ids of the jobs that have an items file (one listing, in a
-    thread; none when crawld keeps no items)."""
-    if s.items_dir is None:
-        return succeed(set())
-    return s.to_thread(item_files.present, s.items_dir)
+def item_ids(s: ScrapydServices, jobs: list[RanJob]) -> Union[set[str], Deferred]:
+    """The ids of ``jobs`` that have an items file: at once when the view knows them
+    all, else a Deferred of them after a listing of the items folder (in a thread)."""
+    view = s.view
+    if view.settled(jobs):
+        return {j.id for j in jobs if view.has_items(j.id)}
+    return view.list_items().addCallback(
+        lambda listed: {j.id for j in jobs if view.has_items(j.id, listed)})
+
+
+class Encoded(bytes):
+    """An answer's keys already encoded as JSON (``"a": 1, "b": [...]``, what goes
+    between the braces, in scrapyd's encoding): front.py adds ``status`` and
+    ``node_name`` after them. listjobs.json answers from encoded pieces kept between
+    requests instead of encoding every finished job again."""
+
+
+#: scrapyd's encoder (ASCII with escapes, its separators): the pieces of an Encoded
+#: answer join as one encoding of the whole dict would have written them
+JSON = json.JSONEncoder(ensure_ascii=True)
 
 
 def scrapyd_state(job: Optional[Job], project: Optional[str]) -> Optional[str]:
@@ -131,12 +147,24 @@ def find(s: ScrapydServices, job_id: str):
 
 
 # -- endpoints ------------------------------------------------------------------------
-@inlineCallbacks
-def daemonstatus(s: ScrapydServices, request: Any):
-    counts = yield s.jobs.status_counts()
-    return {"pending": counts.get("PENDING", 0), "running": counts.get("RUNNING", 0),
+def daemonstatus(s: ScrapydServices, request: Any) -> Union[Encoded, Deferred]:
+    """The store's counts of every job, kept in the view until the next job event
+    (only events move them), so that a poller does not wait on the store each time."""
+    view = s.view
+    if view.counts is not None:
+        return view.counts
+    generation = view.generation
+
+    def got(counts: dict[str, int]) -> Encoded:
+        answer = Encoded(JSON.encode({
+            "pending": counts.get("PENDING", 0), "running": counts.get("RUNNING", 0),
             "finished": sum(counts.get(st.value, 0) for st in
-                            (JobStatus.SUCCESSFUL, JobStatus.FAILED, JobStatus.CANCELED))}
+                            (JobStatus.SUCCESSFUL, JobStatus.FAILED, JobStatus.CANCELED)),
+        })[1:-1].encode())
+        if view.generation == generation:  # no event meanwhile: the counts still hold
+            view.counts = answer
+        return answer
+    return s.jobs.status_counts().addCallback(got)
 
 
 @inlineCallbacks
@@ -163,15 +191,16 @@ def schedule(s: ScrapydServices, request: Any):
     version = param(request, "_version", required=False)
     job_id = param(request, "jobid", required=False)
     text = param(request, "priority", required=False)
-    settings = []
+    texts = []
     for raw in request.args.get(b"setting", []):
         try:
-            name, sep, value = raw.decode().partition("=")
+            texts.append(raw.decode())
         except UnicodeDecodeError as exc:
             raise BadRequest(f"setting is invalid: {exc}") from None
-        if not sep or not name:
-            raise BadRequest(f"setting is invalid: expected NAME=VALUE, got {raw.decode()!r}")
-        settings.append((name, value))
+    # the native API's checks: NAME=VALUE, bounds, and the settings no job may set
+    # (the telnet console, extensions...: arguments.REFUSED_SETTINGS), refused here
+    # as scrapyd refuses (200, status error, the message)
+    settings = job_arguments.parse_settings(texts)
     try:
         priority = float(text) if text is not None else 0.0
     except ValueError as exc:
@@ -193,6 +222,7 @@ def schedule(s: ScrapydServices, request: Any):
         except UnicodeDecodeError as exc:
             raise BadRequest(f"a spider argument is invalid: {exc}") from None
     arguments.append(("_job", job_id))
+    job_arguments.check_total(arguments, settings)
     if version:
         arguments.append(("_version", version))
     job = yield s.jobs.schedule(project, spider, "now", priority=priority, job_id=job_id,
@@ -227,13 +257,18 @@ def cancel(s: ScrapydServices, request: Any):
     return {"prevstate": state}
 
 
-@inlineCallbacks
-def status(s: ScrapydServices, request: Any):
+def status(s: ScrapydServices, request: Any) -> Encoded:
+    """scrapyd's job state, from the view (no store round trip: status.json is polled),
+    its answer encoded once per state."""
     job_id = param(request, "job")
     project = param(request, "project", required=False)
     known_project(s, project)
-    job = yield find(s, job_id)
-    return {"currstate": scrapyd_state(job, project)}
+    return _CURRSTATE[s.view.state(job_id, project)]
+
+
+#: status.json's key, encoded, for each state
+_CURRSTATE = {state: Encoded(JSON.encode({"currstate": state})[1:-1].encode())
+              for state in ("pending", "running", "finished", None)}
 
 
 def listprojects(s: ScrapydServices, request: Any) -> dict[str, Any]:
@@ -251,29 +286,58 @@ def listspiders(s: ScrapydServices, request: Any) -> dict[str, Any]:
     return {"spiders": spiders_of(s, project, version)}
 
 
-@inlineCallbacks
-def listjobs(s: ScrapydServices, request: Any):
+def listjobs(s: ScrapydServices, request: Any) -> Union[Encoded, Deferred]:
+    """scrapyd's three lists, from the view: at once when it knows which jobs have
+    items (after a listing of the items folder otherwise, once per job)."""
     project = param(request, "project", required=False)
     known_project(s, project)
-    pending = yield s.jobs.pending()
-    running, finished = yield s.jobs.ran_spider_jobs(project)
-    with_items = yield jobs_with_items(s)
+    view = s.view
+    if view.settled(view.started(project)) and (
+            ("finished", project) in view.memo or view.settled(view.ended(project))):
+        return _listing(view, project, None)
+    return view.list_items().addCallback(lambda listed: _listing(view, project, listed))
 
-    def ours(job: Job) -> bool:
-        return job.kind == "spider" and (project is None or job.project == project)
-    return {
-        "pending": [{"id": j.id, "project": j.project, "spider": j.spider,
-                     "version": j.version, "settings": as_object(j.settings),
-                     "args": {k: v for k, v in as_object(j.args).items() if k not in HIDDEN_ARGS}}
-                    for j in pending if ours(j)],
-        "running": [{"id": j.id, "project": j.project, "spider": j.spider, "pid": j.pid,
-                     "start_time": local_time(j.started), "log_url": log_url(j),
-                     "items_url": items_url(j, with_items)} for j in running],
-        "finished": [{"id": j.id, "project": j.project, "spider": j.spider,
-                      "start_time": local_time(j.started), "end_time": local_time(j.finished),
-                      "log_url": log_url(j), "items_url": items_url(j, with_items)}
-                     for j in finished],
-    }
+
+def _listing(view: JobsView, project: Optional[str], listed: Optional[set[str]]
+             ) -> Encoded:
+    """listjobs.json's keys, encoded; the finished part (and each pending job's entry)
+    kept in the view until what it shows changes."""
+    encode = JSON.encode
+    pending = []
+    for j in view.queued(project):
+        entry = view.entries.get(j.id)
+        if entry is None:
+            entry = view.entries[j.id] = encode({
+                "id": j.id, "project": j.project, "spider": j.spider,
+                "version": j.version, "settings": as_object(j.settings),
+                "args": {k: v for k, v in as_object(j.args).items()
+                         if k not in HIDDEN_ARGS}})
+        pending.append(entry)
+    running = [encode({"id": j.id, "project": j.project, "spider": j.spider, "pid": j.pid,
+                       "start_time": local_time(j.started), "log_url": log_url(j),
+                       "items_url": items_url(j, view.has_items(j.id, listed))})
+               for j in view.started(project)]
+    key = ("finished", project)
+    finished = view.memo.get(key)
+    if finished is None:
+        ended = view.ended(project)
+        entries = []
+        for j in ended:
+            entry = view.entries.get(j.id)
+            if entry is None:
+                entry = encode({"id": j.id, "project": j.project, "spider": j.spider,
+                                "start_time": local_time(j.started),
+                                "end_time": local_time(j.finished), "log_url": log_url(j),
+                                "items_url": items_url(j, view.has_items(j.id, listed))})
+                if j.id in view.items or view.items_dir is None:
+                    view.entries[j.id] = entry  # its items answer is settled
+            entries.append(entry)
+        finished = ", ".join(entries).encode("ascii")  # (scrapyd's encoding is ASCII)
+        if view.settled(ended):
+            view.memo[key] = finished
+    return Encoded(b"".join((b'"pending": [', ", ".join(pending).encode("ascii"),
+                             b'], "running": [', ", ".join(running).encode("ascii"),
+                             b'], "finished": [', finished, b"]")))
 
 
 @inlineCallbacks
