@@ -8,15 +8,17 @@ when the test fails half-way.
 from __future__ import annotations
 
 import http.server
+import json
 import os
 import subprocess
+import sys
 import threading
 from typing import Any, Iterator
 
 import pytest
 
 from tests.conftest import wait_for
-from tests.integration import netns
+from tests.integration import broker, netns
 
 pytestmark = pytest.mark.skipif(bool(netns.unavailable()),
                                 reason=f"network namespaces: {netns.unavailable()}")
@@ -163,3 +165,51 @@ def test_namespaces_a_dead_run_left_are_swept_and_live_ones_kept():
     finally:
         stale.close()
         live.close()
+
+
+def test_a_worker_namespace_reaches_the_daemon_and_redis_on_their_host_side_addresses(
+        make_daemon, tmp_path, spaces):
+    """What a cluster worker needs, and that the harness gives it: the daemon (with auth,
+    as beyond loopback it must) and redis-server on the host side address of the
+    namespace at fixed ports, and Redis keeping its data across a restart (AOF)."""
+    space = spaces[0]
+    redis = broker.RedisServer(str(tmp_path / "redis"), ["127.0.0.1", space.host_ip]).start()
+    try:
+        inside = redis_cli(space, redis, "RPUSH", "crawld.test", "from-inside")
+        assert inside.returncode == 0 and inside.stdout.strip() == "1", inside
+        assert redis.stop() == 0
+        redis.start()
+        assert redis_cli(space, redis, "LRANGE", "crawld.test", "0", "-1").stdout.split() \
+            == ["from-inside"], "the AOF kept it"
+        other = redis_cli(spaces[1], redis, "PING")
+        assert other.returncode != 0, "another namespace cannot reach this one's address"
+    finally:
+        redis.stop()
+    port = broker.free_port()
+    d = make_daemon("[web]\nauth = required\n")
+    d.listen = [f"127.0.0.1:{port}", f"{space.host_ip}:{port}"]
+    os.makedirs(d.data_dir, exist_ok=True)
+    key = subprocess.run([sys.executable, "-m", "crawld", "keys", "--data-dir", d.data_dir,
+                          "add", "--role", "operator", "--name", "t"], capture_output=True,
+                         text=True, timeout=60, check=True).stdout.strip()
+    d.start()
+    assert d.url == f"http://127.0.0.1:{port}"
+    url = f"http://{space.host_ip}:{port}/status.json"
+    denied = curl(space, url)
+    assert denied.returncode == 0 and '"status": "error"' in denied.stdout
+    answer = space.run(["curl", "-sS", "--noproxy", "*", "-H", f"Authorization: Bearer {key}",
+                        url])
+    assert json.loads(answer.stdout)["status"] == "ok"
+    wait_for(lambda: f'crawld.access: "{space.ns_ip}" - - ' in d.log(), 10,
+             what="the daemon to log the namespace's address as the client's")
+    d.stop()
+    d.start()  # the same addresses again: a worker's URL outlives a daemon restart
+    assert d.url == f"http://127.0.0.1:{port}"
+    again = space.run(["curl", "-sS", "--noproxy", "*", "-H", f"Authorization: Bearer {key}",
+                       url])
+    assert json.loads(again.stdout)["status"] == "ok"
+
+
+def redis_cli(space: netns.Namespace, redis: Any, *command: str) -> subprocess.CompletedProcess:
+    """redis-cli from inside ``space`` against ``redis`` on the namespace's host side."""
+    return space.run(["redis-cli", "-h", space.host_ip, "-p", str(redis.port), *command])
