@@ -16,8 +16,9 @@ What it does, in one run:
    | ``celery-1w`` | ``launcher = celery``, broker ``redis://.../1`` | 1 ``crawld worker``, ``--concurrency`` = ``--slots`` |
    | ``celery-2w`` | ``launcher = celery``, broker ``redis://.../2`` | 2 workers, ``--slots`` each |
 
-   All listen on loopback only, so they run without auth (``/cluster/*`` is open to
-   loopback clients then); every worker has its own data dir (code cache, spool);
+   All listen on loopback only. Each daemon has an operator key (the bench's requests
+   carry it) and each worker a key of role ``worker`` (``crawld keys add``), so auth is
+   on in every set-up alike; every worker has its own data dir (code cache, spool);
 2. pushes bench_core's project plus a ``stamp`` spider, whose ``start()`` prints
    ``BENCH-START <time.time()>`` and ends (a no-op otherwise), and warms each set-up up
    with 2 x its slots jobs at once (not measured: zygotes, code caches, connections);
@@ -151,13 +152,25 @@ class Setup(core.Crawld):
             extra = ""  # launcher = local is the default (so this runs on any crawld)
         path.write_text(path.read_text() + extra)
 
+    def add_key(self, role: str, name: str) -> str:
+        """``crawld keys add`` in the data dir (before the daemon starts): the key."""
+        (self.workdir / "data").mkdir(parents=True, exist_ok=True)
+        return core.run_checked([sys.executable, "-m", "crawld", "keys", "--data-dir",
+                                 str(self.workdir / "data"), "add", "--role", role,
+                                 "--name", name], timeout=60).strip()
+
     def start(self) -> None:
+        # every set-up has auth on (a worker needs a key of role worker, and with
+        # credentials the daemon requires them), so that each pays the same per request
+        self.http.headers["Authorization"] = f"Bearer {self.add_key('operator', 'bench')}"
+        keys = [self.add_key("worker", f"{self.name}-w{i + 1}") for i in range(self.workers)]
         super().start()
         for i in range(self.workers):
             folder = self.workdir / f"worker{i + 1}"
             folder.mkdir(parents=True, exist_ok=True)
             cmd = [sys.executable, "-m", "crawld", "worker", "--broker", self.broker,
-                   "--daemon", self.base_url, "--data-dir", str(folder / "data"),
+                   "--daemon", self.base_url, "--key", keys[i],
+                   "--data-dir", str(folder / "data"),
                    "--concurrency", str(self.job_slots), "--queues", "spider,browser",
                    "--name", f"{self.name}-w{i + 1}"]
             core.log(f"starting {self.name} worker {i + 1}: {' '.join(cmd)}")
