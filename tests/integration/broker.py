@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import socket
 import subprocess
 from typing import Any, Optional, Sequence
 
 from tests.conftest import wait_for
+from tests.integration.conftest import end_process
 
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 
@@ -60,15 +60,7 @@ class RedisServer:
 
     def stop(self, timeout: float = 30) -> int:
         """SIGTERM (Redis fsyncs the AOF and exits) and wait; returns the exit code."""
-        if self.proc is None:
-            return 0
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            return self.proc.wait(10)
+        return 0 if self.proc is None else end_process(self.proc, timeout)
 
     def client(self) -> Any:
         """A redis-py client on the root namespace's side."""

@@ -141,6 +141,17 @@ class DaemonProcess:
         return wait_for(find, 60, what=f"job {job_id} to report")
 
 
+def end_process(proc: subprocess.Popen, timeout: float = 30) -> int:
+    """SIGTERM ``proc`` (if it still runs), SIGKILL it after ``timeout`` s; its exit code."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.wait(10)
+
+
 def raw_socket(daemon: DaemonProcess, source: str = "127.0.0.1",
                timeout: float = 10.0) -> socket.socket:
     """A TCP connection to ``daemon`` from the local address ``source`` (any of

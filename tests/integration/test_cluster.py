@@ -8,9 +8,11 @@ Skipped, saying why, while ``crawld worker`` does not exist yet.
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 import threading
+import uuid
 from typing import Any, Callable, Iterator
 
 import psutil
@@ -49,6 +51,12 @@ def make_cluster(tmp_path: Any, request: Any) -> Iterator[Callable[..., Cluster]
     yield make
     for cluster in made:
         cluster.close()
+
+
+def ticker(d: Any, tmp_path: Any) -> tuple[str, str]:
+    """Schedule a ``ticker`` job: (its id, the file whose creation ends it)."""
+    go = str(tmp_path / f"go-{uuid.uuid4().hex}")
+    return d.schedule("ticker", payload=json.dumps({"until": go})), go
 
 
 def ticks(text: str) -> list[int]:
@@ -122,8 +130,7 @@ def test_a_scheduled_job_fires_onto_a_worker(make_cluster):
 def test_get_log_follows_a_remote_job_until_it_ends_with_every_byte(make_cluster, tmp_path):
     cluster = make_cluster()
     d = cluster.daemon
-    go = str(tmp_path / "go")
-    job_id = d.schedule("ticker", payload=f'{{"until": "{go}"}}')
+    job_id, go = ticker(d, tmp_path)
     assert_runs_on(cluster, job_id, d.said(job_id)["pid"])
     received: list[bytes] = []
     done = threading.Event()
@@ -227,9 +234,8 @@ def test_a_dead_worker_host_fails_its_job_as_lost_and_the_other_worker_carries_o
         make_cluster, tmp_path):
     cluster = make_cluster(workers=2, concurrency=1, heartbeat=1, lost_after=5)
     d = cluster.daemon
-    go = str(tmp_path / "go")
     doomed = d.schedule("sleep")
-    survivor = d.schedule("ticker", payload=f'{{"until": "{go}"}}')
+    survivor, go = ticker(d, tmp_path)
     said = d.said(doomed)
     d.said(survivor)
     dead, alive = cluster.worker_of(doomed), cluster.worker_of(survivor)
@@ -278,8 +284,7 @@ def test_a_frozen_worker_is_lost_and_when_it_wakes_its_attempt_is_refused_and_ki
         make_cluster, tmp_path):
     cluster = make_cluster(workers=1, heartbeat=1, lost_after=4)
     d = cluster.daemon
-    go = str(tmp_path / "go")
-    job_id = d.schedule("ticker", payload=f'{{"until": "{go}"}}')
+    job_id, go = ticker(d, tmp_path)
     said = d.said(job_id)
     worker = cluster.worker_of(job_id)
     worker.pause()
@@ -321,8 +326,7 @@ def test_a_restarted_worker_sweeps_the_jobs_it_left_and_reports_them(make_cluste
 def test_a_broker_restart_pauses_dispatch_and_spares_running_jobs(make_cluster, tmp_path):
     cluster = make_cluster(workers=2, concurrency=1, heartbeat=1, lost_after=15)
     d = cluster.daemon
-    go = str(tmp_path / "go")
-    running = d.schedule("ticker", payload=f'{{"until": "{go}"}}')
+    running, go = ticker(d, tmp_path)
     said = d.said(running)
     assert cluster.redis.stop() == 0
     accepted = [d.schedule("ok") for _ in range(2)]
@@ -345,8 +349,7 @@ def test_a_daemon_restart_leaves_remote_jobs_running_and_they_end_normally(
         make_cluster, tmp_path):
     cluster = make_cluster(workers=1, heartbeat=1, lost_after=10)
     d = cluster.daemon
-    go = str(tmp_path / "go")
-    job_id = d.schedule("ticker", payload=f'{{"until": "{go}"}}')
+    job_id, go = ticker(d, tmp_path)
     said = d.said(job_id)
     assert d.stop() == 0
     assert not gone(said["pid"]) and not gone(said["ppid"]), "not killed with the daemon"

@@ -11,6 +11,7 @@ from typing import Optional
 import psutil
 
 from tests.integration import netns
+from tests.integration.conftest import end_process
 
 
 class WorkerProcess:
@@ -74,12 +75,7 @@ class WorkerProcess:
         if self.proc is None or self.proc.poll() is not None:
             return None if self.proc is None else self.proc.returncode
         self.tree()
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            return self.proc.wait(10)
+        return end_process(self.proc, timeout)
 
     def kill(self) -> None:
         """SIGKILL the worker process alone (its jobs go on: a crashed worker)."""
