@@ -72,9 +72,10 @@ class Items(scrapy.Spider):
 '''
 
 
-def cluster_project(name: str = "demo") -> bytes:
-    """The integration tests' demo project plus ``ticker`` and ``items``."""
-    return project.build(name, spiders=project.SPIDERS + CLUSTER_SPIDERS)
+def cluster_project(name: str = "demo", extra: Optional[dict[str, str]] = None) -> bytes:
+    """The integration tests' demo project plus ``ticker`` and ``items`` (and the files
+    ``extra``: path in the zip -> text)."""
+    return project.build(name, spiders=project.SPIDERS + CLUSTER_SPIDERS, extra=extra)
 
 def worker_unavailable() -> str:
     """Why the cluster tests cannot run here ("" when they can): no ``crawld worker``
@@ -113,16 +114,21 @@ def access_lines(daemon: DaemonProcess, request: str, code: Optional[int] = None
 class Cluster:
     """Redis, a daemon with the celery launcher and ``workers`` workers (see module doc).
 
+    ``queues``: every worker's ``--queues``, or a list of one per worker.
+
     ``config``: more daemon options, placed in its ``[crawld]`` section first (so start
     it with ``[crawld]`` options, then other sections). ``isolation``: ``"auto"``
     (namespaces when root and ``ip netns`` work), ``"netns"`` or ``"loopback"``.
     """
 
     def __init__(self, tmp_path: Any, workers: int = 2, concurrency: int = 1,
-                 queues: str = "spider,browser", config: str = "", heartbeat: float = 1,
+                 queues: str | Sequence[str] = "spider,browser", config: str = "",
+                 heartbeat: float = 1,
                  lost_after: float = 6, isolation: str = "auto") -> None:
         self.root = str(tmp_path)
-        self.count, self.concurrency, self.queues = workers, concurrency, queues
+        self.count, self.concurrency = workers, concurrency
+        self.queues = [queues] * workers if isinstance(queues, str) else list(queues)
+        assert len(self.queues) == workers, "one --queues per worker"
         self.heartbeat, self.lost_after = heartbeat, lost_after
         why_not = netns.unavailable() if isolation != "loopback" else "loopback asked"
         if isolation == "netns" and why_not:
@@ -176,7 +182,7 @@ class Cluster:
             self.workers.append(WorkerProcess(
                 f"w{i + 1}", os.path.join(self.root, f"worker{i + 1}"),
                 self.redis.url(host), f"http://{host}:{self.port}", keys[i],
-                self.concurrency, self.queues, space))
+                self.concurrency, self.queues[i], space))
         for worker in self.workers:
             worker.start(len(self.daemon.log()))
         for worker in self.workers:

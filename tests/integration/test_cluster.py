@@ -202,6 +202,29 @@ def test_the_daemon_dispatches_only_what_the_workers_slots_hold(make_cluster):
     assert d.job(third)["started"] >= d.job(second)["finished"]
 
 
+BROWSER_SCRIPT = '''
+async def run(page, job):
+    await page.set_content("<title>from a worker</title><h1>hi</h1>")
+    print("title:", await page.title(), flush=True)
+    return {"ok": True}
+'''
+
+
+def test_each_kind_of_job_goes_to_a_worker_that_takes_its_queue(make_cluster):
+    cluster = make_cluster(workers=2, queues=["spider", "browser"])
+    d = cluster.daemon
+    d.push(cluster_project(extra={"demo/scripts/hello.py": BROWSER_SCRIPT}))
+    script = d.ok(d.post("/schedule-job.json", project="demo", script="hello",
+                         when="now"))["identifier"]
+    spider = d.schedule("ok")
+    job = d.wait_status(script, "SUCCESSFUL", "FAILED", timeout=120)
+    assert job["status"] == "SUCCESSFUL", d.log_text(script, "err")
+    assert job["kind"] == "script" and cluster.row(script)["host"] == "w2"
+    assert "title: from a worker" in d.log_text(script), "its log came home"
+    assert d.wait_status(spider, "SUCCESSFUL", "FAILED")["status"] == "SUCCESSFUL"
+    assert cluster.row(spider)["host"] == "w1"
+
+
 # -- failures -----------------------------------------------------------------------------
 def test_a_duplicated_celery_message_runs_nothing_twice(make_cluster):
     cluster = make_cluster()
