@@ -29,7 +29,9 @@ class WorkerProcess:
         self.namespace = namespace
         self.proc: Optional[subprocess.Popen] = None
         self.started_at_log = 0  # the daemon log's length when this worker last started
-        self.seen: set[int] = set()  # every pid ever seen under it (for close())
+        # every process seen under it (for close()); psutil checks a process' start time
+        # before signalling, so a pid reused since (they wrap quickly here) is left alone
+        self.seen: dict[int, psutil.Process] = {}
 
     @property
     def address(self) -> str:
@@ -48,8 +50,11 @@ class WorkerProcess:
         with open(self.log_path, "a") as log:
             log.write("---- start\n")
             log.flush()
+            # a session of its own, as under systemd: nothing the worker signals as a
+            # group can reach the test process
             self.proc = subprocess.Popen(self.argv(), stdout=log, stderr=log,
-                                         stdin=subprocess.DEVNULL, env=dict(os.environ))
+                                         stdin=subprocess.DEVNULL, env=dict(os.environ),
+                                         start_new_session=True)
         return self
 
     def alive(self) -> bool:
@@ -67,7 +72,7 @@ class WorkerProcess:
             found = psutil.Process(self.proc.pid).children(recursive=True)
         except psutil.NoSuchProcess:
             return []
-        self.seen.update(p.pid for p in found)
+        self.seen.update((p.pid, p) for p in found)
         return found
 
     def stop(self, timeout: float = 20) -> Optional[int]:
@@ -110,10 +115,9 @@ class WorkerProcess:
 
     def sweep(self) -> None:
         """SIGKILL every process ever seen under this worker that still runs."""
-        for pid in sorted(self.seen):
+        for proc in self.seen.values():
             try:
-                proc = psutil.Process(pid)
-                if proc.status() != psutil.STATUS_ZOMBIE:
+                if proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE:
                     proc.kill()
             except psutil.NoSuchProcess:
                 pass
