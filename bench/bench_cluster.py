@@ -176,7 +176,8 @@ class Setup(core.Crawld):
             core.log(f"starting {self.name} worker {i + 1}: {' '.join(cmd)}")
             with open(folder / "worker.log", "ab") as out:
                 proc = subprocess.Popen(cmd, cwd=folder, stdin=subprocess.DEVNULL,
-                                        stdout=out, stderr=subprocess.STDOUT)
+                                        stdout=out, stderr=subprocess.STDOUT,
+                                        start_new_session=True)  # as under systemd
             core.STARTED.append(proc)
             self.worker_procs.append(proc)
 
