@@ -118,18 +118,20 @@ class Cluster:
 
     ``config``: more daemon options, placed in its ``[crawld]`` section first (so start
     it with ``[crawld]`` options, then other sections). ``isolation``: ``"auto"``
-    (namespaces when root and ``ip netns`` work), ``"netns"`` or ``"loopback"``.
+    (namespaces when root and ``ip netns`` work), ``"netns"`` or ``"loopback"``; by
+    default ``$CRAWLD_TEST_CLUSTER_ISOLATION``, else ``"auto"``.
     """
 
     def __init__(self, tmp_path: Any, workers: int = 2, concurrency: int = 1,
                  queues: str | Sequence[str] = "spider,browser", config: str = "",
                  heartbeat: float = 1,
-                 lost_after: float = 6, isolation: str = "auto") -> None:
+                 lost_after: float = 6, isolation: Optional[str] = None) -> None:
         self.root = str(tmp_path)
         self.count, self.concurrency = workers, concurrency
         self.queues = [queues] * workers if isinstance(queues, str) else list(queues)
         assert len(self.queues) == workers, "one --queues per worker"
         self.heartbeat, self.lost_after = heartbeat, lost_after
+        isolation = isolation or os.environ.get("CRAWLD_TEST_CLUSTER_ISOLATION", "auto")
         why_not = netns.unavailable() if isolation != "loopback" else "loopback asked"
         if isolation == "netns" and why_not:
             raise RuntimeError(f"network namespaces asked for but unusable: {why_not}")
