@@ -41,6 +41,9 @@ class DaemonProcess:
         self.url = ""
         self.session = requests.Session()
         self.starts = 0
+        # Addresses given as --listen; the first 127.0.0.1 one is ``url``. A cluster sets a
+        # fixed port here (workers keep the daemon's URL across its restarts).
+        self.listen = ["127.0.0.1:0"]
 
     def start(self, *flags: str) -> "DaemonProcess":
         """Start ``crawld serve`` (with ``flags`` too) and wait until it listens."""
@@ -50,7 +53,8 @@ class DaemonProcess:
         log.flush()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "crawld", "serve", "--config", self.config_path,
-             "--listen", "127.0.0.1:0", "--data-dir", self.data_dir, *flags],
+             *[arg for address in self.listen for arg in ("--listen", address)],
+             "--data-dir", self.data_dir, *flags],
             stdout=log, stderr=log, stdin=subprocess.DEVNULL, env=self.env,
             preexec_fn=None if self.nofile is None else self._limit_files)
         log.close()
@@ -135,6 +139,17 @@ class DaemonProcess:
                 return None
             return None
         return wait_for(find, 60, what=f"job {job_id} to report")
+
+
+def end_process(proc: subprocess.Popen, timeout: float = 30) -> int:
+    """SIGTERM ``proc`` (if it still runs), SIGKILL it after ``timeout`` s; its exit code."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.wait(10)
 
 
 def raw_socket(daemon: DaemonProcess, source: str = "127.0.0.1",
