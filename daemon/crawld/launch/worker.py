@@ -39,6 +39,10 @@ REAP_INTERVAL = 0.25
 WORKER_SETTINGS: dict[str, Any] = {
     "worker_hijack_root_logger": False,
     "worker_redirect_stdouts": False,
+    # With early acks a running task no longer counts against the prefetch count, so a
+    # busy worker would reserve one more message and sit on it while another worker
+    # idles: reserve only while a slot is free (Redis brokers; Celery 5.6+).
+    "worker_disable_prefetch": True,
 }
 
 
