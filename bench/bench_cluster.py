@@ -30,7 +30,10 @@ What it does, in one run:
    it: dispatch, claim, code fetch (cached after the warm-up), the fork from the
    zygote and Scrapy's start-up up to the spider's first line of code. The local
    launcher pays the same fork and start-up, so the difference is what the broker and
-   the worker add. Also recorded: the daemon's own ``started - created``;
+   the worker add. Also recorded: the daemon's own ``started - created``, and
+   ``end``: from that first line to the daemon's ``finished`` (the no-op crawl closing,
+   plus, for a worker, shipping the rest of the logs and reporting the end home: what
+   separates one job from the next in a burst);
 4. **burst**: ``--burst`` (50) jobs scheduled back to back until all are
    ``SUCCESSFUL`` (bench_core's ``measure_burst``: ``list-jobs.json?status=COMPLETED``
    every 100 ms), ``--runs`` (3) times, set-ups in an order that rotates;
@@ -201,23 +204,30 @@ class Setup(core.Crawld):
                 return float(line.split()[1])
         raise RuntimeError(f"{self.name}: job {job_id} printed no BENCH-START: {text[-300:]!r}")
 
-    def daemon_view(self, job_id: str) -> Optional[float]:
-        """``started - created`` of the job as the daemon recorded them (seconds)."""
+    def times(self, job_id: str) -> dict[str, float]:
+        """The job's ``created``, ``started`` and ``finished`` as the daemon recorded them
+        (epoch seconds; the ones it has)."""
         from datetime import datetime
         job = self._json("GET", "/list-jobs.json", params={"id": job_id})["jobs"][0]
-        if not job.get("started") or not job.get("created"):
-            return None
-        return (datetime.fromisoformat(job["started"])
-                - datetime.fromisoformat(job["created"])).total_seconds()
+        return {k: datetime.fromisoformat(job[k]).timestamp()
+                for k in ("created", "started", "finished") if job.get(k)}
 
 
-def one_latency(d: Setup) -> tuple[float, Optional[float]]:
-    """(schedule -> the spider's first line, the daemon's started - created) of one job."""
+def one_latency(d: Setup) -> dict[str, float]:
+    """One job, timed: ``latency_s`` (schedule -> the spider's first line),
+    ``daemon_view_s`` (the daemon's started - created) and ``end_s`` (the spider's first
+    line -> the daemon's finished: the crawl's own end, plus reporting it home)."""
     t0 = time.time()
     job_id = d.schedule()
     core.wait_until(lambda: d.job_done(job_id), core.ONE_JOB_TIMEOUT_S,
                     f"{d.name} job {job_id}")
-    return d.stamp(job_id) - t0, d.daemon_view(job_id)
+    stamp, times = d.stamp(job_id), d.times(job_id)
+    got = {"latency_s": stamp - t0}
+    if "started" in times and "created" in times:
+        got["daemon_view_s"] = times["started"] - times["created"]
+    if "finished" in times:
+        got["end_s"] = times["finished"] - stamp
+    return got
 
 
 def percentile(values: list[float], q: float) -> Optional[float]:
@@ -236,6 +246,7 @@ def summarize(samples: dict[str, dict[str, list[float]]]) -> dict[str, dict[str,
             "latency_p50_s": percentile(lat, 0.50), "latency_p99_s": percentile(lat, 0.99),
             "latency_mean_s": statistics.fmean(lat) if lat else None,
             "daemon_dispatch_p50_s": percentile(got.get("daemon_view_s", []), 0.50),
+            "end_p50_s": percentile(got.get("end_s", []), 0.50),
             "burst_median_s": statistics.median(burst) if burst else None,
         }
     return out
@@ -247,7 +258,7 @@ def render(summary: dict[str, dict[str, Any]], names: list[str]) -> str:
     head = ["metric", *names, *(f"local/{n}" for n in others)]
     rows = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     for metric in ("latency_p50_s", "latency_p99_s", "latency_mean_s",
-                   "daemon_dispatch_p50_s", "burst_median_s"):
+                   "daemon_dispatch_p50_s", "end_p50_s", "burst_median_s"):
         cells = [metric]
         for n in names:
             v = summary.get(n, {}).get(metric)
@@ -289,13 +300,12 @@ def run(args: argparse.Namespace, tmp: Path) -> bool:
     for i in range(args.latency_runs):
         for d in live if i % 2 == 0 else list(reversed(live)):
             try:
-                latency, view = one_latency(d)
+                got = one_latency(d)
             except Exception as exc:
                 errors.setdefault(d.name, []).append(f"latency run {i}: {exc}")
                 continue
-            samples[d.name].setdefault("latency_s", []).append(latency)
-            if view is not None:
-                samples[d.name].setdefault("daemon_view_s", []).append(view)
+            for metric, value in got.items():
+                samples[d.name].setdefault(metric, []).append(value)
     for rep in range(args.runs):
         order = live[rep % len(live):] + live[:rep % len(live)] if live else []
         for d in order:
