@@ -52,10 +52,43 @@ def make_app(broker: str, run: Optional[Callable[[dict], str]] = None) -> Any:
     app = celery_app(broker)
     app.conf.update(WORKER_SETTINGS)
     if run is not None:
+        app.steps["worker"].add(_tick_step())
         @app.task(name=TASK_NAME, ignore_result=True)
         def crawld_run(message: dict) -> str:
             return run(message)
     return app
+
+
+#: How often Celery's event loop looks again whether a slot is free (below).
+TICK = 0.05
+
+
+def _tick_step() -> Any:
+    """A worker bootstep that runs Celery's event loop every ``TICK`` seconds.
+
+    With ``worker_disable_prefetch``, the loop takes the next message only when it
+    iterates with a slot free; a task ending in a pool thread does not wake it, so
+    without a tick a burst waited up to a second (the loop's poll timeout) per freed
+    slot. An empty timer wakes it; its cost is a loop iteration."""
+    from celery import bootsteps
+
+    class Tick(bootsteps.StartStopStep):
+        requires = ("celery.worker.components:Hub",)
+
+        def __init__(self, w: Any, **kwargs: Any) -> None:
+            super().__init__(w, **kwargs)
+            self.tref: Any = None
+
+        def start(self, w: Any) -> None:
+            if getattr(w, "hub", None) is not None:
+                self.tref = w.hub.call_repeatedly(TICK, lambda: None)
+
+        def stop(self, w: Any) -> None:
+            if self.tref is not None:
+                self.tref.cancel()
+                self.tref = None
+
+    return Tick
 
 
 @dataclass(frozen=True)
