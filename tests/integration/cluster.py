@@ -37,8 +37,9 @@ import psutil
 
 from tests.conftest import wait_for
 from tests.integration import netns, project
-from tests.integration.broker import REDIS_SERVER, RedisServer, free_port
+from tests.integration.broker import RedisServer, free_port
 from tests.integration.conftest import DaemonProcess
+from tests.integration.pki import ServerTLS, make_server_tls
 from tests.integration.worker import WorkerProcess, send_signal
 
 #: Spiders the cluster tests add to the demo project (tests/integration/project.py).
@@ -77,23 +78,6 @@ def cluster_project(name: str = "demo", extra: Optional[dict[str, str]] = None) 
     ``extra``: path in the zip -> text)."""
     return project.build(name, spiders=project.SPIDERS + CLUSTER_SPIDERS, extra=extra)
 
-def worker_unavailable() -> str:
-    """Why the cluster tests cannot run here ("" when they can): no ``crawld worker``
-    command yet, no celery/redis packages, no redis-server."""
-    if not os.path.exists(REDIS_SERVER):
-        return "redis-server is not installed (.ci/run installs it)"
-    try:
-        import celery  # noqa: F401
-        import redis  # noqa: F401
-    except ImportError as exc:
-        return f"the cluster extra is not installed ({exc})"
-    probe = subprocess.run([sys.executable, "-m", "crawld", "worker", "--help"],
-                           capture_output=True, text=True, timeout=120)
-    if probe.returncode != 0:
-        return "`crawld worker --help` fails: the worker (issue 14) is not built yet"
-    return ""
-
-
 def access_lines(daemon: DaemonProcess, request: str, code: Optional[int] = None,
                  source: Optional[str] = None, since: int = 0) -> list[str]:
     """The daemon's access log lines for ``request`` (e.g. ``POST /cluster/claim``),
@@ -125,8 +109,13 @@ class Cluster:
     def __init__(self, tmp_path: Any, workers: int = 2, concurrency: int = 1,
                  queues: str | Sequence[str] = "spider,browser", config: str = "",
                  heartbeat: float = 1,
-                 lost_after: float = 6, isolation: Optional[str] = None) -> None:
+                 lost_after: float = 6, isolation: Optional[str] = None,
+                 tls: bool = False) -> None:
+        """``tls``: Redis speaks only TLS (``rediss://``) and the daemon only HTTPS, both
+        with certificates of a private CA that the daemon and workers are given."""
         self.root = str(tmp_path)
+        self.tls_wanted = tls
+        self.tls: Optional[ServerTLS] = None
         self.count, self.concurrency = workers, concurrency
         self.queues = [queues] * workers if isinstance(queues, str) else list(queues)
         assert len(self.queues) == workers, "one --queues per worker"
@@ -168,7 +157,10 @@ class Cluster:
                 self.namespaces.append(netns.Namespace())
                 self.namespaces[-1].create()
         hosts = ["127.0.0.1", *(s.host_ip for s in self.namespaces)]
-        self.redis = RedisServer(os.path.join(self.root, "redis"), hosts).start()
+        if self.tls_wanted:
+            self.tls = make_server_tls(os.path.join(self.root, "pki"), hosts)
+        self.redis = RedisServer(os.path.join(self.root, "redis"), hosts,
+                                 tls=self.tls).start()
         self.port = free_port()
         os.makedirs(os.path.join(self.root, "daemon"), exist_ok=True)
         self.daemon = DaemonProcess(pathlib.Path(self.root, "daemon"), self._daemon_config())
@@ -177,25 +169,35 @@ class Cluster:
         self.operator_key = self.add_key("operator", "tests")
         keys = [self.add_key("worker", f"w{i + 1}") for i in range(self.count)]
         self.daemon.session.headers["Authorization"] = f"Bearer {self.operator_key}"
+        if self.tls is not None:
+            self.daemon.session.verify = self.tls.ca
+            self.daemon.session.trust_env = False  # REQUESTS_CA_BUNDLE would win over verify
         self.daemon.start()
         for i in range(self.count):
             space = self.namespaces[i] if self.namespaces else None
             host = space.host_ip if space is not None else "127.0.0.1"
             self.workers.append(WorkerProcess(
                 f"w{i + 1}", os.path.join(self.root, f"worker{i + 1}"),
-                self.redis.url(host), f"http://{host}:{self.port}", keys[i],
-                self.concurrency, self.queues[i], space))
+                self.redis.url(host), f"{self.scheme}://{host}:{self.port}", keys[i],
+                self.concurrency, self.queues[i], space,
+                ca_file=self.tls.ca if self.tls is not None else None))
         for worker in self.workers:
             worker.start(len(self.daemon.log()))
         for worker in self.workers:
             self.wait_worker(worker)
 
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls is not None else "http"
+
     def _daemon_config(self) -> str:
         assert self.redis is not None
+        https = ("" if self.tls is None else
+                 f"https = on\ncert = {self.tls.cert}\nkey = {self.tls.key}\n")
         return (f"{self.extra_config}\n[cluster]\nlauncher = celery\n"
                 f"broker = {self.redis.url()}\nheartbeat = {self.heartbeat:g}\n"
                 f"lost-after = {self.lost_after:g}\n"
-                f"[web]\nauth = required\n")
+                f"[web]\nauth = required\n{https}")
 
     def add_key(self, role: str, name: str) -> str:
         """``crawld keys add --role ROLE --name NAME`` in the daemon's data dir: the key."""

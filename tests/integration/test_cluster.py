@@ -3,14 +3,13 @@ processes only: Debian's redis-server, a daemon with ``[cluster] launcher = cele
 two workers (each in a network namespace of its own when the tests run as root; see
 tests/integration/cluster.py), real Scrapy jobs. First the core flows as a client sees
 them, then each failure of docs/cluster.md's failure model.
-
-Skipped, saying why, while ``crawld worker`` does not exist yet.
 """
 from __future__ import annotations
 
 import json
 import os
 import re
+import socket
 import threading
 import uuid
 from typing import Any, Callable, Iterator
@@ -22,11 +21,8 @@ import requests
 from tests.conftest import wait_for
 from tests.integration import netns
 from tests.integration.cluster import (Cluster, access_lines, cluster_project, job_processes,
-                                       process_title, said_lines, worker_unavailable)
+                                       process_title, said_lines)
 from tests.integration.conftest import gone
-
-_why_not = worker_unavailable()
-pytestmark = pytest.mark.skipif(bool(_why_not), reason=_why_not)
 
 TICK = re.compile(r"^tick (\d+)$", re.M)
 
@@ -124,6 +120,31 @@ def test_spider_jobs_run_on_workers_and_their_outcome_logs_stats_and_items_come_
     assert "about to fail" in d.log_text(fail, "err")
     status = d.ok(d.get("/status.json"))
     assert status["jobs-run"] == 3 and status["jobs-failed"] == 1
+
+
+def test_a_cluster_over_tls_to_redis_and_to_the_daemon(make_cluster):
+    """docs/cluster.md's set-up: Redis speaks only TLS (rediss://, the private CA's
+    certificate required) and the daemon only HTTPS; the worker trusts that CA
+    (--ca-file) and a job runs on it with its logs home."""
+    cluster = make_cluster(workers=1, tls=True)
+    d = cluster.daemon
+    assert d.url.startswith("https://") and cluster.workers[0].daemon_url.startswith("https://")
+    assert cluster.workers[0].broker.startswith("rediss://")
+    job_id = d.schedule("ok", payload='{"pages": [1]}')
+    job = d.wait_status(job_id, "SUCCESSFUL", "FAILED")
+    assert job["status"] == "SUCCESSFUL", d.log_text(job_id, "err")
+    assert cluster.row(job_id)["host"] == "w1"
+    assert "Spider closed (finished)" in d.log_text(job_id, "err")
+    # nothing answers in clear: Redis refuses a plain PING, the daemon plain HTTP
+    with socket.create_connection(("127.0.0.1", cluster.redis.port), timeout=5) as sock:
+        sock.sendall(b"PING\r\n")
+        try:
+            answer = sock.recv(64)
+        except OSError:
+            answer = b""
+    assert not answer.startswith(b"+PONG")
+    with pytest.raises(requests.ConnectionError):
+        requests.get(d.url.replace("https://", "http://") + "/status.json", timeout=5)
 
 
 def test_a_scheduled_job_fires_onto_a_worker(make_cluster):

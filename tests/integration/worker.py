@@ -19,8 +19,10 @@ class WorkerProcess:
 
     def __init__(self, name: str, folder: str, broker: str, daemon_url: str, key: str,
                  concurrency: int, queues: str,
-                 namespace: Optional[netns.Namespace] = None) -> None:
+                 namespace: Optional[netns.Namespace] = None,
+                 ca_file: Optional[str] = None) -> None:
         self.name = name
+        self.ca_file = ca_file  # --ca-file: the daemon's certificate is the test CA's
         self.data_dir = os.path.join(folder, "data")
         self.log_path = os.path.join(folder, "worker.log")
         os.makedirs(folder, exist_ok=True)
@@ -42,7 +44,7 @@ class WorkerProcess:
         argv = [sys.executable, "-m", "crawld", "worker", "--broker", self.broker,
                 "--daemon", self.daemon_url, "--key", self.key, "--data-dir", self.data_dir,
                 "--concurrency", str(self.concurrency), "--queues", self.queues,
-                "--name", self.name]
+                "--name", self.name] + (["--ca-file", self.ca_file] if self.ca_file else [])
         return self.namespace.argv(argv) if self.namespace is not None else argv
 
     def start(self, daemon_log_length: int = 0) -> "WorkerProcess":
