@@ -110,6 +110,19 @@ def test_eggs_are_versions_that_run_with_arguments_settings_and_logs(tmp_path):
         assert done[0]["log_url"] == "/logs/demo/echo/echo-1.log"
         log = d.sd.get(d.scrapyd_url + done[0]["log_url"], timeout=30)
         assert log.status_code == 200 and "Spider closed (finished)" in log.text
+        assert log.headers["Accept-Ranges"] == "bytes"
+        # byte ranges as scrapyd's static files answer them (Gerapy reads a log's tail)
+        whole = log.content
+        tail = d.sd.get(d.scrapyd_url + done[0]["log_url"], timeout=30,
+                        headers={"Range": "bytes=-100"})
+        assert tail.status_code == 206 and tail.content == whole[-100:]
+        assert tail.headers["Content-Range"] == f"bytes {len(whole) - 100}-{len(whole) - 1}/{len(whole)}"
+        part = d.sd.get(d.scrapyd_url + done[0]["log_url"], timeout=30,
+                        headers={"Range": "bytes=10-19"})
+        assert part.status_code == 206 and part.content == whole[10:20]
+        past = d.sd.get(d.scrapyd_url + done[0]["log_url"], timeout=30,
+                        headers={"Range": f"bytes={len(whole)}-"})
+        assert past.status_code == 416 and past.headers["Content-Range"] == f"bytes */{len(whole)}"
         listing = d.sd.get(d.scrapyd_url + "/logs/demo/echo/", timeout=30).text
         assert "echo-1.log" in listing and "Last modified" in listing
         # the same job on the native API

@@ -22,7 +22,7 @@ from urllib.parse import quote, unquote
 from twisted.internet.defer import inlineCallbacks
 from twisted.web.util import redirectTo
 
-from .. import items as item_files, logs
+from .. import byterange, items as item_files, logs
 from ..model import JOB_ID_RE, Job, RanJob
 from .services import ScrapydServices
 from .webservice import item_ids, items_url
@@ -271,14 +271,40 @@ def _job_file(s: ScrapydServices, request: Any, folder: Folder, ran: list[RanJob
     except OSError:
         return _not_found(request)
     request.setHeader(b"Content-Type", folder.content_type)
-    if request.method == b"HEAD":
-        fh.close()
+    fh = _ranged(request, fh)
+    if fh is None or request.method == b"HEAD":
+        if fh is not None:
+            fh.close()
         return b""
     # streamed in chunks, paused when the client reads slowly; not followed: scrapyd
     # serves the file as it is (get-log on the native API follows a running job's).
     # It counts against [web] max-streams with the native API's streams (429 past it)
     yield logs.stream(s.streams, s.reactor, request, fh, lambda: False)
     return None
+
+
+def _ranged(request: Any, fh: Any) -> Any:
+    """The part of ``fh`` the request's ``Range`` asks for (206), as scrapyd's static
+    files answer (Gerapy reads a log's tail as ``bytes=-1000``); the whole file without
+    one; None (and 416) when the range lies past its end."""
+    fh.seek(0, io.SEEK_END)
+    size = fh.tell()
+    fh.seek(0)
+    request.setHeader(b"Accept-Ranges", b"bytes")
+    wanted = byterange.parse(request.getHeader(b"range"), size)
+    if wanted is None:
+        return fh
+    if wanted == byterange.UNSATISFIABLE:
+        fh.close()
+        request.setResponseCode(416)
+        request.setHeader(b"Content-Range", f"bytes */{size}".encode())
+        return None
+    first, last = wanted
+    request.setResponseCode(206)
+    request.setHeader(b"Content-Range", f"bytes {first}-{last}/{size}".encode())
+    request.setHeader(b"Content-Length", str(last - first + 1).encode())
+    fh.seek(first)
+    return byterange.Slice(fh, last - first + 1)
 
 
 def logs_page(s: ScrapydServices, request: Any) -> Any:
