@@ -14,7 +14,9 @@ from typing import Any, Optional
 
 from twisted.internet.defer import maybeDeferred
 
+from ..cluster import STREAMS
 from ..errors import BadRequest, NotFound, TooLarge
+from .files import valid_file_name
 from .helpers import MAX_INT, Router, arg, int_arg, write_json
 from .services import Services
 
@@ -114,14 +116,28 @@ def started(s: Services, request: Any) -> Any:
 def output(s: Services, request: Any) -> Any:
     key = key_of(arg(request, "key"))
     stream = arg(request, "stream")
-    if stream not in ("out", "err", "items"):
-        raise BadRequest("parameter 'stream' must be out, err or items")
+    if stream not in STREAMS:
+        raise BadRequest("parameter 'stream' must be out, err, items or events")
     offset = int_arg(request, "offset", 0)
     request.content.seek(0, 0)
     data = request.content.read(MAX_JSON + 1)
     if len(data) > MAX_JSON:
         raise TooLarge(f"at most {MAX_JSON} bytes of output per request")
     return answer(s, request, lambda: cluster_of(s).output(key, stream, offset, data))
+
+
+def file(s: Services, request: Any) -> Any:
+    """A chunk of an artifact a remote browser job saved (its files dir), by offset."""
+    key = key_of(arg(request, "key"))
+    name = arg(request, "name")
+    if not valid_file_name(name) or len(name.encode()) > 255:
+        raise BadRequest("parameter 'name' must be a plain file name (not hidden, no '/')")
+    offset = int_arg(request, "offset", 0)
+    request.content.seek(0, 0)
+    data = request.content.read(MAX_JSON + 1)
+    if len(data) > MAX_JSON:
+        raise TooLarge(f"at most {MAX_JSON} bytes of a file per request")
+    return answer(s, request, lambda: cluster_of(s).file(key, name, offset, data))
 
 
 def stats(s: Services, request: Any) -> Any:
@@ -154,7 +170,7 @@ def ended(s: Services, request: Any) -> Any:
     reason = field(body, "reason", str, False)
     offsets = field(body, "offsets", dict, False) or {}
     for name in list(offsets):
-        if name not in ("out", "err", "items"):
+        if name not in STREAMS:
             raise BadRequest(f"unknown stream {name!r} in 'offsets'")
         field(offsets, name, int)
     return answer(s, request, lambda: cluster_of(s).ended(key, code, sig, reason, offsets))
@@ -174,6 +190,7 @@ def register(router: Router) -> None:
     router.route("/cluster/claim", "POST")(claim)
     router.route("/cluster/started", "POST")(started)
     router.route("/cluster/output", "POST")(output)
+    router.route("/cluster/file", "POST")(file)
     router.route("/cluster/stats", "POST")(stats)
     router.route("/cluster/heartbeat", "POST")(heartbeat)
     router.route("/cluster/ended", "POST")(ended)
