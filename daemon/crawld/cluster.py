@@ -14,9 +14,11 @@ import dataclasses
 import os
 from typing import Any, Callable, Optional
 
-from twisted.internet.defer import inlineCallbacks
+from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.threads import deferToThread
 
 from . import items as item_files, logs
+from .browser import MAX_POSTS, read_events
 from .bundles import Bundles
 from .errors import Conflict, NotFound, TooLarge
 from .launch.protocol import Started
@@ -28,6 +30,7 @@ from .store import Store
 STREAMS = ("out", "err", "items", "events")  # events: a browser job's, JSON lines
 MAX_CHUNK = 1024 * 1024  # bytes of output per request
 MAX_FILE = 1024 ** 3     # bytes of one artifact a browser job saved on a worker
+POSTS_READ_KEPT = 10_000  # jobs whose job-posts cursor is kept (the oldest go first)
 MAX_WAITING = 1000       # messages to a remote browser job not handed to its worker yet
 
 
@@ -54,7 +57,8 @@ class Cluster:
     def __init__(self, store: Store, attempts: RemoteAttempts, projects: Any,
                  bundles: Bundles, log_dir: str, items_dir: Optional[str],
                  canceling: Callable[[str], bool] = lambda job_id: False,
-                 files_root: Optional[str] = None) -> None:
+                 files_root: Optional[str] = None,
+                 to_thread: Callable[..., Deferred] = deferToThread) -> None:
         """``projects``: projects.Projects (the version a job runs); ``canceling``:
         Supervisor.canceling (a job being ended is claimed by no one); ``files_root``:
         browser.Browsers.files_root, where the artifacts of browser jobs go (None: they
@@ -69,6 +73,8 @@ class Cluster:
         self.held: dict[tuple[str, str], int] = {}  # (attempt key, stream) -> bytes held
         self.files_root = files_root
         self.waiting: dict[str, list[Any]] = {}  # attempt key -> messages for its job
+        self.posts_read: dict[str, int] = {}  # job id -> the last event id job-posts saw
+        self.to_thread = to_thread
 
     def timings(self) -> dict[str, float]:
         """What every answer tells the worker: how often to beat, when it is lost."""
@@ -214,6 +220,24 @@ class Cluster:
                 waiting.append(data)
                 return True
         return False
+
+    @inlineCallbacks
+    def take_posts(self, job_id: str):
+        """job-posts.json for a job that ran on a worker: the ``post`` events that came
+        home (its events file) and no call returned yet, each handed out once (as
+        browser.Browsers.take_posts; the last ``MAX_POSTS`` at most). What was handed
+        out is kept in memory (for the last ``POSTS_READ_KEPT`` jobs read): after a daemon
+        restart they are handed out again."""
+        after = self.posts_read.get(job_id, 0)
+        events = yield self.to_thread(read_events, logs.stream_path(self.log_dir, job_id,
+                                                                    "events"), after,
+                                      10 ** 12)
+        if events:
+            self.posts_read.pop(job_id, None)  # the most recently read last
+            self.posts_read[job_id] = max(after, *(e.get("id", 0) for e in events))
+            while len(self.posts_read) > POSTS_READ_KEPT:
+                del self.posts_read[next(iter(self.posts_read))]
+        return [e for e in events if e.get("type") == "post"][-MAX_POSTS:]
 
     def runs_remotely(self, job_id: str) -> bool:
         """Whether a worker runs (or is about to run) the job's current attempt."""

@@ -262,17 +262,21 @@ def test_a_remote_browser_jobs_events_files_and_messages_come_home(make_cluster)
     def output(**params: Any) -> dict:
         return d.ok(d.get("/job-output.json", id=job_id, **params))
 
-    def waiting() -> bool:
-        return any(m["data"] == {"waiting": True} for m in output()["messages"])
-    wait_for(waiting, 120, what="the remote job's post in job-output.json")
+    def posted() -> list:
+        return d.ok(d.get("/job-posts.json", id=job_id))["posts"]
+    [first] = wait_for(posted, 120, what="the remote job's post in job-posts.json")
+    assert first["data"] == {"waiting": True}
     assert cluster.row(job_id)["host"] == "w1"
     live = output()
     assert live["running"] is True and live["progress"] == 0.5, "events come home live"
+    assert {"waiting": True} in [m["data"] for m in live["messages"]]
     r = d.get("/job-screenshot.png", id=job_id)
     assert r.status_code == 409 and "are not relayed" in r.json()["msg"]
     d.ok(d.post("/job-message.json", id=job_id, data=json.dumps({"reply": 42})))
     job = d.wait_status(job_id, "SUCCESSFUL", "FAILED", timeout=60)
     assert job["status"] == "SUCCESSFUL", d.log_text(job_id, "err")
+    assert [p["data"] for p in posted()] == [{"script got": {"reply": 42}}]
+    assert posted() == [], "each post handed out once"
     out = output()
     posts = [m["data"] for m in out["messages"] if m["type"] == "post"]
     assert posts == [{"waiting": True}, {"script got": {"reply": 42}}]

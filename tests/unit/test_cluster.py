@@ -111,7 +111,7 @@ class World:
         self.cluster = Cluster(self.store, self.remote, Projects(str(tmp_path / "code")),
                                Bundles(str(tmp_path / "bundles"), to_thread=inline),
                                str(self.log_dir), str(self.items_dir), self.sup.canceling,
-                               files_root=str(self.files_root))
+                               files_root=str(self.files_root), to_thread=inline)
         self.client = stub(services(self.clock, log_dir=str(self.log_dir),
                                     cluster=self.cluster, jobs=StoreJobs(self.store),
                                     to_thread=inline))

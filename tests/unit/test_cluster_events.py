@@ -94,3 +94,23 @@ def test_a_live_screenshot_of_a_remote_job_is_refused_with_a_clear_409(world):
     code, body = call_json(world.client, "get", f"/job-screenshot.png?id={job.id}")
     assert code == 409
     assert "live screenshots of a job on a worker are not relayed" in body["msg"]
+
+
+def test_job_posts_of_a_remote_job_come_from_its_events_each_once(world):
+    world.beat()
+    job = world.job(kind="script")
+    key = world.run(job)
+    lines = event(1, "progress", {"value": 0.1}) + event(2, "post", {"n": 1})
+    world.output(key, "events", 0, lines)
+
+    def posts() -> list:
+        code, body = call_json(world.client, "get", f"/job-posts.json?id={job.id}")
+        assert code == 200, body
+        return [p["data"] for p in body["posts"]]
+    assert posts() == [{"n": 1}]
+    assert posts() == [], "handed out once"
+    more = event(3, "post", {"n": 2}) + event(4, "post", {"n": 3})
+    world.output(key, "events", len(lines), more)
+    assert world.end(key, 0, offsets={"events": len(lines + more)})[0] == 200
+    assert posts() == [{"n": 2}, {"n": 3}], "also after the job ended"
+    assert posts() == []

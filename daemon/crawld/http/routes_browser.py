@@ -118,8 +118,11 @@ def job_message(s: Services, request: Any):
 def job_posts(s: Services, request: Any):
     """The messages the script posted since the last call (each one is handed out once)."""
     job = yield find_job(s, arg(request, "id"))
-    posts = [dict(p, date=iso_ms(p.get("date")))
-             for p in (s.browsers.take_posts(job.id) if s.browsers else [])]
+    if s.cluster is not None and job.host is not None:  # it ran on a worker
+        found = yield s.cluster.take_posts(job.id)
+    else:
+        found = s.browsers.take_posts(job.id) if s.browsers else []
+    posts = [dict(p, date=iso_ms(p.get("date"))) for p in found]
     return {"identifier": job.id, "posts": posts}
 
 
