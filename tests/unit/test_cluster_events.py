@@ -114,3 +114,25 @@ def test_job_posts_of_a_remote_job_come_from_its_events_each_once(world):
     assert world.end(key, 0, offsets={"events": len(lines + more)})[0] == 200
     assert posts() == [{"n": 2}, {"n": 3}], "also after the job ended"
     assert posts() == []
+
+
+def test_a_file_over_the_limit_and_messages_over_the_queue_are_refused(world, monkeypatch):
+    monkeypatch.setattr("crawld.cluster.MAX_FILE", 8)
+    monkeypatch.setattr("crawld.cluster.MAX_WAITING", 2)
+    world.beat()
+    job = world.job(kind="script")
+    key = world.run(job)
+    assert send_file(world, key, "big.bin", 0, b"12345678")[0] == 200
+    code, body = send_file(world, key, "big.bin", 8, b"9")
+    assert code == 413 and "at most 8 bytes" in body["msg"]
+    assert (world.files_root / job.id / "big.bin").read_bytes() == b"12345678"
+
+    def message(n: int) -> tuple[int, dict]:
+        return call_json(world.client, "post", "/job-message.json",
+                         data=f"id={job.id}&data={n}".encode(),
+                         headers={"Content-Type": ["application/x-www-form-urlencoded"]})
+    assert [message(n)[0] for n in (1, 2)] == [200, 200]
+    code, body = message(3)
+    assert code == 409 and "2 messages waiting" in body["msg"]
+    assert world.beat(attempts=(key,))["messages"] == {key: [1, 2]}, "nothing lost"
+    assert message(4)[0] == 200

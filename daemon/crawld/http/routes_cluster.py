@@ -113,16 +113,22 @@ def started(s: Services, request: Any) -> Any:
     return answer(s, request, lambda: cluster_of(s).started(worker, key, pid, since))
 
 
+def chunk_of(request: Any, what: str) -> tuple[int, bytes]:
+    """A chunk request's ``offset`` parameter and raw body (413 past 1 MiB)."""
+    offset = int_arg(request, "offset", 0)
+    request.content.seek(0, 0)
+    data = request.content.read(MAX_JSON + 1)
+    if len(data) > MAX_JSON:
+        raise TooLarge(f"at most {MAX_JSON} bytes of {what} per request")
+    return offset, data
+
+
 def output(s: Services, request: Any) -> Any:
     key = key_of(arg(request, "key"))
     stream = arg(request, "stream")
     if stream not in STREAMS:
         raise BadRequest("parameter 'stream' must be out, err, items or events")
-    offset = int_arg(request, "offset", 0)
-    request.content.seek(0, 0)
-    data = request.content.read(MAX_JSON + 1)
-    if len(data) > MAX_JSON:
-        raise TooLarge(f"at most {MAX_JSON} bytes of output per request")
+    offset, data = chunk_of(request, "output")
     return answer(s, request, lambda: cluster_of(s).output(key, stream, offset, data))
 
 
@@ -132,11 +138,7 @@ def file(s: Services, request: Any) -> Any:
     name = arg(request, "name")
     if not valid_file_name(name) or len(name.encode()) > 255:
         raise BadRequest("parameter 'name' must be a plain file name (not hidden, no '/')")
-    offset = int_arg(request, "offset", 0)
-    request.content.seek(0, 0)
-    data = request.content.read(MAX_JSON + 1)
-    if len(data) > MAX_JSON:
-        raise TooLarge(f"at most {MAX_JSON} bytes of a file per request")
+    offset, data = chunk_of(request, "a file")
     return answer(s, request, lambda: cluster_of(s).file(key, name, offset, data))
 
 
