@@ -68,7 +68,8 @@ def find_browser(configured: str = "auto") -> Optional[str]:
 
 
 def events_path(log_dir: str, job_id: str) -> str:
-    return os.path.join(log_dir, f"{job_id}.events")
+    """A browser job's events file: ``<log_dir>/<id>.events`` (JSON lines)."""
+    return logs.stream_path(log_dir, job_id, "events")
 
 
 def read_events(path: str, after: int = 0, limit: int = 1000) -> list[dict[str, Any]]:

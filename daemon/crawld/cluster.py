@@ -14,19 +14,24 @@ import dataclasses
 import os
 from typing import Any, Callable, Optional
 
-from twisted.internet.defer import inlineCallbacks
+from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.threads import deferToThread
 
 from . import items as item_files, logs
+from .browser import MAX_POSTS, read_events
 from .bundles import Bundles
-from .errors import Conflict, NotFound
+from .errors import Conflict, NotFound, TooLarge
 from .launch.protocol import Started
 from .launch.remote import Remote, RemoteAttempts
 from .model import Job
 from .process import Exit
 from .store import Store
 
-STREAMS = ("out", "err", "items")
+STREAMS = ("out", "err", "items", "events")  # events: a browser job's, JSON lines
 MAX_CHUNK = 1024 * 1024  # bytes of output per request
+MAX_FILE = 1024 ** 3     # bytes of one artifact a browser job saved on a worker
+POSTS_READ_KEPT = 10_000  # jobs whose job-posts cursor is kept (the oldest go first)
+MAX_WAITING = 1000       # messages to a remote browser job not handed to its worker yet
 
 
 class Refused(Conflict):
@@ -51,9 +56,13 @@ class Cluster:
 
     def __init__(self, store: Store, attempts: RemoteAttempts, projects: Any,
                  bundles: Bundles, log_dir: str, items_dir: Optional[str],
-                 canceling: Callable[[str], bool] = lambda job_id: False) -> None:
+                 canceling: Callable[[str], bool] = lambda job_id: False,
+                 files_root: Optional[str] = None,
+                 to_thread: Callable[..., Deferred] = deferToThread) -> None:
         """``projects``: projects.Projects (the version a job runs); ``canceling``:
-        Supervisor.canceling (a job being ended is claimed by no one)."""
+        Supervisor.canceling (a job being ended is claimed by no one); ``files_root``:
+        browser.Browsers.files_root, where the artifacts of browser jobs go (None: they
+        are not taken)."""
         self.store = store
         self.attempts = attempts
         self.projects = projects
@@ -62,6 +71,10 @@ class Cluster:
         self.items_dir = items_dir
         self.canceling = canceling
         self.held: dict[tuple[str, str], int] = {}  # (attempt key, stream) -> bytes held
+        self.files_root = files_root
+        self.waiting: dict[str, list[Any]] = {}  # attempt key -> messages for its job
+        self.posts_read: dict[str, int] = {}  # job id -> the last event id job-posts saw
+        self.to_thread = to_thread
 
     def timings(self) -> dict[str, float]:
         """What every answer tells the worker: how often to beat, when it is lost."""
@@ -161,11 +174,74 @@ class Cluster:
                         if self.items_dir is not None else 0)
             else:
                 try:
-                    size = os.stat(logs.path(self.log_dir, job_id, stream)).st_size
+                    size = os.stat(logs.stream_path(self.log_dir, job_id, stream)).st_size
                 except FileNotFoundError:
                     size = 0
             self.held[key] = size
         return self.held[key]
+
+    def file(self, key: str, name: str, offset: int, data: bytes) -> dict[str, Any]:
+        """Bytes of an artifact the attempt's browser job saved (``name``: checked by the
+        route), written at ``offset`` in the daemon's ``<files>/<job id>/<name>``, where
+        job-files looks; answered like ``output``."""
+        remote = self._remote(key)
+        if self.files_root is None:
+            raise NotFound("this daemon takes no job files (no browser jobs)")
+        held = self.held.get((key, "file:" + name), 0)
+        if offset > held:
+            raise Refused(f"attempt {key}: file {name!r} offset {offset} is beyond the "
+                          f"{held} bytes held", offset=held)
+        end = offset + len(data)
+        if end > MAX_FILE:
+            raise TooLarge(f"a job's file is at most {MAX_FILE} bytes here")
+        folder = os.path.join(self.files_root, remote.attempt.job.id)
+        os.makedirs(folder, mode=0o755, exist_ok=True)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+        if offset == 0 and held == 0:
+            flags |= os.O_TRUNC  # the worker sends a file whole, from 0: no stale tail
+        fd = os.open(os.path.join(folder, name), flags, 0o644)
+        try:
+            os.pwrite(fd, data, offset)
+        finally:
+            os.close(fd)
+        held = max(held, end)
+        self.held[(key, "file:" + name)] = held
+        return {"offset": held}
+
+    def message(self, job_id: str, data: Any) -> bool:
+        """A message for a browser job running on a worker (job-message.json): handed to
+        the worker in its next heartbeat answer. False when no worker runs the job."""
+        for key, remote in self.attempts.attempts.items():
+            if remote.attempt.job.id == job_id and remote.worker is not None:
+                waiting = self.waiting.setdefault(key, [])
+                if len(waiting) >= MAX_WAITING:
+                    raise Conflict(f"job {job_id} has {MAX_WAITING} messages waiting "
+                                   "for its worker already")
+                waiting.append(data)
+                return True
+        return False
+
+    @inlineCallbacks
+    def take_posts(self, job_id: str):
+        """job-posts.json for a job that ran on a worker: the ``post`` events that came
+        home (its events file) and no call returned yet, each handed out once (as
+        browser.Browsers.take_posts; the last ``MAX_POSTS`` at most). What was handed
+        out is kept in memory (for the last ``POSTS_READ_KEPT`` jobs read): after a daemon
+        restart they are handed out again."""
+        after = self.posts_read.get(job_id, 0)
+        events = yield self.to_thread(read_events, logs.stream_path(self.log_dir, job_id,
+                                                                    "events"), after,
+                                      10 ** 12)
+        if events:
+            self.posts_read.pop(job_id, None)  # the most recently read last
+            self.posts_read[job_id] = max(after, *(e.get("id", 0) for e in events))
+            while len(self.posts_read) > POSTS_READ_KEPT:
+                del self.posts_read[next(iter(self.posts_read))]
+        return [e for e in events if e.get("type") == "post"][-MAX_POSTS:]
+
+    def runs_remotely(self, job_id: str) -> bool:
+        """Whether a worker runs (or is about to run) the job's current attempt."""
+        return any(r.attempt.job.id == job_id for r in self.attempts.attempts.values())
 
     def stats(self, key: str, stats: dict[str, Any]) -> dict[str, Any]:
         """The crawl's latest stats (the latest wins)."""
@@ -180,7 +256,15 @@ class Cluster:
         signals_out, refuse = self.attempts.beat(worker, slots, queues, attempts)
         for key in [k for k in self.held if self.attempts.current(k[0]) is None]:
             del self.held[key]  # of attempts lost or refused since
-        return {"signal": signals_out, "refuse": refuse}
+        for key in [k for k in self.waiting if self.attempts.current(k) is None]:
+            del self.waiting[key]
+        messages = {}  # for the attempts of this worker that run (their pid is known)
+        for item in attempts:
+            remote = self.attempts.current(item["key"])
+            if (item.get("pid") is not None and remote is not None
+                    and remote.worker == worker and self.waiting.get(item["key"])):
+                messages[item["key"]] = self.waiting.pop(item["key"])
+        return {"signal": signals_out, "refuse": refuse, "messages": messages}
 
     def ended(self, key: str, code: Optional[int], signal: Optional[int],
               reason: Optional[str], offsets: dict[str, int]) -> dict[str, Any]:
@@ -194,8 +278,9 @@ class Cluster:
         held = {stream: self._held(remote, stream) for stream in STREAMS}
         if any(offsets.get(stream, 0) > held[stream] for stream in STREAMS):
             raise Refused(f"attempt {key}: the daemon lacks output", offsets=held)
-        for stream in STREAMS:
-            self.held.pop((key, stream), None)
+        for held_key in [k for k in self.held if k[0] == key]:
+            del self.held[held_key]  # its streams and files
+        self.waiting.pop(key, None)
         self.attempts.finish(key, Exit(code, signal, reason))
         return {}
 

@@ -25,6 +25,14 @@ def path(log_dir: str, job_id: str, ext: str) -> str:
     return os.path.join(log_dir, f"{job_id}.{ext}")
 
 
+def stream_path(log_dir: str, job_id: str, stream: str) -> str:
+    """Where a stream that came home from a worker goes: ``out``/``err`` as ``path``,
+    ``events`` (a browser job's events, JSON lines) as ``<log_dir>/<job_id>.events``."""
+    if stream == "events":
+        return os.path.join(log_dir, f"{job_id}.events")
+    return path(log_dir, job_id, stream)
+
+
 def create(log_dir: str, job_id: str) -> None:
     """Create both log files, empty, before the job is recorded RUNNING: from then on
     there is a log to follow, even before the child exists to write it (a zygote
@@ -63,7 +71,8 @@ def write_at(log_dir: str, job_id: str, ext: str, offset: int, data: bytes) -> N
 
     Writing at the offset, not appending, makes a chunk reported twice (a remote launcher
     may report more than once) land on itself. One bounded chunk: a single pwrite."""
-    fd = os.open(path(log_dir, job_id, ext), os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o640)
+    fd = os.open(stream_path(log_dir, job_id, ext), os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC,
+                 0o640)
     try:
         os.pwrite(fd, data, offset)
     finally:
@@ -72,8 +81,7 @@ def write_at(log_dir: str, job_id: str, ext: str, offset: int, data: bytes) -> N
 
 def remove(log_dir: str, job_id: str) -> None:
     """Delete a job's log and events files, if they exist (blocking: call from a thread)."""
-    for name in [path(log_dir, job_id, ext) for ext in EXTENSIONS] + [
-            os.path.join(log_dir, f"{job_id}.events")]:
+    for name in [stream_path(log_dir, job_id, ext) for ext in EXTENSIONS + ("events",)]:
         try:
             os.unlink(name)
         except FileNotFoundError:

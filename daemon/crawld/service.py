@@ -141,7 +141,8 @@ class Daemon:
         self.cluster = (Cluster(self.store, self.remote, self.projects,
                                 Bundles(os.path.join(self.root, "bundles")), self.log_dir,
                                 self.items_dir if s.items else None,
-                                self.supervisor.canceling)
+                                self.supervisor.canceling,
+                                files_root=self.browsers.files_root)
                         if self.remote is not None else None)
         self.webhooks = Webhooks(self.reactor, self.store, self.events, webhook_settings(s),
                                  view=job_dict)

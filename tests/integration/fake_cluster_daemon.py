@@ -39,6 +39,7 @@ class State:
         self.refused: set[str] = set()
         self.fetches: dict[str, int] = {}
         self.output_calls = 0
+        self.messages: dict[str, list] = {}   # key -> messages for the next beat
         self.down = False                      # /test/down: every /cluster call gets 503
 
     def current(self, key: str) -> bool:
@@ -105,6 +106,8 @@ class Api(resource.Resource):
             return self.answer(request, 403, {"msg": "forbidden"})
         if path == "/cluster/output":
             return self.output(request, raw)
+        if path == "/cluster/file":
+            return self.file(request, raw)
         body = json.loads(raw)
         handler = {"/cluster/claim": self.claim, "/cluster/started": self.started_,
                    "/cluster/stats": self.stats_, "/cluster/heartbeat": self.beat,
@@ -120,6 +123,8 @@ class Api(resource.Resource):
             self.s.signals[body["key"]] = body["sig"]
         elif path == "/test/refuse":
             self.s.refused.add(body["key"])
+        elif path == "/test/message":
+            self.s.messages.setdefault(body["key"], []).append(body["data"])
         elif path == "/test/down":
             self.s.down = body["down"]
         elif path == "/test/forget":  # as a daemon that lost what it held of an attempt
@@ -160,6 +165,20 @@ class Api(resource.Resource):
         held[offset:offset + len(data)] = data
         return self.answer(request, 200, {"offset": len(held)})
 
+    def file(self, request: Any, data: bytes) -> bytes:
+        """A saved file's chunk, held as the stream "file:NAME"; 413 past 64 bytes."""
+        query = parse_qs(urlparse(request.uri.decode()).query)
+        key, name, offset = query["key"][0], query["name"][0], int(query["offset"][0])
+        if not self.s.current(key):
+            return self.answer(request, 409, {"msg": f"attempt {key} is not current"})
+        held = self.s.held.setdefault(f"{key} file:{name}", bytearray())
+        if offset > len(held):
+            return self.answer(request, 409, {"msg": "gap", "offset": len(held)})
+        if offset + len(data) > 64:
+            return self.answer(request, 413, {"msg": "a file is at most 64 bytes here"})
+        held[offset:offset + len(data)] = data
+        return self.answer(request, 200, {"offset": len(held)})
+
     def stats_(self, request: Any, body: dict) -> bytes:
         if not self.s.current(body["key"]):
             return self.answer(request, 409, {"msg": "not current"})
@@ -173,7 +192,9 @@ class Api(resource.Resource):
         keys = {a["key"] for a in body["attempts"]}
         return self.answer(request, 200, {
             "signal": {k: v for k, v in self.s.signals.items() if k in keys},
-            "refuse": sorted(k for k in keys if k in self.s.refused)})
+            "refuse": sorted(k for k in keys if k in self.s.refused),
+            "messages": {k: self.s.messages.pop(k) for k in list(self.s.messages)
+                         if k in keys}})
 
     def ended(self, request: Any, body: dict) -> bytes:
         key = body["key"]

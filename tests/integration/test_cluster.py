@@ -256,6 +256,62 @@ def test_each_kind_of_job_goes_to_a_worker_that_takes_its_queue(make_cluster):
     assert cluster.row(spider)["host"] == "w1"
 
 
+LIVE_SCRIPT = '''
+import os
+
+async def run(page, job):
+    await page.set_content("<title>live</title><h1>hi</h1>")
+    job.progress(0.5, "loaded")
+    job.save("data.json", '{"saved": true}')
+    await page.screenshot(path=os.path.join(os.environ["CRAWLD_FILES_DIR"], "page.png"))
+    job.post({"waiting": True})
+    async for message in job.messages():
+        job.post({"script got": message})
+        break
+    job.progress(1.0, "done")
+    return {"ok": True}
+'''
+
+
+def test_a_remote_browser_jobs_events_files_and_messages_come_home(make_cluster):
+    cluster = make_cluster(workers=1)
+    d = cluster.daemon
+    d.push(cluster_project(extra={"demo/scripts/live.py": LIVE_SCRIPT}))
+    job_id = d.ok(d.post("/schedule-job.json", project="demo", script="live",
+                         when="now"))["identifier"]
+
+    def output(**params: Any) -> dict:
+        return d.ok(d.get("/job-output.json", id=job_id, **params))
+
+    def posted() -> list:
+        return d.ok(d.get("/job-posts.json", id=job_id))["posts"]
+    [first] = wait_for(posted, 120, what="the remote job's post in job-posts.json")
+    assert first["data"] == {"waiting": True}
+    assert cluster.row(job_id)["host"] == "w1"
+    live = output()
+    assert live["running"] is True and live["progress"] == 0.5, "events come home live"
+    assert {"waiting": True} in [m["data"] for m in live["messages"]]
+    r = d.get("/job-screenshot.png", id=job_id)
+    assert r.status_code == 409 and "are not relayed" in r.json()["msg"]
+    d.ok(d.post("/job-message.json", id=job_id, data=json.dumps({"reply": 42})))
+    job = d.wait_status(job_id, "SUCCESSFUL", "FAILED", timeout=60)
+    assert job["status"] == "SUCCESSFUL", d.log_text(job_id, "err")
+    assert [p["data"] for p in posted()] == [{"script got": {"reply": 42}}]
+    assert posted() == [], "each post handed out once"
+    out = output()
+    posts = [m["data"] for m in out["messages"] if m["type"] == "post"]
+    assert posts == [{"waiting": True}, {"script got": {"reply": 42}}]
+    assert [m["id"] for m in out["messages"]] == list(range(1, len(out["messages"]) + 1))
+    assert (out["progress"], out["result"]) == (1.0, {"ok": True})
+    files = {f["name"]: f for f in d.ok(d.get("/job-files.json", id=job_id))["files"]}
+    assert sorted(files) == ["data.json", "page.png"]
+    r = d.session.get(d.url + files["data.json"]["url"], timeout=30)
+    assert r.status_code == 200 and r.json() == {"saved": True}
+    r = d.session.get(d.url + files["page.png"]["url"], timeout=30)
+    assert r.content.startswith(b"\x89PNG\r\n\x1a\n") and len(r.content) > 1000
+    assert len(r.content) == files["page.png"]["size"]
+
+
 # -- failures -----------------------------------------------------------------------------
 def test_a_duplicated_celery_message_runs_nothing_twice(make_cluster):
     cluster = make_cluster()

@@ -54,6 +54,7 @@ EXPECTED_ROLES = {  # every route the app serves: a new one must be decided here
     "/cluster/claim": "worker",
     "/cluster/started": "worker",
     "/cluster/output": "worker",
+    "/cluster/file": "worker",
     "/cluster/stats": "worker",
     "/cluster/heartbeat": "worker",
     "/cluster/ended": "worker",

@@ -24,7 +24,7 @@ from crawld.model import Actor, Job, JobStatus, Project, Version
 from crawld.store import InlineExecutor, Store
 from crawld.supervisor import Supervisor
 from tests.unit.fakes import result
-from tests.unit.http_fakes import services, stub
+from tests.unit.http_fakes import FakeJobs, services, stub
 from tests.unit.test_api import call_json
 
 HEARTBEAT, LOST_AFTER = 2.0, 15.0
@@ -67,6 +67,16 @@ class Projects:
         return self.project.path
 
 
+class StoreJobs(FakeJobs):
+    """The jobs of the World's store, for the routes that look one up."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def get(self, job_id: str):
+        return self.store.get_job(job_id)
+
+
 class World:
     """A daemon's cluster side over one store (a restart builds a new World on it)."""
 
@@ -97,11 +107,14 @@ class World:
                                        lambda job: succeed("settled"))
         self.sup = Supervisor(self.clock, self.store, self.launcher, self.events,
                               str(self.log_dir), slots=99, kill_grace=5)
+        self.files_root = tmp_path / "files"
         self.cluster = Cluster(self.store, self.remote, Projects(str(tmp_path / "code")),
                                Bundles(str(tmp_path / "bundles"), to_thread=inline),
-                               str(self.log_dir), str(self.items_dir), self.sup.canceling)
+                               str(self.log_dir), str(self.items_dir), self.sup.canceling,
+                               files_root=str(self.files_root), to_thread=inline)
         self.client = stub(services(self.clock, log_dir=str(self.log_dir),
-                                    cluster=self.cluster))
+                                    cluster=self.cluster, jobs=StoreJobs(self.store),
+                                    to_thread=inline))
 
     @property
     def messages(self) -> list[tuple[str, str, str, dict]]:
@@ -217,7 +230,7 @@ def test_output_lands_at_offsets_and_the_end_waits_for_every_byte(world):
     assert code == 409 and gap["offset"] == 3
     assert world.output(key, "items", 0, b'{"a": 1}\n')[1]["offset"] == 9
     code, short = world.end(key, 0, offsets={"out": 5, "err": 0, "items": 9})
-    assert code == 409 and short["offsets"] == {"out": 3, "err": 0, "items": 9}
+    assert code == 409 and short["offsets"] == {"out": 3, "err": 0, "items": 9, "events": 0}
     assert world.get(job.id).status is JobStatus.RUNNING
     assert world.end(key, 0, offsets={"out": 3, "items": 9})[0] == 200
     assert world.end(key, 0, offsets={"out": 3, "items": 9})[0] == 200, "once, answered 200"

@@ -67,7 +67,7 @@ def test_an_attempt_runs_ships_and_ends(rig: Rig) -> None:
     reporter.ended(attempt, Exit(0, None))
     outcome = rig.settle(done)
     assert outcome.endswith("reported")
-    assert rig.state.ends[key]["offsets"] == {"out": 6, "err": 9, "items": 9}
+    assert rig.state.ends[key]["offsets"] == {"out": 6, "err": 9, "items": 9, "events": 0}
     assert rig.state.ends[key]["code"] == 0
     assert rig.held(key, "items") == b'{"n": 1}\n'
     assert rig.state.stats[key] == {"item_scraped_count": 2}

@@ -17,7 +17,7 @@ from urllib.parse import quote, urlsplit
 from twisted.internet.defer import Deferred, inlineCallbacks
 
 from .. import browser, logs
-from ..errors import BadRequest, NotFound
+from ..errors import BadRequest, Conflict, NotFound
 from ..payloads import parse_json
 from .files import (events_view, list_files, open_regular, read_output, read_screenshot,
                     valid_file_name)
@@ -104,7 +104,13 @@ def job_message(s: Services, request: Any):
     """Send a message (JSON) in to a running browser script."""
     job = yield find_job(s, arg(request, "id"))
     data = parse_json("parameter 'data'", arg(request, "data"))
-    channel(s, job.id).message(data)
+    try:
+        control = channel(s, job.id)
+    except NotFound:  # on a worker: its next heartbeat answer carries the message
+        if s.cluster is None or not s.cluster.message(job.id, data):
+            raise
+        return {"identifier": job.id}
+    control.message(data)
     return {"identifier": job.id}
 
 
@@ -112,8 +118,11 @@ def job_message(s: Services, request: Any):
 def job_posts(s: Services, request: Any):
     """The messages the script posted since the last call (each one is handed out once)."""
     job = yield find_job(s, arg(request, "id"))
-    posts = [dict(p, date=iso_ms(p.get("date")))
-             for p in (s.browsers.take_posts(job.id) if s.browsers else [])]
+    if s.cluster is not None and job.host is not None:  # it ran on a worker
+        found = yield s.cluster.take_posts(job.id)
+    else:
+        found = s.browsers.take_posts(job.id) if s.browsers else []
+    posts = [dict(p, date=iso_ms(p.get("date"))) for p in found]
     return {"identifier": job.id, "posts": posts}
 
 
@@ -122,8 +131,15 @@ def job_screenshot(s: Services, request: Any):
     """A PNG of the running job's page, taken now."""
     job = yield find_job(s, arg(request, "id"))
     full_page = flag_arg(request, "full-page")
-    browsers = browsers_of(s)
-    control = browsers.channel(job.id)
+    try:
+        browsers = browsers_of(s)
+        control = browsers.channel(job.id)
+    except NotFound:
+        if s.cluster is not None and s.cluster.runs_remotely(job.id):
+            raise Conflict(f"job {job.id} runs on a worker: live screenshots of a job "
+                           "on a worker are not relayed (the screenshots it saves come "
+                           "home with its files)") from None
+        raise
     shot = f"{control.next_shot + 1}.png"
     path = os.path.join(browsers.tmp_dir(job.id), "shots", shot)
     limit = browsers.settings.screenshot_timeout

@@ -14,7 +14,9 @@ from typing import Any, Optional
 
 from twisted.internet.defer import maybeDeferred
 
+from ..cluster import STREAMS
 from ..errors import BadRequest, NotFound, TooLarge
+from .files import valid_file_name
 from .helpers import MAX_INT, Router, arg, int_arg, write_json
 from .services import Services
 
@@ -111,17 +113,33 @@ def started(s: Services, request: Any) -> Any:
     return answer(s, request, lambda: cluster_of(s).started(worker, key, pid, since))
 
 
-def output(s: Services, request: Any) -> Any:
-    key = key_of(arg(request, "key"))
-    stream = arg(request, "stream")
-    if stream not in ("out", "err", "items"):
-        raise BadRequest("parameter 'stream' must be out, err or items")
+def chunk_of(request: Any, what: str) -> tuple[int, bytes]:
+    """A chunk request's ``offset`` parameter and raw body (413 past 1 MiB)."""
     offset = int_arg(request, "offset", 0)
     request.content.seek(0, 0)
     data = request.content.read(MAX_JSON + 1)
     if len(data) > MAX_JSON:
-        raise TooLarge(f"at most {MAX_JSON} bytes of output per request")
+        raise TooLarge(f"at most {MAX_JSON} bytes of {what} per request")
+    return offset, data
+
+
+def output(s: Services, request: Any) -> Any:
+    key = key_of(arg(request, "key"))
+    stream = arg(request, "stream")
+    if stream not in STREAMS:
+        raise BadRequest("parameter 'stream' must be out, err, items or events")
+    offset, data = chunk_of(request, "output")
     return answer(s, request, lambda: cluster_of(s).output(key, stream, offset, data))
+
+
+def file(s: Services, request: Any) -> Any:
+    """A chunk of an artifact a remote browser job saved (its files dir), by offset."""
+    key = key_of(arg(request, "key"))
+    name = arg(request, "name")
+    if not valid_file_name(name) or len(name.encode()) > 255:
+        raise BadRequest("parameter 'name' must be a plain file name (not hidden, no '/')")
+    offset, data = chunk_of(request, "a file")
+    return answer(s, request, lambda: cluster_of(s).file(key, name, offset, data))
 
 
 def stats(s: Services, request: Any) -> Any:
@@ -154,7 +172,7 @@ def ended(s: Services, request: Any) -> Any:
     reason = field(body, "reason", str, False)
     offsets = field(body, "offsets", dict, False) or {}
     for name in list(offsets):
-        if name not in ("out", "err", "items"):
+        if name not in STREAMS:
             raise BadRequest(f"unknown stream {name!r} in 'offsets'")
         field(offsets, name, int)
     return answer(s, request, lambda: cluster_of(s).ended(key, code, sig, reason, offsets))
@@ -174,6 +192,7 @@ def register(router: Router) -> None:
     router.route("/cluster/claim", "POST")(claim)
     router.route("/cluster/started", "POST")(started)
     router.route("/cluster/output", "POST")(output)
+    router.route("/cluster/file", "POST")(file)
     router.route("/cluster/stats", "POST")(stats)
     router.route("/cluster/heartbeat", "POST")(heartbeat)
     router.route("/cluster/ended", "POST")(ended)

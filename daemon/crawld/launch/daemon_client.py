@@ -137,6 +137,13 @@ class DaemonClient:
         return self._call(b"POST", f"/cluster/output?{query}", data,
                           "application/octet-stream")
 
+    def file(self, key: str, name: str, offset: int, data: bytes):
+        """``Deferred[Reply]``: a chunk of a browser job's saved file, answered like
+        ``output``."""
+        query = urlencode({"key": key, "name": name, "offset": offset})
+        return self._call(b"POST", f"/cluster/file?{query}", data,
+                          "application/octet-stream")
+
     def stats(self, key: str, stats: dict[str, Any]):
         return self._post("/cluster/stats", {"key": key, "stats": stats})
 

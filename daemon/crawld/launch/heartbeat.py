@@ -82,6 +82,7 @@ class Heartbeat:
             self.lost_after = float(lost_after)
         signal = body.get("signal") if isinstance(body.get("signal"), dict) else {}
         refuse = [k for k in body.get("refuse") or [] if isinstance(k, str)]
-        self.runtime.apply(signal, refuse)
+        messages = body.get("messages") if isinstance(body.get("messages"), dict) else {}
+        self.runtime.apply(signal, refuse, messages)
         self.beats += 1
         return True

@@ -69,7 +69,7 @@ class WorkerDirs:
 
     @property
     def files(self) -> str:
-        """Browser jobs' artifacts (browser.Browsers.files_dir): not shipped home yet."""
+        """Browser jobs' artifacts (browser.Browsers.files_dir): shipped home at the end."""
         return os.path.join(self.root, "files")
 
     def make(self) -> None:
@@ -80,10 +80,12 @@ class WorkerDirs:
             os.makedirs(folder, mode=0o700, exist_ok=True)
 
     def streams(self, job_id: str) -> dict[str, str]:
-        """The spool files of a job: stream name -> path."""
+        """The spool files of a job: stream name -> path (``events``: a browser job's
+        events, which browser.Browsers writes to ``<logs>/<id>.events``)."""
         return {"out": logs.path(self.logs, job_id, "out"),
                 "err": logs.path(self.logs, job_id, "err"),
-                "items": item_files.path(self.items, job_id)}
+                "items": item_files.path(self.items, job_id),
+                "events": logs.stream_path(self.logs, job_id, "events")}
 
 
 class BadMessage(ValueError):
@@ -183,6 +185,7 @@ class WorkerRuntime:
             return f"{key}: not started ({reply.body.get('msg') or reply.code})"
         job = job_from_wire(reply.body["job"])
         shipper = self.make_shipper(key, self.dirs.streams(job_id))
+        shipper.files_dir = os.path.join(self.dirs.files, job_id)
         running = self.running[key] = Running(Attempt(job, number), shipper)
         try:
             outcome = yield self._see_through(running, reply.body.get("code"))
@@ -280,8 +283,8 @@ class WorkerRuntime:
             except FileNotFoundError:
                 pass
         logs.remove(self.dirs.logs, job_id)  # and a browser job's events file
-        # a browser job's artifacts do not come home (yet): the worker keeps only a
-        # cache and a spool, so they go with the spool
+        # a browser job's artifacts came home with its end (the worker keeps only a
+        # cache and a spool)
         shutil.rmtree(os.path.join(self.dirs.files, job_id), ignore_errors=True)
         records.remove(self.dirs.attempts, job_id)
 
@@ -292,9 +295,15 @@ class WorkerRuntime:
         self.launcher.signal(running.attempt, signals.SIGKILL)
 
     # -- from the heartbeat -----------------------------------------------------------
-    def apply(self, signal: dict[str, Any], refuse: list[str]) -> None:
+    def apply(self, signal: dict[str, Any], refuse: list[str],
+              messages: Optional[dict[str, Any]] = None) -> None:
         """A heartbeat answer: send each requested signal once; refused attempts stop
-        shipping and their trees are killed."""
+        shipping and their trees are killed; ``messages`` (job-message.json's, per
+        attempt) go to the browser job's channel, as the daemon's own runner does."""
+        for key, sent in (messages or {}).items():
+            running = self.running.get(key)
+            if running is not None and isinstance(sent, list):
+                self._deliver(running, sent)
         for key, sig in signal.items():
             running = self.running.get(key)
             if running is None or not isinstance(sig, int) or sig in running.signalled:
@@ -306,6 +315,20 @@ class WorkerRuntime:
             running = self.running.get(key)
             if running is not None:  # stops shipping; kills the tree once it runs
                 running.shipper.refuse("refused in a heartbeat answer")
+
+    def _deliver(self, running: Running, sent: list[Any]) -> None:
+        browsers = getattr(self.launcher, "browsers", None)
+        channel = (browsers.channels.get(running.attempt.job.id)
+                   if browsers is not None else None)
+        for data in sent:
+            try:
+                if channel is None:
+                    raise LookupError("it has no control channel here")
+                channel.message(data)
+            except Exception as exc:  # ended meanwhile: lost, as locally
+                log.warn("job {key}: a message from the daemon was not delivered: {exc}",
+                         key=running.attempt.key, exc=exc)
+                return
 
     @inlineCallbacks
     def attempts(self):
@@ -333,6 +356,7 @@ class WorkerRuntime:
             log.warn("job {key}: left by a previous run of this worker; {n} process(es) "
                      "killed", key=record.key, n=killed)
             shipper = self.make_shipper(record.key, self.dirs.streams(record.job_id))
+            shipper.files_dir = os.path.join(self.dirs.files, record.job_id)
             d = shipper.finish(None, None, "the worker restarted")
             d.addCallback(lambda accepted, job_id=record.job_id: self._forget(job_id, accepted))
             d.addErrback(lambda f: log.failure("sweeping a job failed", f))

@@ -1,4 +1,5 @@
-"""Ships one attempt's output home: its ``out``, ``err`` and ``items`` files, by offset.
+"""Ships one attempt's output home: its ``out``, ``err``, ``items`` and (browser jobs)
+``events`` files, by offset.
 
 The job writes its files on the worker as it would locally (the spool); the shipper
 reads each from the offset the daemon acknowledged, at most ``CHUNK`` bytes per
@@ -9,7 +10,9 @@ is skipped. While the daemon cannot be reached the files stay where they are and
 shipper retries with a growing delay (at most ``max_backoff`` seconds), resuming from
 the daemon's answer when it is back.
 
-At the end, ``finish`` ships the rest and reports the end with the offsets the worker
+At the end, ``finish`` ships the rest, then the files a browser job saved in its files
+dir (``files_dir``: screenshots, downloads; each by offset like a stream, regular
+files only, never through a link), and reports the end with the offsets the worker
 holds; the daemon records it only once it has every byte (else 409 with its own offsets:
 ship from there and ask again). A 409 that carries no offset means the daemon no longer
 accepts the attempt (lost, canceled and replaced, not current): ``Refused``, the caller
@@ -18,6 +21,7 @@ kills what runs and drops the spool.
 from __future__ import annotations
 
 import os
+import stat
 from typing import Any, Callable, Mapping, Optional
 
 from twisted.internet import task
@@ -29,7 +33,7 @@ from .daemon_client import Reply, Unreachable
 
 log = Logger(namespace="crawld.worker")
 
-STREAMS = ("out", "err", "items")
+STREAMS = ("out", "err", "items", "events")
 CHUNK = 1024 * 1024       # bytes per request, at most (the daemon's limit)
 INTERVAL = 0.5            # seconds between shipping rounds while the job runs
 MAX_BACKOFF = 5.0         # seconds between retries while the daemon is unreachable
@@ -47,6 +51,36 @@ def size_of(path: Optional[str]) -> int:
         return os.stat(path).st_size
     except OSError:
         return 0
+
+
+def saved_files(folder: Optional[str]) -> dict[str, int]:
+    """The files a browser job saved in ``folder``: name -> size, regular files only,
+    not hidden, not through a link (blocking: a thread)."""
+    if folder is None:
+        return {}
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return {}
+    return {e.name: e.stat(follow_symlinks=False).st_size for e in entries
+            if e.is_file(follow_symlinks=False) and not e.name.startswith(".")}
+
+
+def read_file_at(folder: str, name: str, offset: int, length: int) -> bytes:
+    """``length`` bytes of ``folder/name`` from ``offset``, only if it is a regular file
+    reached without a link (the job owns the folder; blocking: a thread)."""
+    dir_fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+                     dir_fd=dir_fd)
+    finally:
+        os.close(dir_fd)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(f"{name} is not a regular file")
+        return os.pread(fd, length, offset)
+    finally:
+        os.close(fd)
 
 
 def read_at(path: str, offset: int, length: int) -> bytes:
@@ -72,6 +106,8 @@ class Shipper:
         self.max_backoff = max_backoff
         self.to_thread = to_thread
         self.held = {stream: 0 for stream in self.paths}  # what the daemon acknowledged
+        self.files_dir: Optional[str] = None  # a browser job's saved files (at the end)
+        self.files_held: dict[str, int] = {}  # file name -> bytes the daemon holds
         self.pending_stats: Optional[dict[str, Any]] = None
         self.lock = DeferredLock()   # one shipping round at a time
         self.timer: Optional[Any] = None
@@ -165,6 +201,34 @@ class Shipper:
             else:
                 self._refuse(reply)
 
+    @inlineCallbacks
+    def ship_files(self):
+        """Ship every file the job saved, each from what the daemon holds of it. A file
+        the daemon declines (too large, a name it refuses, no files taken) is left
+        out with a log line: it does not hold the end back."""
+        found = yield self.to_thread(saved_files, self.files_dir)
+        for name, size in sorted(found.items()):
+            while not self.abandoned and self.files_held.get(name, 0) < size:
+                offset = self.files_held.get(name, 0)
+                try:
+                    data = yield self.to_thread(read_file_at, self.files_dir, name, offset,
+                                                min(CHUNK, size - offset))
+                except OSError as exc:
+                    log.warn("job {key}: file {name!r} not shipped: {exc}", key=self.key,
+                             name=name, exc=exc)
+                    break
+                if not data:
+                    break
+                reply = yield self.client.file(self.key, name, offset, data)
+                if reply.code in (200, 409) and isinstance(reply.body.get("offset"), int):
+                    self.files_held[name] = reply.body["offset"]
+                elif reply.code in (400, 404, 413):
+                    log.warn("job {key}: the daemon declines file {name!r}: {msg}",
+                             key=self.key, name=name, msg=reply.body.get("msg"))
+                    self.files_held[name] = size
+                else:
+                    self._refuse(reply)
+
     # -- the end ----------------------------------------------------------------------
     def stop(self) -> None:
         """Stop the periodic rounds (``finish`` and ``round`` still work)."""
@@ -193,6 +257,7 @@ class Shipper:
                 return False
             try:
                 yield self.round()
+                yield self.ship_files()
                 offsets = self.offsets()
                 reply = yield self.client.ended(self.key, code, signal, reason, offsets)
             except Refused:
