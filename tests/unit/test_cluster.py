@@ -304,6 +304,26 @@ def test_retry_lost_queues_a_job_that_wrote_no_items_again(world):
     assert lost.status is JobStatus.FAILED and lost.reason.startswith("worker lost")
 
 
+def test_the_kill_comes_a_whole_grace_after_the_term_reached_the_worker(world):
+    """The supervisor asks KILL kill-grace (5 s) after TERM; a TERM that waited 1.5 s for
+    the worker's next heartbeat holds the KILL back 1.5 s too, so the job's processes get
+    their whole grace on the worker (they may be closing feeds, writing their last log)."""
+    world.beat()
+    job = world.job()
+    key = world.run(job)
+    ending = world.sup.cancel(job.id)
+    world.clock.advance(1.5)  # the worker's next heartbeat
+    assert world.beat(attempts=(key,))["signal"] == {key: signal.SIGTERM}
+    world.clock.advance(3.5)  # 5 s after the cancel: the supervisor asks KILL now
+    assert world.beat(attempts=(key,))["signal"] == {key: signal.SIGTERM}, "1.5 s early"
+    world.clock.advance(1.4)
+    assert world.beat(attempts=(key,))["signal"] == {key: signal.SIGTERM}
+    world.clock.advance(0.1)  # 5 s after the TERM reached the worker
+    assert world.beat(attempts=(key,))["signal"] == {key: signal.SIGKILL}
+    assert world.end(key, None, signal.SIGKILL)[0] == 200
+    assert result(ending).status is JobStatus.CANCELED
+
+
 def test_a_claim_of_a_job_being_canceled_is_refused_and_ends_it(world):
     world.beat()
     job = world.job()

@@ -42,6 +42,9 @@ class Remote:
     pid: Optional[int] = None
     rss: int = 0
     signal: Optional[int] = None        # pending: repeated until the attempt ends
+    asked: float = 0.0                  # when ``signal`` was asked
+    told: Optional[float] = None        # when a heartbeat answer first carried it
+    kill_asked: Optional[float] = None  # a SIGKILL asked after it (the grace ran out)
     cwd: Optional[str] = None           # the version dir its code bundle came from
 
 
@@ -139,8 +142,26 @@ class RemoteAttempts:
         if remote.worker is None:
             self.finish(key, Exit(None, sig, reason="ended before a worker started it"))
             return
-        if remote.signal != signals.SIGKILL:
-            remote.signal = sig
+        now = self.clock.seconds()
+        if remote.signal is None:
+            remote.signal, remote.asked = sig, now
+        elif (sig == signals.SIGKILL and remote.signal != signals.SIGKILL
+              and remote.kill_asked is None):
+            remote.kill_asked = now
+
+    def _due(self, remote: Remote, now: float) -> Optional[int]:
+        """The signal a heartbeat answer carries for ``remote`` now. A SIGKILL that
+        follows a TERM is held back as long as the TERM waited for its first heartbeat:
+        the worker's processes get the whole kill-grace between the two, as locally,
+        however the heartbeats fell."""
+        if remote.signal is None:
+            return None
+        if remote.told is None:
+            remote.told = now
+        if (remote.kill_asked is not None
+                and now >= remote.told + (remote.kill_asked - remote.asked)):
+            return signals.SIGKILL
+        return remote.signal
 
     def rss(self, key: str) -> int:
         remote = self.attempts.get(key)
@@ -167,12 +188,13 @@ class RemoteAttempts:
             remote.seen = now
             remote.pid = item.get("pid") or remote.pid
             remote.rss = item.get("rss") or 0
-            if remote.signal is not None:
-                signals_out[key] = remote.signal
-        # a pending signal of an attempt it claimed but did not list (still starting)
+        # its attempts' pending signals (also of one it claimed but did not list: still
+        # starting)
         for key, remote in self.attempts.items():
-            if remote.worker == worker and remote.signal is not None:
-                signals_out.setdefault(key, remote.signal)
+            if remote.worker == worker:
+                due = self._due(remote, now)
+                if due is not None:
+                    signals_out[key] = due
         if known is None or slots > known.slots:
             log.info("worker {name}: {slots} slot(s), queues {queues}", name=worker,
                      slots=slots, queues=",".join(entry.queues))
