@@ -110,32 +110,47 @@ def descendants(pid: int) -> list[psutil.Process]:
 
 def signal_tree(pid: int, sig: int, known: Optional[list[psutil.Process]] = None,
                 leader: bool = True) -> int:
-    """Send ``sig`` to ``pid``, the process group it leads and every descendant.
+    """Send ``sig`` to ``pid``, the process group it leads and every descendant, once.
 
-    The leader is signalled by pid too: a job that has not yet called setsid() has no
-    group of its own. Pass ``leader=False`` once the leader has been reaped (its pid
-    may be reused). ``known`` adds processes seen earlier (they may have been
-    re-parented since). Returns how many processes were signalled individually.
+    The group gets it first; the leader by pid only when it has no group of its own yet
+    (it has not called setsid()), and each descendant by pid only when it has left the
+    group: a second SIGTERM is not the same as one (Scrapy takes its second as "force an
+    unclean shutdown", and dies before closing its spider). Pass ``leader=False`` once
+    the leader has been reaped (its pid may be reused). ``known`` adds processes seen
+    earlier (they may have been re-parented since). Returns how many processes were
+    signalled individually.
     """
     procs = {p.pid: p for p in (known or [])}
     if leader:
         procs.update({p.pid: p for p in descendants(pid)})
+    try:
+        os.killpg(pid, sig)
+        grouped = True
+    except (ProcessLookupError, PermissionError):
+        grouped = False
+    if leader and not grouped:
         try:
             os.kill(pid, sig)
         except (ProcessLookupError, PermissionError):
             pass
-    try:
-        os.killpg(pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
     count = 0
     for proc in procs.values():
+        if grouped and _group_of(proc.pid) == pid:
+            continue  # it had the signal through its group
         try:
             proc.send_signal(sig)  # psutil checks the pid was not reused
             count += 1
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             pass
     return count
+
+
+def _group_of(pid: int) -> Optional[int]:
+    """The process group of ``pid``, None when it is gone."""
+    try:
+        return os.getpgid(pid)
+    except (ProcessLookupError, PermissionError):
+        return None
 
 
 def kill_tree(pid: int, known: Optional[list[psutil.Process]] = None) -> int:

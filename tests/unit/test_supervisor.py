@@ -456,3 +456,61 @@ def test_a_jobs_settings_and_arguments_become_s_and_a_before_the_payload(world):
     assert tail == ["crawl", "s", "-s", "TELNETCONSOLE_ENABLED=1", "-s", "X=a=b",
                     "-s", "TELNETCONSOLE_ENABLED=0", "-s", "REMOTE_CONTROL_ENABLED=0",
                     "-a", "color=blue"]
+
+
+COUNTER = r"""
+import os, signal, sys, time
+out = sys.argv[1]
+def note(mark):
+    def handler(signum, frame):
+        with open(out, "a") as fh:
+            fh.write(f"{os.getpid()} {mark}\n")
+    return handler
+signal.signal(signal.SIGTERM, note("TERM"))
+signal.signal(signal.SIGRTMIN, note("MARK"))
+if sys.argv[2] == "leader":
+    os.setsid()
+    import subprocess
+    subprocess.Popen([sys.executable, "-c", sys.argv[3], out, "child", sys.argv[3]])
+with open(out, "a") as fh:
+    fh.write(f"{os.getpid()} READY\n")
+while True:
+    time.sleep(0.01)
+"""
+
+
+def test_signal_tree_signals_each_process_of_a_group_once(tmp_path, monkeypatch):
+    """A leader in its own session and a child in its group, both known: each gets one
+    SIGTERM (through the group), not a second by pid; Scrapy takes a second SIGTERM as
+    "force an unclean shutdown". A real-time signal sent afterwards marks the end: it
+    is delivered after any pending standard signal."""
+    import os
+    import subprocess
+    import sys
+    import psutil
+    from crawld import tree
+    from tests.conftest import wait_for
+    out = tmp_path / "signals"
+    leader = subprocess.Popen([sys.executable, "-c", COUNTER, str(out), "leader", COUNTER])
+    try:
+        lines = lambda: out.read_text().splitlines() if out.exists() else []
+        wait_for(lambda: sum(line.endswith("READY") for line in lines()) == 2, 30,
+                 what="the leader and its child to be ready")
+        known = psutil.Process(leader.pid).children(recursive=True)
+        assert len(known) == 1
+        by_pid = []  # whether two signals coalesce is up to the scheduler: record them
+        real_send = psutil.Process.send_signal
+        monkeypatch.setattr(psutil.Process, "send_signal",
+                            lambda self, sig: by_pid.append(self.pid) or real_send(self, sig))
+        tree.signal_tree(leader.pid, signal.SIGTERM, known)
+        monkeypatch.undo()
+        assert by_pid == [], "the group's processes had it through the group"
+        for proc in [psutil.Process(leader.pid), *known]:
+            proc.send_signal(signal.SIGRTMIN)
+        wait_for(lambda: sum(line.endswith("MARK") for line in lines()) == 2, 30,
+                 what="both to see the mark")
+        terms = [line.split()[0] for line in lines() if line.endswith("TERM")]
+        assert sorted(terms) == sorted([str(leader.pid), str(known[0].pid)])
+    finally:
+        os.killpg(leader.pid, signal.SIGKILL)
+        leader.wait()
