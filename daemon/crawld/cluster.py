@@ -25,6 +25,7 @@ from .launch.protocol import Started
 from .launch.remote import Remote, RemoteAttempts
 from .model import Job
 from .process import Exit
+from .remote_shots import RemoteShots
 from .store import Store
 
 STREAMS = ("out", "err", "items", "events")  # events: a browser job's, JSON lines
@@ -74,6 +75,7 @@ class Cluster:
         self.files_root = files_root
         self.waiting: dict[str, list[Any]] = {}  # attempt key -> messages for its job
         self.posts_read: dict[str, int] = {}  # job id -> the last event id job-posts saw
+        self.shots = RemoteShots()  # live screenshots of remote browser jobs
         self.to_thread = to_thread
 
     def timings(self) -> dict[str, float]:
@@ -221,6 +223,24 @@ class Cluster:
                 return True
         return False
 
+    def screenshot(self, job_id: str, full_page: bool) -> Optional[Deferred]:
+        """A live screenshot of a browser job running on a worker (job-screenshot.png):
+        asked in the worker's next heartbeat answer; fires with the PNG's bytes (see
+        remote_shots.RemoteShots.request). None when no worker runs the job."""
+        for key, remote in self.attempts.attempts.items():
+            if remote.attempt.job.id == job_id and remote.worker is not None:
+                return self.shots.request(key, job_id, full_page)
+        return None
+
+    def screenshot_taken(self, key: str, req: int, data: Optional[bytes],
+                         error: Optional[str]) -> dict[str, Any]:
+        """The worker's PNG (or why it failed) for screenshot request ``req``."""
+        self._remote(key)
+        if not self.shots.answer(key, req, data, error):
+            raise Conflict(f"attempt {key}: no screenshot request {req} is waiting "
+                           "(it timed out)")
+        return {}
+
     @inlineCallbacks
     def take_posts(self, job_id: str):
         """job-posts.json for a job that ran on a worker: the ``post`` events that came
@@ -258,13 +278,19 @@ class Cluster:
             del self.held[key]  # of attempts lost or refused since
         for key in [k for k in self.waiting if self.attempts.current(k) is None]:
             del self.waiting[key]
-        messages = {}  # for the attempts of this worker that run (their pid is known)
+        self.shots.prune(lambda k: self.attempts.current(k) is not None)
+        messages, shots = {}, {}  # for this worker's attempts that run (pid known)
         for item in attempts:
             remote = self.attempts.current(item["key"])
-            if (item.get("pid") is not None and remote is not None
-                    and remote.worker == worker and self.waiting.get(item["key"])):
+            if item.get("pid") is None or remote is None or remote.worker != worker:
+                continue
+            if self.waiting.get(item["key"]):
                 messages[item["key"]] = self.waiting.pop(item["key"])
-        return {"signal": signals_out, "refuse": refuse, "messages": messages}
+            asked = self.shots.hand_out(item["key"])
+            if asked:
+                shots[item["key"]] = asked
+        return {"signal": signals_out, "refuse": refuse, "messages": messages,
+                "screenshots": shots}
 
     def ended(self, key: str, code: Optional[int], signal: Optional[int],
               reason: Optional[str], offsets: dict[str, int]) -> dict[str, Any]:
@@ -281,6 +307,7 @@ class Cluster:
         for held_key in [k for k in self.held if k[0] == key]:
             del self.held[held_key]  # its streams and files
         self.waiting.pop(key, None)
+        self.shots.end(key, remote.attempt.job.id)
         self.attempts.finish(key, Exit(code, signal, reason))
         return {}
 

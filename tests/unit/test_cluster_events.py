@@ -1,13 +1,15 @@
 """A remote browser job's live side (issue 14): its events stream and saved files come
-home by offset, messages to it travel in heartbeat answers, live screenshots are
-refused with a clear 409. Daemon side, over the World of test_cluster.py."""
+home by offset, messages to it and live screenshot requests travel in heartbeat
+answers, the screenshots come back through /cluster/screenshot. Daemon side, over the World of test_cluster.py."""
 from __future__ import annotations
 
 import json
 from typing import Any
 
 import pytest
+from twisted.internet.defer import Deferred
 
+from tests.unit.fakes import result
 from tests.unit.test_api import call_json
 from tests.unit.test_cluster import World
 
@@ -87,13 +89,106 @@ def test_a_message_waits_for_the_next_heartbeat_of_the_worker_that_runs_the_job(
     assert world.beat(attempts=(key,))["messages"] == {}, "handed out once"
 
 
-def test_a_live_screenshot_of_a_remote_job_is_refused_with_a_clear_409(world):
+PNG = b"\x89PNG\r\n\x1a\n" + b"\x00\x00\x00\rIHDR" + b"rest"
+
+
+def ask_shot(world: World, job_id: str, full_page: bool = False) -> Deferred:
+    """A job-screenshot.png request still waiting for its answer: its Deferred."""
+    d = world.client.get(f"http://localhost/job-screenshot.png?id={job_id}"
+                         + ("&full-page=1" if full_page else ""))
+    world.client.flush()
+    return d
+
+
+def answered(world: World, d: Deferred) -> tuple[int, Any, bytes]:
+    """The code, content type and body of a request that has been answered."""
+    world.client.flush()
+    seen: list = []
+    d.addBoth(seen.append)
+    assert seen, "not answered yet"
+    response = seen[0]
+    body = result(response.content())
+    return response.code, response.headers.getRawHeaders("content-type"), body
+
+
+def send_shot(world: World, key: str, req: int, data: bytes = b"", error: str = ""
+              ) -> tuple[int, dict]:
+    query = f"key={key}&req={req}" + (f"&error={error}" if error else "")
+    return call_json(world.client, "post", f"/cluster/screenshot?{query}", data=data,
+                     headers={"Content-Type": ["image/png"]})
+
+
+def test_a_live_screenshot_of_a_remote_job_is_relayed_through_its_workers_heartbeat(world):
     world.beat()
     job = world.job(kind="script")
-    world.run(job)
     code, body = call_json(world.client, "get", f"/job-screenshot.png?id={job.id}")
-    assert code == 409
-    assert "live screenshots of a job on a worker are not relayed" in body["msg"]
+    assert code == 404, "not claimed by any worker yet: nobody to ask"
+    key = world.run(job)
+    d = ask_shot(world, job.id, full_page=True)
+    assert world.beat("w2", attempts=(key,))["screenshots"] == {}, "another worker's beat"
+    [asked] = world.beat(attempts=(key,))["screenshots"][key]
+    assert asked["full_page"] is True and isinstance(asked["req"], int)
+    assert world.beat(attempts=(key,))["screenshots"] == {}, "handed out once"
+    assert send_shot(world, key, asked["req"], PNG)[0] == 200
+    code, kind, data = answered(world, d)
+    assert (code, kind, data) == (200, ["image/png"], PNG)
+    code, body = send_shot(world, key, asked["req"], PNG)
+    assert code == 409 and "no screenshot request" in body["msg"], "answered once"
+
+
+def test_a_remote_screenshot_fails_times_out_and_ends_as_a_local_one_does(world):
+    world.beat()
+    job = world.job(kind="script")
+    key = world.run(job)
+    d = ask_shot(world, job.id)
+    [asked] = world.beat(attempts=(key,))["screenshots"][key]
+    assert asked["full_page"] is False
+    assert send_shot(world, key, asked["req"], error="page%20closed")[0] == 200
+    code, _, data = answered(world, d)
+    assert code == 503 and json.loads(data)["msg"] == "screenshot failed: page closed"
+    d = ask_shot(world, job.id)
+    [asked] = world.beat(attempts=(key,))["screenshots"][key]
+    assert send_shot(world, key, asked["req"], b"GIF89a")[0] == 200
+    code, _, data = answered(world, d)
+    assert code == 503 and "not a PNG" in json.loads(data)["msg"]
+    d = ask_shot(world, job.id)
+    world.clock.advance(14.9)
+    world.client.flush()
+    seen: list = []
+    d.addBoth(lambda r: (seen.append(r), r)[1])
+    assert not seen, "waits up to screenshot-timeout"
+    world.clock.advance(0.2)
+    code, _, data = answered(world, d)
+    assert code == 503 and "within 15 s (screenshot-timeout)" in json.loads(data)["msg"]
+    assert world.cluster.shots.pending == {}, "a request nobody waits for is forgotten"
+    assert world.beat(attempts=(key,))["screenshots"] == {}
+    waits = [ask_shot(world, job.id) for _ in range(4)]
+    code, _, data = answered(world, ask_shot(world, job.id))
+    assert code == 429 and "4 screenshot requests waiting" in json.loads(data)["msg"]
+    assert world.end(key, 0)[0] == 200
+    for d in waits:
+        code, _, data = answered(world, d)
+        assert code == 404 and "ended before its screenshot" in json.loads(data)["msg"]
+    assert send_shot(world, key, 1, PNG)[0] == 409, "the attempt is not current"
+
+
+def test_screenshot_uploads_check_their_input(world, monkeypatch):
+    monkeypatch.setattr("crawld.http.routes_cluster.MAX_SHOT", 8)
+    world.beat()
+    job = world.job(kind="script")
+    key = world.run(job)
+    d = ask_shot(world, job.id)
+    [asked] = world.beat(attempts=(key,))["screenshots"][key]
+    code, body = call_json(world.client, "post", f"/cluster/screenshot?key={key}",
+                           data=PNG)
+    assert code == 400 and "'req'" in body["msg"]
+    code, body = send_shot(world, key, asked["req"], PNG)
+    assert code == 413 and "at most 8 bytes" in body["msg"]
+    code, body = send_shot(world, "no key", asked["req"], PNG)
+    assert code == 400
+    assert world.cluster.shots.pending, "still waiting after bad uploads"
+    assert send_shot(world, key, asked["req"], PNG[:8])[0] == 200
+    assert answered(world, d)[0] == 200
 
 
 def test_job_posts_of_a_remote_job_come_from_its_events_each_once(world):

@@ -17,8 +17,9 @@ from urllib.parse import quote, urlsplit
 from twisted.internet.defer import Deferred, inlineCallbacks
 
 from .. import browser, logs
-from ..errors import BadRequest, Conflict, NotFound
+from ..errors import BadRequest, NotFound
 from ..payloads import parse_json
+from ..remote_shots import ShotError
 from .files import (events_view, list_files, open_regular, read_output, read_screenshot,
                     valid_file_name)
 from .helpers import Router, arg, find_job, flag_arg, int_arg, seconds_arg, stream
@@ -126,39 +127,60 @@ def job_posts(s: Services, request: Any):
     return {"identifier": job.id, "posts": posts}
 
 
+def shot_timeout(s: Services) -> float:
+    """How long job-screenshot.png waits for the job ([browser] screenshot-timeout)."""
+    settings = s.browsers.settings if s.browsers is not None else browser.Settings(None, 0.0)
+    return settings.screenshot_timeout
+
+
 @inlineCallbacks
 def job_screenshot(s: Services, request: Any):
-    """A PNG of the running job's page, taken now."""
+    """A PNG of the running job's page, taken now (relayed through the heartbeat of the
+    worker that runs it, for a job on a worker)."""
     job = yield find_job(s, arg(request, "id"))
     full_page = flag_arg(request, "full-page")
+    limit = shot_timeout(s)
     try:
         browsers = browsers_of(s)
         control = browsers.channel(job.id)
     except NotFound:
-        if s.cluster is not None and s.cluster.runs_remotely(job.id):
-            raise Conflict(f"job {job.id} runs on a worker: live screenshots of a job "
-                           "on a worker are not relayed (the screenshots it saves come "
-                           "home with its files)") from None
-        raise
+        remote = s.cluster.screenshot(job.id, full_page) if s.cluster is not None else None
+        if remote is None:
+            raise
+        data = yield taken(job.id, remote, limit, s.reactor)
+        return png_answer(request, data)
     shot = f"{control.next_shot + 1}.png"
     path = os.path.join(browsers.tmp_dir(job.id), "shots", shot)
-    limit = browsers.settings.screenshot_timeout
-    waiting = control.screenshot(path, full_page)
-    waiting.addTimeout(limit, s.reactor)
-    try:
-        reply = yield waiting
-    except NotFound:
-        raise NotFound(f"job {job.id} ended before its screenshot was taken") from None
-    except Exception:
-        raise browser.ScreenshotFailed(
-            f"job {job.id} did not take a screenshot within {limit:g} s "
-            "(screenshot-timeout)") from None
+    reply = yield taken(job.id, control.screenshot(path, full_page), limit, s.reactor)
     if not reply.get("ok"):
         raise browser.ScreenshotFailed(f"screenshot failed: {reply.get('error') or 'unknown'}")
     try:
         data = yield s.to_thread(read_screenshot, browsers.tmp_root, job.id, "shots", shot)
     except (OSError, ValueError) as exc:
         raise browser.ScreenshotFailed(f"the job's screenshot cannot be read: {exc}") from None
+    return png_answer(request, data)
+
+
+@inlineCallbacks
+def taken(job_id: str, waiting: Deferred, limit: float, reactor: Any):
+    """What the job answered a screenshot request within ``limit`` seconds; the same
+    errors for a local job and a remote one (remote_shots.ShotError: the worker's
+    reason)."""
+    waiting.addTimeout(limit, reactor)
+    try:
+        reply = yield waiting
+    except NotFound:
+        raise NotFound(f"job {job_id} ended before its screenshot was taken") from None
+    except ShotError as exc:
+        raise browser.ScreenshotFailed(f"screenshot failed: {exc}") from None
+    except Exception:
+        raise browser.ScreenshotFailed(
+            f"job {job_id} did not take a screenshot within {limit:g} s "
+            "(screenshot-timeout)") from None
+    return reply
+
+
+def png_answer(request: Any, data: bytes) -> bytes:
     request.setHeader(b"Content-Type", b"image/png")
     request.setHeader(b"Cache-Control", b"no-store")
     return data

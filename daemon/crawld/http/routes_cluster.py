@@ -24,6 +24,8 @@ from .services import Services
 WORKER_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:@-]{0,127}")
 KEY_RE = re.compile(r"([A-Za-z0-9][A-Za-z0-9_.-]{0,127})/([0-9]{1,19})")
 MAX_JSON = 1024 * 1024
+MAX_SHOT = 32 * 1024 * 1024   # bytes of one live screenshot a worker uploads
+MAX_SHOT_ERROR = 1000         # characters of the reason a screenshot failed
 
 
 def cluster_of(s: Services) -> Any:
@@ -142,6 +144,26 @@ def file(s: Services, request: Any) -> Any:
     return answer(s, request, lambda: cluster_of(s).file(key, name, offset, data))
 
 
+def screenshot(s: Services, request: Any) -> Any:
+    """A worker's answer to a live screenshot request (heartbeat ``screenshots``): the
+    PNG as the raw body, or ``error=REASON`` when the job could not take it."""
+    key = key_of(arg(request, "key"))
+    req = int_arg(request, "req", None)
+    if req is None:
+        raise BadRequest("parameter 'req' (the screenshot request's id) is required")
+    error = arg(request, "error", required=False)
+    data = None
+    if error is not None:
+        error = error[:MAX_SHOT_ERROR] or "unknown"
+    else:
+        request.content.seek(0, 0)
+        data = request.content.read(MAX_SHOT + 1)
+        if len(data) > MAX_SHOT:
+            raise TooLarge(f"a screenshot is at most {MAX_SHOT} bytes")
+    return answer(s, request,
+                  lambda: cluster_of(s).screenshot_taken(key, req, data, error))
+
+
 def stats(s: Services, request: Any) -> Any:
     body = body_json(request)
     key, found = key_of(field(body, "key", str)), field(body, "stats", dict)
@@ -193,6 +215,7 @@ def register(router: Router) -> None:
     router.route("/cluster/started", "POST")(started)
     router.route("/cluster/output", "POST")(output)
     router.route("/cluster/file", "POST")(file)
+    router.route("/cluster/screenshot", "POST")(screenshot)
     router.route("/cluster/stats", "POST")(stats)
     router.route("/cluster/heartbeat", "POST")(heartbeat)
     router.route("/cluster/ended", "POST")(ended)
