@@ -4,7 +4,8 @@ Run as ``python fake_cluster_daemon.py CODE_DIR KEY HEARTBEAT [CERT KEYFILE]`` o
 loopback port (it prints ``listening on http(s)://127.0.0.1:PORT``; https with CERT). It implements the contract of
 docs/cluster.md as the worker sees it: claims (first wins, 409 after), code zips by
 hash from ``CODE_DIR/<hash>.zip``, output held per stream by offset (409 with the held
-offset for a gap), stats, heartbeats answering pending signals and refusals, ends
+offset for a gap), stats, heartbeats answering pending signals, refusals, messages and screenshot
+requests (whose uploads it keeps), ends
 accepted only once every byte is held. The test drives it through ``/test/*``: register
 an attempt, ask for a signal or a refusal, read everything it received.
 """
@@ -40,6 +41,8 @@ class State:
         self.fetches: dict[str, int] = {}
         self.output_calls = 0
         self.messages: dict[str, list] = {}   # key -> messages for the next beat
+        self.shot_requests: dict[str, list] = {}  # key -> screenshot requests, next beat
+        self.shots: dict[str, dict] = {}      # "key req" -> {"data" | "error"} uploaded
         self.down = False                      # /test/down: every /cluster call gets 503
 
     def current(self, key: str) -> bool:
@@ -55,6 +58,9 @@ class State:
             "end_calls": self.end_calls, "beats": self.beats,
             "last_beats": self.heartbeats[-5:], "fetches": self.fetches,
             "output_calls": self.output_calls,
+            "shots": {k: {"size": len(v["data"]) if v["data"] is not None else None,
+                          "head": (v["data"] or b"")[:24].decode("latin-1"),
+                          "error": v["error"]} for k, v in self.shots.items()},
             "held": {k: bytes(v).decode("latin-1") for k, v in self.held.items()},
         }
 
@@ -108,6 +114,8 @@ class Api(resource.Resource):
             return self.output(request, raw)
         if path == "/cluster/file":
             return self.file(request, raw)
+        if path == "/cluster/screenshot":
+            return self.screenshot(request, raw)
         body = json.loads(raw)
         handler = {"/cluster/claim": self.claim, "/cluster/started": self.started_,
                    "/cluster/stats": self.stats_, "/cluster/heartbeat": self.beat,
@@ -125,6 +133,9 @@ class Api(resource.Resource):
             self.s.refused.add(body["key"])
         elif path == "/test/message":
             self.s.messages.setdefault(body["key"], []).append(body["data"])
+        elif path == "/test/screenshot":
+            self.s.shot_requests.setdefault(body["key"], []).append(
+                {"req": body["req"], "full_page": body["full_page"]})
         elif path == "/test/down":
             self.s.down = body["down"]
         elif path == "/test/forget":  # as a daemon that lost what it held of an attempt
@@ -179,6 +190,16 @@ class Api(resource.Resource):
         held[offset:offset + len(data)] = data
         return self.answer(request, 200, {"offset": len(held)})
 
+    def screenshot(self, request: Any, data: bytes) -> bytes:
+        """A live screenshot's PNG (or ``error``), kept as "KEY REQ"."""
+        query = parse_qs(urlparse(request.uri.decode()).query)
+        key, req = query["key"][0], int(query["req"][0])
+        if not self.s.current(key):
+            return self.answer(request, 409, {"msg": f"attempt {key} is not current"})
+        error = query.get("error", [None])[0]
+        self.s.shots[f"{key} {req}"] = {"data": None if error else data, "error": error}
+        return self.answer(request, 200, {})
+
     def stats_(self, request: Any, body: dict) -> bytes:
         if not self.s.current(body["key"]):
             return self.answer(request, 409, {"msg": "not current"})
@@ -194,7 +215,9 @@ class Api(resource.Resource):
             "signal": {k: v for k, v in self.s.signals.items() if k in keys},
             "refuse": sorted(k for k in keys if k in self.s.refused),
             "messages": {k: self.s.messages.pop(k) for k in list(self.s.messages)
-                         if k in keys}})
+                         if k in keys},
+            "screenshots": {k: self.s.shot_requests.pop(k)
+                            for k in list(self.s.shot_requests) if k in keys}})
 
     def ended(self, request: Any, body: dict) -> bytes:
         key = body["key"]

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any
+from typing import Any, Optional
 
 import pytest
+from twisted.internet.defer import Deferred
 
+from crawld.browser import Settings
 from crawld.launch.heartbeat import Heartbeat
 from crawld.process import Exit
 from tests.unit.worker_fakes import Rig
@@ -28,8 +30,36 @@ class FakeChannel:
 
 
 class FakeBrowsers:
+    def __init__(self, tmp_root: str = "/nonexistent") -> None:
+        self.channels: dict[str, Any] = {}
+        self.tmp_root = tmp_root
+        self.settings = Settings(None, 1.0, screenshot_timeout=3.0)
+
+    def tmp_dir(self, job_id: str) -> str:
+        return os.path.join(self.tmp_root, job_id)
+
+
+class ShotChannel:
+    """A job's channel as browser.Channel answers screenshots: the reply comes later
+    (``answer``), the PNG is at the path it was given."""
+
     def __init__(self) -> None:
-        self.channels: dict[str, FakeChannel] = {}
+        self.next_shot = 0
+        self.asked: list[tuple[str, bool, Deferred]] = []
+
+    def screenshot(self, path: str, full_page: bool) -> Deferred:
+        self.next_shot += 1
+        d: Deferred = Deferred()
+        self.asked.append((path, full_page, d))
+        return d
+
+    def answer(self, n: int, png: Optional[bytes], error: Optional[str] = None) -> None:
+        path, _, d = self.asked[n]
+        if png is not None:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(path, "wb") as fh:
+                fh.write(png)
+        d.callback({"ok": png is not None, "error": error})
 
 
 def run_browse(rig: Rig) -> tuple[str, str, Any, Any]:
@@ -85,3 +115,33 @@ def test_messages_in_a_heartbeat_answer_reach_the_jobs_channel(rig: Rig) -> None
     rig.state.messages[key] = ["late"]
     assert rig.settle(beat.beat()) is True
     assert channel.got == [{"a": 1}, "two"]
+
+
+def test_screenshot_requests_in_a_heartbeat_answer_are_taken_and_uploaded(
+        rig: Rig, tmp_path: Any) -> None:
+    browsers = rig.launcher.browsers = FakeBrowsers(str(tmp_path / "tmp"))
+    job, key, done, _ = run_browse(rig)
+    channel = browsers.channels[job] = ShotChannel()
+    beat = Heartbeat(rig.clock, rig.client, rig.runtime, "w1", 1, ["browser"])
+    for req, full in ((7, True), (8, False), (9, False)):
+        rig.state.shot_requests.setdefault(key, []).append({"req": req, "full_page": full})
+    rig.state.shot_requests["other/1"] = [{"req": 1, "full_page": False}]
+    assert rig.settle(beat.beat()) is True
+    assert [(p, f) for p, f, _ in channel.asked] == [
+        (os.path.join(str(tmp_path / "tmp"), job, "shots", f"{n}.png"), f)
+        for n, f in ((1, True), (2, False), (3, False))], "asked as the daemon's route asks"
+    png = b"\x89PNG\r\n\x1a\n" + b"IHDR" * 10
+    channel.answer(0, png)
+    channel.answer(1, None, "page crashed")
+    rig.flush()
+    assert rig.state.shots[f"{key} 7"] == {"data": png, "error": None}
+    assert rig.state.shots[f"{key} 8"] == {"data": None, "error": "page crashed"}
+    assert not os.path.exists(channel.asked[0][0]), "the worker's temp PNG is removed"
+    rig.clock.advance(3.1)   # [browser] screenshot-timeout on the worker too
+    rig.flush()
+    assert "within 3 s" in rig.state.shots[f"{key} 9"]["error"]
+    del browsers.channels[job]  # ended meanwhile
+    rig.state.shot_requests[key] = [{"req": 10, "full_page": False}]
+    assert rig.settle(beat.beat()) is True
+    assert "no control channel" in rig.state.shots[f"{key} 10"]["error"]
+    assert list(rig.state.shots) == [f"{key} {n}" for n in (7, 8, 9, 10)]

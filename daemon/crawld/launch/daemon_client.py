@@ -144,6 +144,17 @@ class DaemonClient:
         return self._call(b"POST", f"/cluster/file?{query}", data,
                           "application/octet-stream")
 
+    def screenshot(self, key: str, req: int, data: Optional[bytes] = None,
+                   error: Optional[str] = None):
+        """``Deferred[Reply]``: the PNG of live screenshot request ``req`` (``data``), or
+        why it could not be taken (``error``)."""
+        params: dict[str, Any] = {"key": key, "req": req}
+        if error is not None:
+            params["error"] = error
+        return self._call(b"POST", f"/cluster/screenshot?{urlencode(params)}",
+                          data if error is None and data is not None else b"",
+                          "image/png")
+
     def stats(self, key: str, stats: dict[str, Any]):
         return self._post("/cluster/stats", {"key": key, "stats": stats})
 

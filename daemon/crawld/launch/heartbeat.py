@@ -4,7 +4,8 @@ Each beat tells the daemon the worker's name, slots and queues and every attempt
 claimed (key, pid, memory); the daemon's capacity is the slots of the workers it heard
 from lately, and an attempt no beat mentions for ``lost_after`` seconds is lost. The
 answer carries signals for attempts (cancel: 15, then 9) and the attempts the daemon
-refuses (lost, not current), handed to the runtime, and the interval to use from now
+refuses (lost, not current), the messages and live screenshot requests for its
+browser jobs, handed to the runtime, and the interval to use from now
 on (2 s until the first answer). An unreachable daemon is simply tried again next beat:
 heartbeats are small and the attempts go on meanwhile.
 """
@@ -83,6 +84,7 @@ class Heartbeat:
         signal = body.get("signal") if isinstance(body.get("signal"), dict) else {}
         refuse = [k for k in body.get("refuse") or [] if isinstance(k, str)]
         messages = body.get("messages") if isinstance(body.get("messages"), dict) else {}
-        self.runtime.apply(signal, refuse, messages)
+        shots = body.get("screenshots") if isinstance(body.get("screenshots"), dict) else {}
+        self.runtime.apply(signal, refuse, messages, shots)
         self.beats += 1
         return True

@@ -29,7 +29,7 @@ from twisted.logger import Logger
 from .. import items as item_files, logs
 from ..model import JOB_ID_RE, JOB_KINDS, Actor, Job, JobStatus
 from ..process import Exit
-from . import attempt_records as records
+from . import attempt_records as records, shots
 from .daemon_client import Unreachable
 from .protocol import Attempt, Started
 from .shipper import Shipper
@@ -296,14 +296,21 @@ class WorkerRuntime:
 
     # -- from the heartbeat -----------------------------------------------------------
     def apply(self, signal: dict[str, Any], refuse: list[str],
-              messages: Optional[dict[str, Any]] = None) -> None:
+              messages: Optional[dict[str, Any]] = None,
+              screenshots: Optional[dict[str, Any]] = None) -> None:
         """A heartbeat answer: send each requested signal once; refused attempts stop
         shipping and their trees are killed; ``messages`` (job-message.json's, per
-        attempt) go to the browser job's channel, as the daemon's own runner does."""
+        attempt) go to the browser job's channel, as the daemon's own runner does;
+        ``screenshots`` (live screenshot requests) are taken and uploaded (shots.py)."""
         for key, sent in (messages or {}).items():
             running = self.running.get(key)
             if running is not None and isinstance(sent, list):
                 self._deliver(running, sent)
+        for key, asked in (screenshots or {}).items():
+            running = self.running.get(key)
+            if running is not None:
+                shots.relay_all(self.client, getattr(self.launcher, "browsers", None), key,
+                                running.attempt.job.id, asked, self.reactor, self.to_thread)
         for key, sig in signal.items():
             running = self.running.get(key)
             if running is None or not isinstance(sig, int) or sig in running.signalled:
