@@ -10,6 +10,7 @@ import json
 import os
 import re
 import socket
+import struct
 import threading
 import uuid
 from typing import Any, Callable, Iterator
@@ -291,8 +292,13 @@ def test_a_remote_browser_jobs_events_files_and_messages_come_home(make_cluster)
     live = output()
     assert live["running"] is True and live["progress"] == 0.5, "events come home live"
     assert {"waiting": True} in [m["data"] for m in live["messages"]]
-    r = d.get("/job-screenshot.png", id=job_id)
-    assert r.status_code == 409 and "are not relayed" in r.json()["msg"]
+    for params in ({}, {"full-page": "1"}):  # relayed: asked in a heartbeat answer
+        r = d.get("/job-screenshot.png", id=job_id, **params)
+        assert r.status_code == 200, r.text
+        assert r.headers["content-type"] == "image/png"
+        assert r.content.startswith(b"\x89PNG\r\n\x1a\n") and r.content[12:16] == b"IHDR"
+        width, height = struct.unpack(">II", r.content[16:24])
+        assert width > 0 and height > 0, (width, height)
     d.ok(d.post("/job-message.json", id=job_id, data=json.dumps({"reply": 42})))
     job = d.wait_status(job_id, "SUCCESSFUL", "FAILED", timeout=60)
     assert job["status"] == "SUCCESSFUL", d.log_text(job_id, "err")
