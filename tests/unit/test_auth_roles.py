@@ -55,6 +55,7 @@ EXPECTED_ROLES = {  # every route the app serves: a new one must be decided here
     "/cluster/started": "worker",
     "/cluster/output": "worker",
     "/cluster/file": "worker",
+    "/cluster/screenshot": "worker",
     "/cluster/stats": "worker",
     "/cluster/heartbeat": "worker",
     "/cluster/ended": "worker",
