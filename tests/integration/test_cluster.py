@@ -292,13 +292,7 @@ def test_a_remote_browser_jobs_events_files_and_messages_come_home(make_cluster)
     live = output()
     assert live["running"] is True and live["progress"] == 0.5, "events come home live"
     assert {"waiting": True} in [m["data"] for m in live["messages"]]
-    for params in ({}, {"full-page": "1"}):  # relayed: asked in a heartbeat answer
-        r = d.get("/job-screenshot.png", id=job_id, **params)
-        assert r.status_code == 200, r.text
-        assert r.headers["content-type"] == "image/png"
-        assert r.content.startswith(b"\x89PNG\r\n\x1a\n") and r.content[12:16] == b"IHDR"
-        width, height = struct.unpack(">II", r.content[16:24])
-        assert width > 0 and height > 0, (width, height)
+    assert png_size(d.get("/job-screenshot.png", id=job_id))[0] > 0, "relayed live"
     d.ok(d.post("/job-message.json", id=job_id, data=json.dumps({"reply": 42})))
     job = d.wait_status(job_id, "SUCCESSFUL", "FAILED", timeout=60)
     assert job["status"] == "SUCCESSFUL", d.log_text(job_id, "err")
@@ -316,6 +310,46 @@ def test_a_remote_browser_jobs_events_files_and_messages_come_home(make_cluster)
     r = d.session.get(d.url + files["page.png"]["url"], timeout=30)
     assert r.content.startswith(b"\x89PNG\r\n\x1a\n") and len(r.content) > 1000
     assert len(r.content) == files["page.png"]["size"]
+
+
+TALL_SCRIPT = '''
+async def run(page, job):
+    await page.set_content('<body style="margin:0"><div style="height:3000px">tall</div>')
+    job.post({"ready": True})
+    async for message in job.messages():
+        break
+    return {"ok": True}
+'''
+
+
+def png_size(r: requests.Response) -> tuple[int, int]:
+    """The width and height of a PNG answer (its IHDR), after checking it is one."""
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"] == "image/png"
+    assert r.content.startswith(b"\x89PNG\r\n\x1a\n") and r.content[12:16] == b"IHDR"
+    return struct.unpack(">II", r.content[16:24])
+
+
+def test_a_live_screenshot_of_a_remote_browser_job_comes_through_its_worker(make_cluster):
+    cluster = make_cluster(workers=1)
+    d = cluster.daemon
+    d.push(cluster_project(extra={"demo/scripts/tall.py": TALL_SCRIPT}))
+    job_id = d.ok(d.post("/schedule-job.json", project="demo", script="tall",
+                         when="now"))["identifier"]
+    wait_for(lambda: d.ok(d.get("/job-posts.json", id=job_id))["posts"], 120,
+             what="the remote job's page to be ready")
+    assert cluster.row(job_id)["host"] == "w1"
+    width, height = png_size(d.get("/job-screenshot.png", id=job_id))
+    assert (width, height) == (1280, 720), "the viewport"
+    width, full = png_size(d.get("/job-screenshot.png", id=job_id, **{"full-page": "1"}))
+    assert width == 1280 and full >= 3000, "full_page travels to the worker"
+    d.ok(d.post("/job-message.json", id=job_id, data="1"))
+    job = d.wait_status(job_id, "SUCCESSFUL", "FAILED", timeout=60)
+    assert job["status"] == "SUCCESSFUL", d.log_text(job_id, "err")
+    r = d.get("/job-screenshot.png", id=job_id)
+    assert r.status_code == 404, "the job ended: nothing to ask"
+    assert d.ok(d.get("/job-files.json", id=job_id))["files"] == [], \
+        "live screenshots leave no file behind"
 
 
 # -- failures -----------------------------------------------------------------------------
