@@ -274,12 +274,20 @@ async def run(page, job):
 '''
 
 
-def test_a_remote_browser_jobs_events_files_and_messages_come_home(make_cluster):
+def remote_script(make_cluster: Callable[..., Any], name: str, source: str
+                  ) -> tuple[Any, Any, str]:
+    """A one-worker cluster running browser script ``name`` (``source``): the cluster,
+    its daemon and the job's id."""
     cluster = make_cluster(workers=1)
     d = cluster.daemon
-    d.push(cluster_project(extra={"demo/scripts/live.py": LIVE_SCRIPT}))
-    job_id = d.ok(d.post("/schedule-job.json", project="demo", script="live",
+    d.push(cluster_project(extra={f"demo/scripts/{name}.py": source}))
+    job_id = d.ok(d.post("/schedule-job.json", project="demo", script=name,
                          when="now"))["identifier"]
+    return cluster, d, job_id
+
+
+def test_a_remote_browser_jobs_events_files_and_messages_come_home(make_cluster):
+    cluster, d, job_id = remote_script(make_cluster, "live", LIVE_SCRIPT)
 
     def output(**params: Any) -> dict:
         return d.ok(d.get("/job-output.json", id=job_id, **params))
@@ -331,11 +339,7 @@ def png_size(r: requests.Response) -> tuple[int, int]:
 
 
 def test_a_live_screenshot_of_a_remote_browser_job_comes_through_its_worker(make_cluster):
-    cluster = make_cluster(workers=1)
-    d = cluster.daemon
-    d.push(cluster_project(extra={"demo/scripts/tall.py": TALL_SCRIPT}))
-    job_id = d.ok(d.post("/schedule-job.json", project="demo", script="tall",
-                         when="now"))["identifier"]
+    cluster, d, job_id = remote_script(make_cluster, "tall", TALL_SCRIPT)
     wait_for(lambda: d.ok(d.get("/job-posts.json", id=job_id))["posts"], 120,
              what="the remote job's page to be ready")
     assert cluster.row(job_id)["host"] == "w1"
