@@ -38,7 +38,10 @@ class DaemonLog:
         self.clock = clock
         self.flush_delay = flush_delay
         self.pending: list[str] = []
-        self.lock = threading.Lock()
+        # reentrant: a signal handler runs between two bytecodes of the main thread, so
+        # Twisted's SIGTERM handler may log ("Received SIGTERM") while this thread is
+        # inside _write; a plain Lock then deadlocked the daemon, which never stopped
+        self.lock = threading.RLock()
         self._second: Optional[int] = None
         self._prefix = ""
 
@@ -82,7 +85,9 @@ class DaemonLog:
             self._write()
 
     def _write(self) -> None:
-        if self.pending:
-            self.stream.write("".join(self.pending))
-            self.pending.clear()
+        # taken out before the write: a line logged from inside it (above) is written
+        # by that call, once, not a second time by this one
+        lines, self.pending = self.pending, []
+        if lines:
+            self.stream.write("".join(lines))
         self.stream.flush()

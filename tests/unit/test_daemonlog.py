@@ -57,3 +57,34 @@ def test_an_event_writes_the_queued_access_lines_first():
 def test_access_lines_follow_the_level():
     assert make("info")[0].logs_access and make("debug")[0].logs_access
     assert not make("warn")[0].logs_access and not make("error")[0].logs_access
+
+
+def test_an_event_logged_from_inside_a_write_neither_deadlocks_nor_repeats():
+    """A signal handler runs between two bytecodes of the main thread, so Twisted's
+    SIGTERM handler logs "Received SIGTERM" while the thread may be inside the log's
+    write: the daemon deadlocked there and never stopped (seen in CI)."""
+    import threading
+    from twisted.logger import LogLevel
+
+    def event(text: str) -> dict:
+        return {"log_format": text, "log_level": LogLevel.info,
+                "log_namespace": "test", "log_time": 0.0}
+
+    class Interrupted(io.StringIO):
+        """A stream whose first write is interrupted by a handler that logs."""
+        interrupted = False
+
+        def write(self, text: str) -> int:
+            if not self.interrupted:
+                self.interrupted = True
+                log.event(event("Received SIGTERM"))
+            return super().write(text)
+
+    stream = Interrupted()
+    log = DaemonLog("info", call_later=lambda *a: None, stream=stream)
+    writer = threading.Thread(target=log.event, args=(event("first"),), daemon=True)
+    writer.start()
+    writer.join(10)
+    assert not writer.is_alive(), "deadlocked"
+    lines = stream.getvalue().splitlines()
+    assert sorted(line.split(": ", 1)[1] for line in lines) == ["Received SIGTERM", "first"]
